@@ -1,0 +1,352 @@
+//! Configuration: `wolfscale.toml`, its defaults, and its validation.
+//!
+//! # Data flow
+//!
+//! ```text
+//! text ──toml──▶ toml::Table ──schema walk──▶ RawConfig ──check──▶ Config
+//!                    │              │                      │
+//!               syntax error   unknown keys,          missing keys, bounds,
+//!               (line:col)     wrong types            addresses, files, conflicts
+//!                                   └───────────┬──────────┘
+//!                                        Vec<Diagnostic>
+//! ```
+//!
+//! Every stage keeps going after a problem, so one run reports everything that is wrong with
+//! a file: each [`Diagnostic`] names the file, the dotted key and the reason, and, for a
+//! misspelled key, the closest known one. Errors refuse the file; warnings (such as
+//! `bootstrap = true`) are returned next to the loaded [`Config`].
+//!
+//! # Layout
+//!
+//! * `mod.rs`: the checked [`Config`] (what the rest of the crate uses), loading, and
+//!   [`resolve_path`].
+//! * `raw.rs`: the schema (every known section and key with its TOML type), the walk that
+//!   checks a parsed table against it, and the `Option`-only serde structs it fills.
+//! * `check.rs`: raw → checked: defaults, bounds, addresses, paths, cross-field rules.
+//! * `diagnostic.rs`: [`Diagnostic`], [`ConfigError`], did-you-mean matching.
+//! * `secret.rs`: [`Secret`], a string that redacts itself.
+//! * `template.rs`: [`template`], the commented file `wolfscale init` writes.
+//!
+//! # Paths
+//!
+//! Relative paths in the file (`node.data_dir`, `proxy.tls_cert`, `proxy.tls_key`) are
+//! resolved against the directory that contains the config file, not the working directory,
+//! so a node behaves the same whichever directory it is started from. For text loaded with
+//! [`Config::from_toml_str`] and a path without a directory part (such as `<memory>`), they
+//! stay relative, that is, relative to the working directory.
+//!
+//! # Finding the file
+//!
+//! `-c/--config PATH`, else `$WOLFSCALE_CONFIG`, else `./wolfscale.toml`; see [`resolve_path`].
+
+mod check;
+mod diagnostic;
+mod raw;
+mod secret;
+mod template;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{ConfigError, Diagnostic, Location, Problem, Severity};
+pub use secret::Secret;
+pub use template::template;
+
+/// The file looked for in the working directory when neither `--config` nor
+/// [`ENV_VAR`] names one.
+pub const DEFAULT_FILE: &str = "wolfscale.toml";
+/// Environment variable naming the config file.
+pub const ENV_VAR: &str = "WOLFSCALE_CONFIG";
+/// The `source` of a [`Config`] that did not come from a file.
+pub const MEMORY_SOURCE: &str = "<memory>";
+
+/// Default port of the cluster (Raft) listener, `node.bind_address`.
+pub const DEFAULT_CLUSTER_PORT: u16 = 7654;
+/// Default port of the HTTP API, `api.bind_address`.
+pub const DEFAULT_API_PORT: u16 = 8080;
+/// Default port of the MySQL-protocol proxy, `proxy.bind_address`.
+pub const DEFAULT_PROXY_PORT: u16 = 8007;
+/// Default port of the local MariaDB, `database.port`.
+pub const DEFAULT_DATABASE_PORT: u16 = 3306;
+
+/// The config file to use: `cli` (`-c/--config PATH`) if given, else `$WOLFSCALE_CONFIG` if
+/// set and not empty, else `./wolfscale.toml`.
+pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+    resolve_path_from(cli, std::env::var_os(ENV_VAR))
+}
+
+fn resolve_path_from(cli: Option<&Path>, env: Option<OsString>) -> PathBuf {
+    match (cli, env) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
+        _ => PathBuf::from(DEFAULT_FILE),
+    }
+}
+
+/// A validated configuration. Every value is within its documented bounds, and relative
+/// paths have been resolved against the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub database: DatabaseConfig,
+    pub wal: WalConfig,
+    pub cluster: ClusterConfig,
+    pub api: ApiConfig,
+    pub proxy: ProxyConfig,
+    /// The file this came from, or `<memory>` ([`MEMORY_SOURCE`]).
+    pub source: PathBuf,
+}
+
+/// `[node]`: who this node is and where it listens for peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// `id`. **Required.** 1..=1023: it is the 10-bit node field of Snowflake ids, so it must
+    /// be unique in the cluster.
+    pub id: u16,
+    /// `bind_address`: where the cluster (Raft) listener binds, as `IP:port` (no host
+    /// names). Default `0.0.0.0:7654`. Port 0 asks the OS for a free port (tests).
+    pub bind_address: SocketAddr,
+    /// `advertise_address`: how peers reach this node, as `host:port` (`[v6]:port` for IPv6),
+    /// port 1..=65535, not a wildcard address. **Required when `cluster.peers` is not
+    /// empty**; otherwise defaults to `127.0.0.1:<port of bind_address>`.
+    pub advertise_address: String,
+    /// `data_dir`: WAL segments and node state (`data_dir/state/`). Default `./data`,
+    /// resolved against the config file's directory. Must not be empty.
+    pub data_dir: PathBuf,
+}
+
+/// `[database]`: the local MariaDB this node replays the log on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `host`. Default `127.0.0.1`. A host name or IP, not empty.
+    pub host: String,
+    /// `port`. Default 3306, 1..=65535.
+    pub port: u16,
+    /// `user`: the service account. **Required**, not empty.
+    pub user: String,
+    /// `password`. Default empty.
+    pub password: Secret,
+    /// `database`: the service account's default database. Optional, no default; not empty
+    /// when set. Which databases are replicated does not depend on it.
+    pub database: Option<String>,
+    /// `pool_size`: connections to the local MariaDB. Default 8, 1..=1024.
+    pub pool_size: usize,
+}
+
+/// `[wal]`: the replicated write-ahead log on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalConfig {
+    /// `batch_size`: most entries written under one fsync. Default 1000, 1..=100000.
+    pub batch_size: usize,
+    /// `flush_interval_ms`: how long a batch waits for more entries before it is written.
+    /// Default 2, 0..=10000; 0 writes as soon as an entry arrives.
+    pub flush_interval_ms: u64,
+    /// `compression`: lz4 for batch payloads. Default true.
+    pub compression: bool,
+    /// `segment_size_mb`: size at which a segment file is closed and a new one started.
+    /// Default 64, 1..=4096.
+    pub segment_size_mb: u64,
+    /// `retention_hours`: how long applied segments are kept before purging. Default 168
+    /// (a week), 1..=87600 (ten years).
+    pub retention_hours: u64,
+    /// `fsync`: fdatasync each batch. Default true. `false` gives a warning: an
+    /// acknowledged write can then be lost if a majority loses power at once.
+    pub fsync: bool,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            batch_size: 1000,
+            flush_interval_ms: 2,
+            compression: true,
+            segment_size_mb: 64,
+            retention_hours: 168,
+            fsync: true,
+        }
+    }
+}
+
+/// `[cluster]`: Raft membership and timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `bootstrap`: initialize a new cluster with this node as its first member. Default
+    /// false. Setting it in the file gives a warning: pass `--bootstrap` once on the command
+    /// line instead, so a later restart cannot bootstrap a second cluster.
+    pub bootstrap: bool,
+    /// `peers`: the other nodes' advertise addresses, `host:port` each, port 1..=65535.
+    /// Default empty (a single node). Must not contain this node's own advertise address or
+    /// the same address twice.
+    pub peers: Vec<String>,
+    /// `heartbeat_interval_ms`: leader heartbeat. Default 500, 1..=60000, less than
+    /// `election_timeout_min_ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `election_timeout_min_ms`: lower bound of the randomized election timeout. Default
+    /// 1500, 1..=600000, less than `election_timeout_max_ms`.
+    pub election_timeout_min_ms: u64,
+    /// `election_timeout_max_ms`: upper bound of the randomized election timeout. Default
+    /// 3000, 1..=600000.
+    pub election_timeout_max_ms: u64,
+    /// `disable_auto_election`: never start an election on its own (leadership only through
+    /// `wolfctl`). Default false.
+    pub disable_auto_election: bool,
+    /// `secret`: shared secret that authenticates cluster traffic. Optional, no default; not
+    /// empty when set. Peers without a secret give a warning.
+    pub secret: Option<Secret>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            bootstrap: false,
+            peers: Vec::new(),
+            heartbeat_interval_ms: 500,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            disable_auto_election: false,
+            secret: None,
+        }
+    }
+}
+
+/// `[api]`: the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// `enabled`. Default true.
+    pub enabled: bool,
+    /// `bind_address`: `IP:port`. Default `0.0.0.0:8080`. Port 0 asks the OS for a free port.
+    /// Must not share a port with another enabled listener.
+    pub bind_address: SocketAddr,
+    /// `token`: bearer token required by the API. Optional, no default; not empty when set.
+    pub token: Option<Secret>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            bind_address: SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)),
+            token: None,
+        }
+    }
+}
+
+/// `[proxy]`: the MySQL-protocol front end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// `enabled`. Default true.
+    pub enabled: bool,
+    /// `bind_address`: `IP:port`. Default `0.0.0.0:8007`. Port 0 asks the OS for a free port.
+    /// Must not share a port with another enabled listener.
+    pub bind_address: SocketAddr,
+    /// `max_connections`: client connections at once; more wait to be accepted. Default
+    /// 1000, 1..=100000.
+    pub max_connections: usize,
+    /// `tls_cert`: PEM certificate chain; enables TLS. Optional, no default. Needs `tls_key`;
+    /// the file must exist. Resolved against the config file's directory.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: PEM private key for `tls_cert`. Optional, no default. Needs `tls_cert`; the
+    /// file must exist. Resolved against the config file's directory.
+    pub tls_key: Option<PathBuf>,
+    /// `handshake_timeout_ms`: a client that has not finished the handshake (TLS and
+    /// authentication) by then is dropped. Default 10000, 100..=600000.
+    pub handshake_timeout_ms: u64,
+    /// `max_allowed_packet`: largest logical packet accepted from a client, in bytes.
+    /// Default 16777216 (16 MiB), 1024..=1073741824 (1 GiB).
+    pub max_allowed_packet: usize,
+    /// `shutdown_timeout_ms`: on SIGTERM, how long in-flight statements get to finish before
+    /// their connections are closed. Default 10000, 0..=3600000.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            enabled: true,
+            bind_address: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PROXY_PORT)),
+            max_connections: 1000,
+            tls_cert: None,
+            tls_key: None,
+            handshake_timeout_ms: 10_000,
+            max_allowed_packet: 16 * 1024 * 1024,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`. `Ok` carries the warnings too; any error
+    /// diagnostic gives [`ConfigError::Invalid`] with all diagnostics.
+    pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml_str(&text, path)
+    }
+
+    /// Like [`Config::load`], from text. `path` names the file in diagnostics, becomes
+    /// `source`, and its directory anchors relative paths; pass `Path::new("<memory>")`
+    /// ([`MEMORY_SOURCE`]) for text that has no file.
+    pub fn from_toml_str(
+        text: &str,
+        path: &Path,
+    ) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+        let (config, diagnostics) = diagnose(text, path);
+        match config {
+            Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => {
+                Ok((config, diagnostics))
+            }
+            _ => Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                diagnostics,
+            }),
+        }
+    }
+}
+
+/// Every diagnostic, errors and warnings, for the file at `path`, in file order. An
+/// unreadable file gives one error diagnostic. For `wolfscale validate` and
+/// `wolfctl check-config`.
+pub fn check_file(path: &Path) -> Vec<Diagnostic> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => diagnose(&text, path).1,
+        Err(e) => vec![Diagnostic {
+            severity: Severity::Error,
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+            suggestion: None,
+            problem: Problem::Unreadable,
+            location: None,
+        }],
+    }
+}
+
+/// Runs both layers and returns the config (if it could be built) with every diagnostic,
+/// located and in file order.
+fn diagnose(text: &str, path: &Path) -> (Option<Config>, Vec<Diagnostic>) {
+    let mut parsed = raw::parse(text, path);
+    let mut diagnostics = std::mem::take(&mut parsed.diagnostics);
+    let config = match parsed.raw.take() {
+        Some(raw) => check::validate(raw, path, &parsed.shadowed, &mut diagnostics),
+        None => None,
+    };
+    for d in &mut diagnostics {
+        if d.location.is_none() && !d.key.is_empty() {
+            d.location = parsed
+                .spans
+                .find(&d.key)
+                .map(|span| Location::of_offset(text, span.start));
+        }
+    }
+    diagnostics.sort_by_key(|d| {
+        d.location
+            .map_or((usize::MAX, usize::MAX), |l| (l.line, l.column))
+    });
+    (config, diagnostics)
+}
+
+#[cfg(test)]
+mod tests;

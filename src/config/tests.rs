@@ -1,0 +1,203 @@
+//! Unit tests that need the whole module; per-file tests live beside their code.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::raw::SCHEMA;
+use super::*;
+
+fn load(text: &str) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+    Config::from_toml_str(text, Path::new("conf/wolfscale.toml"))
+}
+
+#[test]
+fn template_loads_without_any_diagnostic() {
+    for id in [1, 7, 1023] {
+        let (config, diagnostics) = load(&template(id)).expect("template must validate");
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert_eq!(config.node.id, id);
+    }
+}
+
+/// The template states the defaults, so it must load to the same config as a file that
+/// only sets the required keys.
+#[test]
+fn template_values_are_the_defaults() {
+    let (from_template, _) = load(&template(5)).unwrap();
+    let (minimal, _) = load("[node]\nid = 5\n[database]\nuser = \"wolfscale\"\n").unwrap();
+    assert_eq!(from_template, minimal);
+    assert_eq!(minimal.wal, WalConfig::default());
+    assert_eq!(minimal.cluster, ClusterConfig::default());
+    assert_eq!(minimal.api, ApiConfig::default());
+    assert_eq!(minimal.proxy, ProxyConfig::default());
+    assert_eq!(minimal.node.data_dir, PathBuf::from("conf/data"));
+    assert_eq!(minimal.node.advertise_address, "127.0.0.1:7654");
+    assert_eq!(minimal.source, PathBuf::from("conf/wolfscale.toml"));
+}
+
+/// Every known key appears in the template, set or commented out.
+#[test]
+fn template_mentions_every_key() {
+    let text = template(1);
+    for (section, keys) in SCHEMA {
+        let header = format!("[{section}]");
+        let body = text
+            .split_once(&header)
+            .map(|(_, rest)| rest.split("\n[").next().unwrap_or(rest))
+            .unwrap_or_else(|| panic!("no {header} in template"));
+        for (key, _) in *keys {
+            let present = body.lines().any(|line| {
+                let line = line.strip_prefix("# ").unwrap_or(line);
+                line.starts_with(&format!("{key} = "))
+            });
+            assert!(present, "{section}.{key} missing from template");
+        }
+    }
+}
+
+#[test]
+fn template_optional_keys_load_when_uncommented() {
+    let text = template(3)
+        .replace("# database = ", "database = ")
+        .replace("# secret = ", "secret = ")
+        .replace("# token = ", "token = ");
+    let (config, diagnostics) = load(&text).unwrap();
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    assert_eq!(config.database.database.as_deref(), Some("app"));
+    assert_eq!(config.cluster.secret.unwrap().expose(), "change-me");
+    assert_eq!(config.api.token.unwrap().expose(), "change-me");
+}
+
+#[test]
+fn resolve_path_precedence() {
+    let cli = Path::new("/etc/ws.toml");
+    let env = || Some(OsString::from("/env/ws.toml"));
+    assert_eq!(
+        resolve_path_from(Some(cli), env()),
+        PathBuf::from("/etc/ws.toml")
+    );
+    assert_eq!(
+        resolve_path_from(None, env()),
+        PathBuf::from("/env/ws.toml")
+    );
+    assert_eq!(
+        resolve_path_from(None, Some(OsString::new())),
+        PathBuf::from(DEFAULT_FILE)
+    );
+    assert_eq!(resolve_path_from(None, None), PathBuf::from(DEFAULT_FILE));
+}
+
+#[test]
+fn relative_paths_follow_the_config_file() {
+    let text = "[node]\nid = 1\ndata_dir = \"state/here\"\n[database]\nuser = \"u\"\n";
+    let at = |path: &str| {
+        Config::from_toml_str(text, Path::new(path))
+            .unwrap()
+            .0
+            .node
+            .data_dir
+    };
+    assert_eq!(
+        at("/etc/wolfscale/wolfscale.toml"),
+        PathBuf::from("/etc/wolfscale/state/here")
+    );
+    assert_eq!(at("wolfscale.toml"), PathBuf::from("state/here"));
+    assert_eq!(at(MEMORY_SOURCE), PathBuf::from("state/here"));
+    let abs = "[node]\nid = 1\ndata_dir = \"/var/lib/ws\"\n[database]\nuser = \"u\"\n";
+    let (config, _) = Config::from_toml_str(abs, Path::new("/etc/w.toml")).unwrap();
+    assert_eq!(config.node.data_dir, PathBuf::from("/var/lib/ws"));
+}
+
+#[test]
+fn diagnostics_are_in_file_order_and_located() {
+    let text = "[wal]\nbatch_size = 0\n[node]\nid = 0\n[database]\nuser = \"u\"\nport = 0\n";
+    let err = load(text).unwrap_err();
+    let keys: Vec<_> = err.diagnostics().iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["wal.batch_size", "node.id", "database.port"]);
+    let lines: Vec<_> = err
+        .diagnostics()
+        .iter()
+        .map(|d| d.location.unwrap().line)
+        .collect();
+    assert_eq!(lines, [2, 4, 7]);
+}
+
+/// Deterministic mutations of the template (truncations, byte flips, dropped and
+/// duplicated lines, swapped values): loading must never panic, and every diagnostic must
+/// name the file.
+#[test]
+fn mutated_templates_never_panic() {
+    let base = template(9).into_bytes();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        // xorshift64*: no dependency, reproducible.
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for cut in (0..base.len()).step_by(base.len() / 150 + 1) {
+        cases.push(base[..cut].to_vec());
+    }
+    const NASTY: &[u8] = b"=[]\"'#\n.,{}0-9x\\\x00\xff";
+    for _ in 0..300 {
+        let mut bytes = base.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] = match next() % 3 {
+                0 => bytes[at] ^ (1 << (next() % 8)),
+                1 => NASTY[(next() % NASTY.len() as u64) as usize],
+                _ => b'9',
+            };
+        }
+        cases.push(bytes);
+    }
+    let lines: Vec<&str> = std::str::from_utf8(&base).unwrap().lines().collect();
+    for i in 0..lines.len() {
+        let mut dropped = lines.clone();
+        dropped.remove(i);
+        cases.push(dropped.join("\n").into_bytes());
+        let mut doubled = lines.clone();
+        doubled.insert(i, lines[i]);
+        cases.push(doubled.join("\n").into_bytes());
+    }
+    for value in [
+        "-1",
+        "0",
+        "99999999999",
+        "\"x\"",
+        "true",
+        "[]",
+        "{}",
+        "1.5",
+        "1979-05-27",
+    ] {
+        for line in lines
+            .iter()
+            .filter(|l| l.contains(" = ") && !l.starts_with('#'))
+        {
+            let (key, _) = line.split_once(" = ").unwrap();
+            let text = lines.join("\n").replace(line, &format!("{key} = {value}"));
+            cases.push(text.into_bytes());
+        }
+    }
+    assert!(cases.len() > 500, "{}", cases.len());
+    let file = Path::new("fuzz.toml");
+    for bytes in cases {
+        let text = String::from_utf8_lossy(&bytes);
+        match Config::from_toml_str(&text, file) {
+            Ok((_, warnings)) => assert!(warnings.iter().all(|d| !d.is_error())),
+            Err(e) => {
+                assert!(
+                    !e.diagnostics().is_empty() && e.diagnostics().iter().any(|d| d.is_error())
+                );
+                for d in e.diagnostics() {
+                    assert_eq!(d.file, file);
+                    assert!(!d.to_string().contains('\n'), "{d}");
+                }
+                let _ = e.to_string();
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Throwaway `mariadbd` processes: used by `wolfscale demo` and by the integration
+//! test harness (`tests/common`).
+//!
+//! A server is installed with `mariadb-install-db` into its own directory (root gets a
+//! native-password account with an empty password), started on a free loopback port
+//! with a small buffer pool and no binlog, and stopped when the handle is dropped. The
+//! child is also asked to die with its parent (`PR_SET_PDEATHSIG`), so a test process
+//! killed outright leaves no server behind.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalDbError {
+    #[error("{program} not found on PATH (install the MariaDB server package): {source}")]
+    Missing {
+        program: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("mariadb-install-db failed in {dir}: {log}")]
+    Install { dir: PathBuf, log: String },
+    #[error("mariadbd did not become ready on port {port}: {log}")]
+    NotReady { port: u16, log: String },
+}
+
+/// Server settings for a throwaway instance.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub buffer_pool: &'static str,
+    /// Extra `mariadbd` arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            buffer_pool: "32M",
+            extra_args: vec![],
+        }
+    }
+}
+
+/// A running `mariadbd`; stopped on drop.
+pub struct LocalMariaDb {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl LocalMariaDb {
+    /// Install (if `dir/data` does not exist yet) and start a server under `dir`.
+    pub fn start(dir: &Path, opts: &Options) -> Result<Self, LocalDbError> {
+        std::fs::create_dir_all(dir)?;
+        let data = dir.join("data");
+        if !data.join("mysql").exists() {
+            install(dir, &data, opts)?;
+        }
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            match spawn(dir, &data, port, opts) {
+                Ok(db) => return Ok(db),
+                // Another process may have taken the port between probe and bind.
+                Err(e @ LocalDbError::NotReady { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(LocalDbError::NotReady {
+            port: 0,
+            log: String::new(),
+        }))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stop with SIGTERM, then SIGKILL after ten seconds.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().ok();
+        child.wait().ok();
+    }
+}
+
+impl Drop for LocalMariaDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn common_args(data: &Path, opts: &Options) -> Vec<String> {
+    // Each server gets its own tmpdir: concurrent bootstraps sharing /tmp collide.
+    let tmp = data.with_file_name("tmp");
+    std::fs::create_dir_all(&tmp).ok();
+    vec![
+        "--no-defaults".into(),
+        format!("--datadir={}", data.display()),
+        format!("--tmpdir={}", tmp.display()),
+        "--user=root".into(),
+        format!("--innodb-buffer-pool-size={}", opts.buffer_pool),
+        "--innodb-log-file-size=16M".into(),
+    ]
+}
+
+fn install(dir: &Path, data: &Path, opts: &Options) -> Result<(), LocalDbError> {
+    let out = Command::new("mariadb-install-db")
+        .args(common_args(data, opts))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .current_dir(dir)
+        .output()
+        .map_err(|source| LocalDbError::Missing {
+            program: "mariadb-install-db",
+            source,
+        })?;
+    if !out.status.success() {
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        return Err(LocalDbError::Install {
+            dir: dir.to_path_buf(),
+            log,
+        });
+    }
+    Ok(())
+}
+
+fn spawn(dir: &Path, data: &Path, port: u16, opts: &Options) -> Result<LocalMariaDb, LocalDbError> {
+    let log = dir.join("mariadbd.err");
+    let mut cmd = Command::new(mariadbd_path());
+    cmd.args(common_args(data, opts))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", dir.join("mariadbd.sock").display()))
+        .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
+        .arg(format!("--log-error={}", log.display()))
+        .args([
+            "--skip-log-bin",
+            "--skip-name-resolve",
+            "--max-connections=500",
+        ])
+        .args(&opts.extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| LocalDbError::Missing {
+        program: "mariadbd",
+        source,
+    })?;
+    let mut db = LocalMariaDb {
+        child: Some(child),
+        dir: dir.to_path_buf(),
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if greeting_ok(port) {
+            return Ok(db);
+        }
+        let exited = db
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .is_some();
+        if exited {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    db.stop();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: String = text.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+    Err(LocalDbError::NotReady { port, log: tail })
+}
+
+/// `mariadbd` from PATH, or from /usr/sbin where Debian puts it outside root's PATH.
+fn mariadbd_path() -> PathBuf {
+    let sbin = Path::new("/usr/sbin/mariadbd");
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("mariadbd").exists()))
+        .unwrap_or(false);
+    if !on_path && sbin.exists() {
+        sbin.to_path_buf()
+    } else {
+        PathBuf::from("mariadbd")
+    }
+}
+
+fn greeting_ok(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).is_ok() && head[4] == 10
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

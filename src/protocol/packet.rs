@@ -1,0 +1,463 @@
+//! Packet framing: `[len: u24 LE | seq: u8 | payload]`, split at 0xFFFFFF.
+//!
+//! A *physical* packet carries at most `MAX_CHUNK` payload bytes. A *logical* packet
+//! whose payload is `MAX_CHUNK` bytes or more continues in the next physical packet,
+//! and ends with a physical packet shorter than `MAX_CHUNK` (possibly empty).
+//!
+//! [`PacketConn`] owns the read buffer of one connection. Reads are two-phase and
+//! cancel-safe: bytes are only taken from the buffer once a whole logical packet is
+//! there, so a `read_packet` future dropped inside `select!` loses nothing. Every
+//! length is checked against the connection's `max_packet` before the buffer grows.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest payload of one physical packet.
+pub const MAX_CHUNK: usize = 0xFF_FFFF;
+/// Bytes of a packet header.
+pub const HEADER: usize = 4;
+
+/// Errors of the framing layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("packet of {len} bytes exceeds max_allowed_packet ({max})")]
+    TooLarge { len: usize, max: usize },
+    #[error("packets out of order: expected sequence id {expected}, got {got}")]
+    OutOfOrder { expected: u8, got: u8 },
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+}
+
+impl ProtoError {
+    /// True when the peer is gone, so there is nobody to send an error to.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            ProtoError::Closed => true,
+            ProtoError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// One logical packet as received.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    /// Sequence id of the first physical packet.
+    pub seq: u8,
+    /// Sequence id of the last physical packet; a reply continues from `last_seq + 1`.
+    pub last_seq: u8,
+    /// The joined payload.
+    pub payload: Bytes,
+    /// The packet exactly as it came off the wire, headers included, for forwarding.
+    pub raw: Bytes,
+}
+
+impl Packet {
+    /// The first payload byte (the command byte of a client command), if any.
+    pub fn first(&self) -> Option<u8> {
+        self.payload.first().copied()
+    }
+}
+
+/// Header of the physical packet at the start of `buf`, if four bytes are there.
+#[inline]
+pub fn peek_header(buf: &[u8]) -> Option<(usize, u8)> {
+    if buf.len() < HEADER {
+        return None;
+    }
+    let len = buf[0] as usize | (buf[1] as usize) << 8 | (buf[2] as usize) << 16;
+    Some((len, buf[3]))
+}
+
+/// Length in `buf` of the complete logical packet at its start, or `None` if it is not
+/// all buffered yet. Fails once the declared payload exceeds `max`.
+fn logical_len(buf: &[u8], max: usize) -> Result<Option<usize>, ProtoError> {
+    let mut off = 0;
+    let mut payload = 0usize;
+    loop {
+        let Some((len, _)) = peek_header(&buf[off..]) else {
+            return Ok(None);
+        };
+        payload += len;
+        if payload > max {
+            return Err(ProtoError::TooLarge { len: payload, max });
+        }
+        off += HEADER + len;
+        if buf.len() < off {
+            return Ok(None);
+        }
+        if len < MAX_CHUNK {
+            return Ok(Some(off));
+        }
+    }
+}
+
+/// Split the first `total` buffered bytes (a whole logical packet) into a [`Packet`],
+/// checking that continuation chunks carry consecutive sequence ids.
+fn take_packet(buf: &mut BytesMut, total: usize) -> Result<Packet, ProtoError> {
+    let raw = buf.split_to(total).freeze();
+    let (len, seq) = peek_header(&raw).ok_or(ProtoError::Malformed("short header"))?;
+    if len < MAX_CHUNK {
+        return Ok(Packet {
+            seq,
+            last_seq: seq,
+            payload: raw.slice(HEADER..),
+            raw,
+        });
+    }
+    let mut payload = BytesMut::with_capacity(total);
+    let mut off = 0;
+    let mut expected = seq;
+    let mut last_seq = seq;
+    while off < raw.len() {
+        let (len, s) = peek_header(&raw[off..]).ok_or(ProtoError::Malformed("short header"))?;
+        if s != expected {
+            return Err(ProtoError::OutOfOrder { expected, got: s });
+        }
+        payload.extend_from_slice(&raw[off + HEADER..off + HEADER + len]);
+        last_seq = s;
+        expected = s.wrapping_add(1);
+        off += HEADER + len;
+    }
+    Ok(Packet {
+        seq,
+        last_seq,
+        payload: payload.freeze(),
+        raw,
+    })
+}
+
+/// Append `payload` framed as one logical packet starting at sequence id `seq`.
+/// Returns the sequence id the next packet should carry.
+pub fn encode_packet(out: &mut BytesMut, mut seq: u8, payload: &[u8]) -> u8 {
+    let mut rest = payload;
+    loop {
+        let n = rest.len().min(MAX_CHUNK);
+        out.reserve(HEADER + n);
+        out.put_uint_le(n as u64, 3);
+        out.put_u8(seq);
+        out.put_slice(&rest[..n]);
+        seq = seq.wrapping_add(1);
+        rest = &rest[n..];
+        if n < MAX_CHUNK {
+            return seq;
+        }
+    }
+}
+
+/// A framed connection: a stream plus its owned read buffer.
+pub struct PacketConn<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    max_packet: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> PacketConn<S> {
+    pub fn new(stream: S, max_packet: usize) -> Self {
+        Self::with_buffer(stream, max_packet, BytesMut::with_capacity(16 * 1024))
+    }
+
+    /// Wrap a stream whose first bytes were already read into `rbuf`.
+    pub fn with_buffer(stream: S, max_packet: usize, rbuf: BytesMut) -> Self {
+        PacketConn {
+            stream,
+            rbuf,
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            max_packet,
+        }
+    }
+
+    pub fn set_max_packet(&mut self, max: usize) {
+        self.max_packet = max;
+    }
+
+    pub fn max_packet(&self) -> usize {
+        self.max_packet
+    }
+
+    /// Give back the stream and whatever was read beyond the last packet.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.stream, self.rbuf)
+    }
+
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Buffered, unparsed input.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
+    /// Read more bytes into the buffer. `Ok(false)` on a clean end of stream.
+    pub async fn fill(&mut self) -> Result<bool, ProtoError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(16 * 1024);
+        }
+        Ok(self.stream.read_buf(&mut self.rbuf).await? > 0)
+    }
+
+    /// Read one whole logical packet. Cancel-safe.
+    pub async fn read_packet(&mut self) -> Result<Packet, ProtoError> {
+        loop {
+            if let Some(total) = logical_len(&self.rbuf, self.max_packet)? {
+                return take_packet(&mut self.rbuf, total);
+            }
+            if !self.fill().await? {
+                return Err(ProtoError::Closed);
+            }
+        }
+    }
+
+    /// Read one physical packet, never joining continuations (used to stream
+    /// LOAD DATA file contents through without buffering the whole file).
+    pub async fn read_chunk(&mut self) -> Result<Bytes, ProtoError> {
+        loop {
+            if let Some((len, _)) = peek_header(&self.rbuf) {
+                if self.rbuf.len() >= HEADER + len {
+                    return Ok(self.rbuf.split_to(HEADER + len).freeze());
+                }
+            }
+            if !self.fill().await? {
+                return Err(ProtoError::Closed);
+            }
+        }
+    }
+
+    /// Queue a payload as a packet with sequence id `seq`; returns the next sequence id.
+    pub fn queue(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        encode_packet(&mut self.wbuf, seq, payload)
+    }
+
+    /// Queue bytes that are already framed.
+    pub fn queue_raw(&mut self, raw: &[u8]) {
+        self.wbuf.extend_from_slice(raw);
+    }
+
+    /// Write out everything queued.
+    pub async fn flush(&mut self) -> Result<(), ProtoError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Write framed bytes straight through, bypassing the queue.
+    pub async fn write_raw(&mut self, raw: &[u8]) -> Result<(), ProtoError> {
+        if !self.wbuf.is_empty() {
+            self.wbuf.extend_from_slice(raw);
+            return self.flush().await;
+        }
+        self.stream.write_all(raw).await?;
+        Ok(())
+    }
+
+    /// Send one packet now.
+    pub async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<u8, ProtoError> {
+        let next = self.queue(seq, payload);
+        self.flush().await?;
+        Ok(next)
+    }
+}
+
+/// Little-endian reader over a payload that never panics: every read is checked.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    pub fn remaining(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.buf.split_first()?;
+        self.buf = rest;
+        Some(b)
+    }
+
+    pub fn u16(&mut self) -> Option<u16> {
+        let b = self.take(2)?;
+        Some(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    pub fn u32(&mut self) -> Option<u32> {
+        let b = self.take(4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+
+    /// A length-encoded integer. `None` on a truncated value or the 0xFF marker.
+    pub fn lenenc(&mut self) -> Option<u64> {
+        match self.u8()? {
+            b @ 0..=0xFA => Some(b as u64),
+            0xFC => self.u16().map(u64::from),
+            0xFD => self
+                .take(3)
+                .map(|b| b[0] as u64 | (b[1] as u64) << 8 | (b[2] as u64) << 16),
+            0xFE => {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Some(u64::from_le_bytes(a))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn lenenc_bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.lenenc()?).ok()?;
+        self.take(n)
+    }
+
+    /// Bytes up to a NUL (consumed, not returned); `None` without a NUL.
+    pub fn null_str(&mut self) -> Option<&'a [u8]> {
+        let pos = self.buf.iter().position(|&b| b == 0)?;
+        let s = &self.buf[..pos];
+        self.buf = &self.buf[pos + 1..];
+        Some(s)
+    }
+
+    /// Bytes up to a NUL, or to the end when there is none.
+    pub fn null_str_or_rest(&mut self) -> &'a [u8] {
+        match self.null_str() {
+            Some(s) => s,
+            None => {
+                let s = self.buf;
+                self.buf = &[];
+                s
+            }
+        }
+    }
+}
+
+/// Append a length-encoded integer.
+pub fn put_lenenc(out: &mut impl BufMut, v: u64) {
+    match v {
+        0..=0xFA => out.put_u8(v as u8),
+        0xFB..=0xFFFF => {
+            out.put_u8(0xFC);
+            out.put_u16_le(v as u16);
+        }
+        0x1_0000..=0xFF_FFFF => {
+            out.put_u8(0xFD);
+            out.put_uint_le(v, 3);
+        }
+        _ => {
+            out.put_u8(0xFE);
+            out.put_u64_le(v);
+        }
+    }
+}
+
+/// Drop the first `n` bytes of a buffer (helper for callers holding `BytesMut`).
+pub fn advance(buf: &mut BytesMut, n: usize) {
+    buf.advance(n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_splits_at_max_chunk() {
+        let payload = vec![7u8; MAX_CHUNK + 10];
+        let mut out = BytesMut::new();
+        let next = encode_packet(&mut out, 3, &payload);
+        assert_eq!(next, 5);
+        assert_eq!(out.len(), payload.len() + 2 * HEADER);
+        assert_eq!(peek_header(&out), Some((MAX_CHUNK, 3)));
+        assert_eq!(peek_header(&out[HEADER + MAX_CHUNK..]), Some((10, 4)));
+    }
+
+    #[test]
+    fn exact_multiple_ends_with_empty_chunk() {
+        let payload = vec![1u8; MAX_CHUNK];
+        let mut out = BytesMut::new();
+        assert_eq!(encode_packet(&mut out, 0, &payload), 2);
+        assert_eq!(peek_header(&out[HEADER + MAX_CHUNK..]), Some((0, 1)));
+        let total = logical_len(&out, usize::MAX).unwrap().unwrap();
+        let p = take_packet(&mut out, total).unwrap();
+        assert_eq!(p.payload.len(), MAX_CHUNK);
+        assert_eq!(p.last_seq, 1);
+    }
+
+    #[test]
+    fn oversize_is_refused_before_buffering() {
+        let buf = [0xFF, 0xFF, 0xFF, 0x00];
+        assert!(matches!(
+            logical_len(&buf, 1024),
+            Err(ProtoError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn continuation_sequence_is_checked() {
+        let mut out = BytesMut::new();
+        encode_packet(&mut out, 0, &vec![0u8; MAX_CHUNK + 1]);
+        out[HEADER + MAX_CHUNK + 3] = 9; // corrupt second chunk's seq
+        let total = logical_len(&out, usize::MAX).unwrap().unwrap();
+        assert!(matches!(
+            take_packet(&mut out, total),
+            Err(ProtoError::OutOfOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn reader_never_panics_on_truncation() {
+        let mut r = Reader::new(&[0xFE, 1, 2]);
+        assert_eq!(r.lenenc(), None);
+        let mut r = Reader::new(&[0xFC, 0x10, 0x00, 1]);
+        assert_eq!(r.lenenc_bytes(), None);
+        let mut r = Reader::new(b"abc");
+        assert_eq!(r.null_str(), None);
+        assert_eq!(r.null_str_or_rest(), b"abc");
+    }
+
+    #[test]
+    fn lenenc_round_trip() {
+        for v in [
+            0u64,
+            250,
+            251,
+            65535,
+            65536,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
+            let mut b = BytesMut::new();
+            put_lenenc(&mut b, v);
+            assert_eq!(Reader::new(&b).lenenc(), Some(v));
+        }
+    }
+}

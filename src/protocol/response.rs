@@ -1,0 +1,394 @@
+//! Response scanner: finds where a server's reply to one command ends, without decoding
+//! rows.
+//!
+//! The proxy forwards replies byte for byte. To know when a reply is complete (and what
+//! the server status became) it walks the physical packets with a small state machine
+//! and only looks at the first byte of each packet, plus the status flags of OK/EOF
+//! packets. Rows are never parsed. The proxy always negotiates *without*
+//! `CLIENT_DEPRECATE_EOF`, so every column block and row block ends with an EOF packet.
+//!
+//! ```text
+//! Query:    OK | ERR | 0xFB(LOCAL INFILE) | count, col*count, EOF, row*, EOF|ERR
+//!           (repeated while SERVER_MORE_RESULTS_EXISTS)
+//! Execute:  OK | ERR | count, col*count, EOF[cursor → done], row*, EOF|ERR (repeated)
+//! Prepare:  ERR | OK(stmt, cols, params), param*params, EOF?, col*cols, EOF?
+//! Fetch:    row*, EOF|ERR
+//! FieldList: col*, EOF|ERR
+//! Single:   exactly one packet (OK, EOF, ERR or a string)
+//! ```
+//! An ERR packet with code 0xFFFF is a MariaDB progress report and never ends a reply.
+
+use super::packet::{peek_header, ProtoError, Reader, HEADER, MAX_CHUNK};
+
+pub const SERVER_STATUS_IN_TRANS: u16 = 0x0001;
+pub const SERVER_STATUS_AUTOCOMMIT: u16 = 0x0002;
+pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
+pub const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
+
+/// What kind of reply a command produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Query,
+    Execute,
+    Prepare,
+    Fetch,
+    FieldList,
+    Single,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Start,
+    Columns(u64),
+    ColumnsEof,
+    Rows,
+    PrepParams { params: u64, cols: u64 },
+    PrepParamsEof { cols: u64 },
+    PrepColumns(u64),
+    PrepColumnsEof,
+    Done,
+}
+
+/// What the caller should do after a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The reply is not complete: forward what was consumed and read more.
+    NeedMore,
+    /// The reply is complete.
+    Done,
+    /// The server asked for a LOCAL INFILE: forward, then relay the client's file.
+    LocalInfile,
+}
+
+/// Facts gathered from a reply's OK/ERR packets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Server status of the last OK/EOF seen.
+    pub status: Option<u16>,
+    /// Error code, if the reply ended in an ERR packet.
+    pub error: Option<u16>,
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    /// Statement id of a successful COM_STMT_PREPARE.
+    pub stmt_id: Option<u32>,
+}
+
+/// Incremental scanner over a server's reply.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    expect: Expect,
+    state: State,
+    /// The previous physical packet was a full chunk, so the next one continues it.
+    continuation: bool,
+    pub outcome: Outcome,
+}
+
+impl Scanner {
+    pub fn new(expect: Expect) -> Self {
+        let state = match expect {
+            Expect::Fetch => State::Rows,
+            Expect::FieldList => State::Columns(u64::MAX),
+            _ => State::Start,
+        };
+        Scanner {
+            expect,
+            state,
+            continuation: false,
+            outcome: Outcome::default(),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Scan whole physical packets at the start of `buf`. Returns how many bytes belong
+    /// to this reply (to be forwarded) and what to do next. Stops right after the packet
+    /// that completes the reply, so pipelined bytes after it are left alone.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<(usize, Step), ProtoError> {
+        let mut off = 0;
+        while let Some((len, _)) = peek_header(&buf[off..]) {
+            if buf.len() - off < HEADER + len {
+                break;
+            }
+            let payload = &buf[off + HEADER..off + HEADER + len];
+            off += HEADER + len;
+            let continued = self.continuation;
+            self.continuation = len == MAX_CHUNK;
+            if continued {
+                continue;
+            }
+            if let Some(step) = self.packet(payload, len)? {
+                return Ok((off, step));
+            }
+        }
+        Ok((off, Step::NeedMore))
+    }
+
+    /// Advance over one packet. `Some(step)` when the caller must stop here.
+    fn packet(&mut self, p: &[u8], len: usize) -> Result<Option<Step>, ProtoError> {
+        let first = p.first().copied();
+        if first == Some(0xFF) && is_progress(p) {
+            return Ok(None);
+        }
+        if self.expect == Expect::Single {
+            self.note_ok_or_err(p);
+            self.state = State::Done;
+            return Ok(Some(Step::Done));
+        }
+        let next = match (self.state, first) {
+            (_, Some(0xFF)) => {
+                self.note_err(p);
+                State::Done
+            }
+            (State::Start, Some(0x00)) if self.expect == Expect::Prepare => self.prepared(p)?,
+            (State::Start, Some(0x00)) => {
+                let status = self.note_ok(p);
+                self.after_terminator(status)
+            }
+            (State::Start, Some(0xFB)) if self.expect == Expect::Query => {
+                return Ok(Some(Step::LocalInfile));
+            }
+            (State::Start, _) => {
+                let n = Reader::new(p)
+                    .lenenc()
+                    .ok_or(ProtoError::Malformed("column count"))?;
+                if n == 0 {
+                    return Err(ProtoError::Malformed("zero column count"));
+                }
+                State::Columns(n)
+            }
+            (State::Columns(_), Some(0xFE)) if is_eof(p, len) => {
+                // Only COM_FIELD_LIST reaches this: its column list is open-ended.
+                self.note_eof(p);
+                State::Done
+            }
+            (State::Columns(1), _) => State::ColumnsEof,
+            (State::Columns(n), _) => State::Columns(n - 1),
+            (State::ColumnsEof, _) => {
+                let status = self.note_eof(p);
+                if self.expect == Expect::Execute && status & SERVER_STATUS_CURSOR_EXISTS != 0 {
+                    State::Done
+                } else {
+                    State::Rows
+                }
+            }
+            (State::Rows, Some(0xFE)) if is_eof(p, len) => {
+                let status = self.note_eof(p);
+                if self.expect == Expect::Fetch {
+                    State::Done
+                } else {
+                    self.after_terminator(status)
+                }
+            }
+            (State::Rows, _) => State::Rows,
+            (State::PrepParams { params: 1, cols }, _) => State::PrepParamsEof { cols },
+            (State::PrepParams { params, cols }, _) => State::PrepParams {
+                params: params - 1,
+                cols,
+            },
+            (State::PrepParamsEof { cols }, _) => {
+                if cols > 0 {
+                    State::PrepColumns(cols)
+                } else {
+                    State::Done
+                }
+            }
+            (State::PrepColumns(1), _) => State::PrepColumnsEof,
+            (State::PrepColumns(n), _) => State::PrepColumns(n - 1),
+            (State::PrepColumnsEof, _) => State::Done,
+            (State::Done, _) => return Ok(Some(Step::Done)),
+        };
+        self.state = next;
+        Ok((next == State::Done).then_some(Step::Done))
+    }
+
+    fn after_terminator(&self, status: u16) -> State {
+        if status & SERVER_MORE_RESULTS_EXISTS != 0 {
+            State::Start
+        } else {
+            State::Done
+        }
+    }
+
+    fn prepared(&mut self, p: &[u8]) -> Result<State, ProtoError> {
+        let mut r = Reader::new(p.get(1..).unwrap_or_default());
+        let bad = ProtoError::Malformed("prepare reply");
+        let stmt = r.u32().ok_or(ProtoError::Malformed("prepare reply"))?;
+        let cols = r.u16().ok_or(ProtoError::Malformed("prepare reply"))? as u64;
+        let params = r.u16().ok_or(bad)? as u64;
+        self.outcome.stmt_id = Some(stmt);
+        Ok(match (params, cols) {
+            (0, 0) => State::Done,
+            (0, c) => State::PrepColumns(c),
+            (p, c) => State::PrepParams { params: p, cols: c },
+        })
+    }
+
+    fn note_ok_or_err(&mut self, p: &[u8]) {
+        match p.first() {
+            Some(0x00) => {
+                self.note_ok(p);
+            }
+            Some(0xFF) => self.note_err(p),
+            Some(0xFE) if p.len() < 9 => {
+                self.note_eof(p);
+            }
+            _ => {}
+        }
+    }
+
+    fn note_ok(&mut self, p: &[u8]) -> u16 {
+        let mut r = Reader::new(p.get(1..).unwrap_or_default());
+        let affected = r.lenenc().unwrap_or(0);
+        let insert_id = r.lenenc().unwrap_or(0);
+        let status = r.u16().unwrap_or(0);
+        self.outcome.affected_rows = affected;
+        self.outcome.last_insert_id = insert_id;
+        self.outcome.status = Some(status);
+        status
+    }
+
+    fn note_eof(&mut self, p: &[u8]) -> u16 {
+        let status = p
+            .get(3..5)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]))
+            .unwrap_or(0);
+        self.outcome.status = Some(status);
+        status
+    }
+
+    fn note_err(&mut self, p: &[u8]) {
+        let code = p
+            .get(1..3)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]))
+            .unwrap_or(0);
+        self.outcome.error = Some(code);
+    }
+}
+
+fn is_eof(p: &[u8], len: usize) -> bool {
+    p.first() == Some(&0xFE) && len < 9
+}
+
+fn is_progress(p: &[u8]) -> bool {
+    p.len() >= 3 && p[1] == 0xFF && p[2] == 0xFF
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::packet::encode_packet;
+    use bytes::BytesMut;
+
+    fn frames(payloads: &[&[u8]]) -> BytesMut {
+        let mut out = BytesMut::new();
+        for (i, p) in payloads.iter().enumerate() {
+            encode_packet(&mut out, (i + 1) as u8, p);
+        }
+        out
+    }
+
+    const EOF_MORE: &[u8] = &[0xFE, 0, 0, 0x0A, 0];
+    const EOF_LAST: &[u8] = &[0xFE, 0, 0, 0x02, 0];
+
+    #[test]
+    fn ok_reply() {
+        let buf = frames(&[&[0x00, 1, 5, 0x03, 0x00, 0, 0]]);
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+        assert_eq!(s.outcome.status, Some(3));
+        assert_eq!(s.outcome.last_insert_id, 5);
+    }
+
+    #[test]
+    fn result_set_then_more_results() {
+        let one = frames(&[&[1], b"coldef", EOF_LAST, b"\x01a", EOF_MORE]);
+        let ok = frames(&[&[0x00, 0, 0, 0x02, 0x00, 0, 0]]);
+        let mut all = one.clone();
+        all.extend_from_slice(&ok);
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&all).unwrap(), (all.len(), Step::Done));
+        // Fed in two halves: the first stops short, the second completes.
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&one).unwrap(), (one.len(), Step::NeedMore));
+        assert_eq!(s.scan(&ok).unwrap(), (ok.len(), Step::Done));
+    }
+
+    #[test]
+    fn partial_packet_is_not_consumed() {
+        let buf = frames(&[&[1], b"coldef"]);
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&buf[..buf.len() - 2]).unwrap(), (5, Step::NeedMore));
+    }
+
+    #[test]
+    fn pipelined_bytes_are_left_alone() {
+        let mut buf = frames(&[&[0x00, 0, 0, 2, 0, 0, 0]]);
+        let first = buf.len();
+        buf.extend_from_slice(&frames(&[&[0x00, 0, 0, 2, 0, 0, 0]]));
+        assert_eq!(
+            Scanner::new(Expect::Query).scan(&buf).unwrap(),
+            (first, Step::Done)
+        );
+    }
+
+    #[test]
+    fn cursor_execute_ends_after_columns() {
+        let buf = frames(&[&[1], b"coldef", &[0xFE, 0, 0, 0x42, 0]]);
+        let mut s = Scanner::new(Expect::Execute);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+    }
+
+    #[test]
+    fn prepare_with_params_and_columns() {
+        let ok: &[u8] = &[0, 7, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0];
+        let buf = frames(&[ok, b"p1", b"p2", EOF_LAST, b"c1", EOF_LAST]);
+        let mut s = Scanner::new(Expect::Prepare);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+        assert_eq!(s.outcome.stmt_id, Some(7));
+    }
+
+    #[test]
+    fn local_infile_request_stops_scan() {
+        let buf = frames(&[b"\xFB/tmp/x.csv"]);
+        assert_eq!(
+            Scanner::new(Expect::Query).scan(&buf).unwrap(),
+            (buf.len(), Step::LocalInfile)
+        );
+    }
+
+    #[test]
+    fn progress_report_is_not_an_error() {
+        let buf = frames(&[&[0xFF, 0xFF, 0xFF, 1, 1, 2], &[0x00, 0, 0, 2, 0, 0, 0]]);
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+        assert_eq!(s.outcome.error, None);
+    }
+
+    #[test]
+    fn large_row_is_not_mistaken_for_eof() {
+        // A row whose first chunk is full and starts with 0xFE (an 8-byte length prefix).
+        let mut row = vec![0u8; MAX_CHUNK + 3];
+        row[0] = 0xFE;
+        let mut buf = frames(&[&[1], b"coldef", EOF_LAST]);
+        encode_packet(&mut buf, 4, &row);
+        buf.extend_from_slice(&frames(&[EOF_LAST]));
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+    }
+
+    #[test]
+    fn error_in_rows_ends_reply() {
+        let buf = frames(&[
+            &[1],
+            b"coldef",
+            EOF_LAST,
+            b"\x01a",
+            b"\xFF\x25\x05#HY000boom",
+        ]);
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+        assert_eq!(s.outcome.error, Some(1317));
+    }
+}

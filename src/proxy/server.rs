@@ -1,0 +1,375 @@
+//! The listener: accepts clients, applies the connection limit and the handshake
+//! timeout, upgrades to TLS on request, and drains sessions on shutdown.
+//!
+//! Shutdown is one `watch` flag. When it is raised the listener closes at once; idle
+//! sessions end immediately and busy ones after their current statement; whatever is
+//! still running after `shutdown_timeout` is aborted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_common::constants::CapabilityFlags;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::backend::{self, BackendError};
+use super::session::{self, SessionError};
+use super::{auth, registry, Shared};
+use crate::config::Config;
+use crate::protocol::handshake::{self, is_ssl_request};
+use crate::protocol::{PacketConn, ProtoError, ServerError};
+
+/// What the proxy needs to run; built from [`Config`] or directly by tests.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub backend_addr: String,
+    pub service_user: String,
+    pub service_password: String,
+    pub max_connections: usize,
+    pub max_packet: usize,
+    pub handshake_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// Certificate chain and private key (PEM) for client TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl ProxySettings {
+    pub fn from_config(c: &Config) -> Self {
+        ProxySettings {
+            listen: c.proxy.bind_address,
+            backend_addr: format!("{}:{}", c.database.host, c.database.port),
+            service_user: c.database.user.clone(),
+            service_password: c.database.password.expose().to_string(),
+            max_connections: c.proxy.max_connections,
+            max_packet: c.proxy.max_allowed_packet,
+            handshake_timeout: Duration::from_millis(c.proxy.handshake_timeout_ms),
+            shutdown_timeout: Duration::from_millis(c.proxy.shutdown_timeout_ms),
+            tls: c.proxy.tls_cert.clone().zip(c.proxy.tls_key.clone()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot reach the local MariaDB ([database] host/port): {0}")]
+    Backend(#[from] BackendError),
+    #[error("cannot load accounts from mysql.global_priv as [database] user '{user}': {source}")]
+    Accounts {
+        user: String,
+        source: mysql_async::Error,
+    },
+    #[error("TLS setup failed for {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    settings: ProxySettings,
+    tls: Option<TlsAcceptor>,
+}
+
+/// A proxy running in the background (for tests and embedding).
+pub struct ProxyHandle {
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    /// Raise the shutdown flag and wait for the drain to finish.
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        self.task.await.ok();
+    }
+}
+
+impl Proxy {
+    /// Probe the backend, load accounts, prepare TLS and bind the listener.
+    pub async fn bind(settings: ProxySettings) -> Result<Self, ProxyError> {
+        let greeting = backend::probe(&settings.backend_addr).await?;
+        let opts = service_opts(&settings);
+        let accounts = auth::Accounts::load(opts)
+            .await
+            .map_err(|source| ProxyError::Accounts {
+                user: settings.service_user.clone(),
+                source,
+            })?;
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(|(c, k)| tls_acceptor(c, k))
+            .transpose()?;
+        let mut capabilities = greeting.capabilities & handshake::supported_capabilities();
+        capabilities.set(CapabilityFlags::CLIENT_SSL, tls.is_some());
+        let shared = Arc::new(Shared {
+            backend_addr: settings.backend_addr.clone(),
+            capabilities,
+            mariadb_capabilities: greeting.mariadb_capabilities
+                & handshake::supported_mariadb_capabilities(),
+            greeting,
+            max_packet: settings.max_packet,
+            accounts,
+            registry: Arc::new(registry::Registry::default()),
+        });
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        Ok(Proxy {
+            listener,
+            shared,
+            settings,
+            tls,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.settings.listen)
+    }
+
+    /// Run in a background task.
+    pub fn spawn(self) -> ProxyHandle {
+        let (tx, rx) = watch::channel(false);
+        let local_addr = self.local_addr();
+        let task = tokio::spawn(self.serve(rx));
+        ProxyHandle {
+            local_addr,
+            shutdown: tx,
+            task,
+        }
+    }
+
+    /// Accept clients until `shutdown` is raised, then drain.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
+        let limit = Arc::new(Semaphore::new(self.settings.max_connections));
+        let mut sessions = JoinSet::new();
+        let mut backoff = Duration::from_millis(5);
+        tracing::info!(addr = %self.local_addr(), backend = %self.settings.backend_addr, "MySQL proxy listening");
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                a = self.listener.accept() => a,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(5);
+            let conn = Connection {
+                shared: self.shared.clone(),
+                tls: self.tls.clone(),
+                handshake_timeout: self.settings.handshake_timeout,
+                shutdown: shutdown.clone(),
+            };
+            let permit = limit.clone().try_acquire_owned().ok();
+            sessions.spawn(async move {
+                let _permit = permit.as_ref();
+                conn.handle(stream, peer, permit.is_some()).await;
+            });
+        }
+        drop(self.listener);
+        let open = sessions.len();
+        tracing::info!(open, "shutting down: listener closed, draining sessions");
+        let drained = tokio::time::timeout(self.settings.shutdown_timeout, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = sessions.len(),
+                "shutdown timeout: aborting remaining sessions"
+            );
+            sessions.shutdown().await;
+        }
+    }
+}
+
+/// One accepted client socket.
+struct Connection {
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn handle(self, stream: TcpStream, peer: SocketAddr, admitted: bool) {
+        stream.set_nodelay(true).ok();
+        let mut conn = PacketConn::new(stream, self.shared.max_packet);
+        if !admitted {
+            conn.send(0, &ServerError::too_many_connections().payload())
+                .await
+                .ok();
+            return;
+        }
+        let id = self.shared.registry.allocate();
+        let span = tracing::info_span!("session", id, %peer);
+        let _enter = span.enter();
+        if let Err(e) = self.serve(conn, id, peer).await {
+            tracing::debug!(error = %e, "session ended");
+        }
+    }
+
+    async fn serve(
+        &self,
+        mut conn: PacketConn<TcpStream>,
+        id: u32,
+        peer: SocketAddr,
+    ) -> Result<(), SessionError> {
+        let scramble = handshake::new_scramble();
+        let greeting = handshake::greeting_payload(
+            &self.shared.greeting,
+            id,
+            &scramble,
+            self.shared.capabilities,
+            self.shared.mariadb_capabilities,
+        );
+        let phase = async {
+            conn.send(0, &greeting)
+                .await
+                .map_err(SessionError::Client)?;
+            let hello = conn.read_packet().await.map_err(SessionError::Client)?;
+            Ok::<_, SessionError>(hello)
+        };
+        let hello = match tokio::time::timeout(self.handshake_timeout, phase).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return Err(self.handshake_failed(&mut conn, e).await),
+            Err(_) => return Err(self.timed_out(&mut conn).await),
+        };
+        match (&self.tls, is_ssl_request(&hello.payload)) {
+            (Some(acceptor), true) => {
+                let (tcp, rest) = conn.into_parts();
+                if !rest.is_empty() {
+                    return Err(SessionError::Client(ProtoError::Malformed(
+                        "data after SSLRequest",
+                    )));
+                }
+                let upgrade = async {
+                    let tls = acceptor
+                        .accept(tcp)
+                        .await
+                        .map_err(|e| SessionError::Client(e.into()))?;
+                    let mut conn = PacketConn::new(tls, self.shared.max_packet);
+                    let hello = conn.read_packet().await.map_err(SessionError::Client)?;
+                    session::establish(conn, hello, id, scramble, peer, self.shared.clone()).await
+                };
+                let session = tokio::time::timeout(self.handshake_timeout, upgrade)
+                    .await
+                    .map_err(|_| {
+                        SessionError::Client(ProtoError::Malformed("handshake timeout"))
+                    })??;
+                session.run(self.shutdown.clone()).await
+            }
+            (None, true) => {
+                let err = ServerError::new(
+                    1043,
+                    "08S01",
+                    "Bad handshake: TLS is not configured on this proxy",
+                );
+                conn.send(2, &err.payload()).await.ok();
+                Err(SessionError::Handshake(err))
+            }
+            (_, false) => self.plain(conn, hello, id, scramble, peer).await,
+        }
+    }
+
+    async fn plain<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        conn: PacketConn<S>,
+        hello: crate::protocol::Packet,
+        id: u32,
+        scramble: [u8; 20],
+        peer: SocketAddr,
+    ) -> Result<(), SessionError> {
+        let establish = session::establish(conn, hello, id, scramble, peer, self.shared.clone());
+        let session = tokio::time::timeout(self.handshake_timeout, establish)
+            .await
+            .map_err(|_| SessionError::Client(ProtoError::Malformed("handshake timeout")))??;
+        session.run(self.shutdown.clone()).await
+    }
+
+    async fn handshake_failed(
+        &self,
+        conn: &mut PacketConn<TcpStream>,
+        e: SessionError,
+    ) -> SessionError {
+        if let SessionError::Client(p) = &e {
+            if !p.is_disconnect() {
+                let reply = match p {
+                    ProtoError::TooLarge { .. } => ServerError::packet_too_large(),
+                    _ => ServerError::bad_handshake(),
+                };
+                conn.send(2, &reply.payload()).await.ok();
+            }
+        }
+        e
+    }
+
+    async fn timed_out(&self, conn: &mut PacketConn<TcpStream>) -> SessionError {
+        let err = ServerError::bad_handshake();
+        conn.send(2, &err.payload()).await.ok();
+        SessionError::Handshake(err)
+    }
+}
+
+fn service_opts(s: &ProxySettings) -> mysql_async::Opts {
+    let (host, port) = s
+        .backend_addr
+        .rsplit_once(':')
+        .unwrap_or((&s.backend_addr, "3306"));
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host.to_string())
+        .tcp_port(port.parse().unwrap_or(3306))
+        .user(Some(s.service_user.clone()))
+        .pass(Some(s.service_password.clone()))
+        .prefer_socket(false)
+        .into()
+}
+
+fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, ProxyError> {
+    let err = |path: &PathBuf, reason: String| ProxyError::Tls {
+        path: path.clone(),
+        reason,
+    };
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| err(p, e.to_string()));
+    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err(cert, "no certificate found in PEM file".into()));
+    }
+    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| err(key, e.to_string()))?
+        .ok_or_else(|| err(key, "no private key found in PEM file".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| err(cert, e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

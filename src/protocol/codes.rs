@@ -34,6 +34,16 @@ impl ServerError {
         out
     }
 
+    /// ERR payload without the SQLSTATE marker, for errors sent in place of the
+    /// greeting (before the client could announce protocol 4.1).
+    pub fn payload_pre_handshake(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(3 + self.message.len());
+        out.put_u8(0xFF);
+        out.put_u16_le(self.code);
+        out.put_slice(self.message.as_bytes());
+        out
+    }
+
     pub fn access_denied(user: &str, host: &str, using_password: bool) -> Self {
         let using = if using_password { "YES" } else { "NO" };
         Self::new(

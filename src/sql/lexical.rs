@@ -43,7 +43,7 @@ pub(crate) fn classify(s: &Stmt<'_>) -> Decision {
         return READ;
     };
     if first.is_punct("(") {
-        return query(s);
+        return parenthesized(s);
     }
     if split::is_label(s.toks) {
         return COMPOUND;
@@ -51,8 +51,9 @@ pub(crate) fn classify(s: &Stmt<'_>) -> Decision {
     match first.keyword().as_str() {
         "SELECT" | "VALUES" | "TABLE" | "DO" => query(s),
         "WITH" => with(s),
-        "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" | "CHECKSUM" | "GET" | "SIGNAL"
-        | "RESIGNAL" => READ,
+        "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" | "CHECKSUM" | "SIGNAL" | "RESIGNAL" => {
+            READ
+        }
         "INSERT" | "REPLACE" | "UPDATE" | "DELETE" | "CALL" => WRITE,
         "LOAD" => load(s),
         "CREATE" | "ALTER" | "DROP" | "RENAME" | "TRUNCATE" => ddl(s),
@@ -61,11 +62,13 @@ pub(crate) fn classify(s: &Stmt<'_>) -> Decision {
             transaction(s)
         }
         "SET" => set(s),
-        "USE" | "PREPARE" | "DEALLOCATE" => SESSION,
+        // `GET DIAGNOSTICS … @var = …` assigns user variables.
+        "USE" | "PREPARE" | "DEALLOCATE" | "GET" => SESSION,
         "EXECUTE" if s.word_at(1, "IMMEDIATE") => WRITE,
         "EXECUTE" => SESSION,
         "LOCK" | "UNLOCK" => decide(C::Locking, T::ImplicitCommit),
         "HANDLER" => handler(s),
+        "RESET" if s.word_at(1, "QUERY") => decide(C::Admin, T::None),
         "ANALYZE" | "OPTIMIZE" | "REPAIR" | "CHECK" | "FLUSH" | "RESET" | "CACHE" | "CHANGE"
         | "STOP" => decide(C::Admin, T::ImplicitCommit),
         "KILL" | "SHUTDOWN" | "INSTALL" | "UNINSTALL" | "PURGE" | "BINLOG" | "BACKUP" => {
@@ -199,6 +202,16 @@ fn query_effect(s: &Stmt<'_>, i: usize) -> Option<C> {
         "NEXTVAL" | "SETVAL" if s.is_call(i) => Some(C::Write),
         "NEXT" if s.word_at(i + 1, "VALUE") && s.word_at(i + 2, "FOR") => Some(C::Write),
         _ => None,
+    }
+}
+
+/// `((SELECT …) UNION (SELECT …))`: a query; anything else in parentheses
+/// is not SQL we know.
+fn parenthesized(s: &Stmt<'_>) -> Decision {
+    let inner = s.toks.iter().find(|t| !t.is_punct("("));
+    match inner.map(|t| t.keyword()) {
+        Some(k) if matches!(k.as_str(), "SELECT" | "VALUES" | "TABLE" | "WITH") => query(s),
+        _ => WRITE,
     }
 }
 

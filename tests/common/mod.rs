@@ -6,6 +6,8 @@
 //! process if that is killed outright.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond Rust: the MariaDB server binaries, the
+# mariadb CLI, sysbench, and the Python client libraries (PyMySQL, SQLAlchemy).
+# Safe to run repeatedly; it only installs what is missing.
+set -euo pipefail
+
+need_apt=()
+command -v mariadb-install-db >/dev/null 2>&1 || need_apt+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
+command -v sysbench >/dev/null 2>&1 || need_apt+=(sysbench)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import pymysql, sqlalchemy' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi

@@ -30,6 +30,8 @@
 #   PROFILE_DIR  if set: afterwards, one more point_select run through WolfScale under
 #                `perf record` (cpu-clock, DWARF call graphs); perf.data and a
 #                report of the top symbols are written to this directory
+#   NICE         niceness for everything started after the build, e.g. -10 to keep
+#                unrelated work on a shared machine from skewing the numbers (default: unchanged)
 #   KEEP_TMP=1   keep the temporary directory (logs, configs) for inspection
 #   SKIP_BUILD=1 use the existing target/release/wolfscale
 #
@@ -117,6 +119,10 @@ build() {
 # Other work on the machine skews every number; say so rather than hide it.
 check_idle() {
     local load
+    if [[ -n ${NICE:-} ]]; then
+        renice -n "$NICE" -p $$ >/dev/null || die "renice -n $NICE failed"
+        log "running at niceness $NICE"
+    fi
     load=$(cut -d' ' -f1 /proc/loadavg)
     if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
         log "warning: load average is $load before the run; results will be noisy"

@@ -174,11 +174,11 @@ fn spawn(dir: &Path, data: &Path, port: u16, opts: &Options) -> Result<LocalMari
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
-            //libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| LocalDbError::Missing {
+    let child = spawn_from_long_lived_thread(cmd).map_err(|source| LocalDbError::Missing {
         program: "mariadbd",
         source,
     })?;

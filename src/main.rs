@@ -91,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => init(node_id, output.unwrap_or(path), force),
         Command::Validate => Ok(validate(&path)),
         Command::Classify { sql } => {
-            println!("{}", sql); // SQL-SHIM
+            println!("{}", wolfscale::sql::classify(&sql));
             Ok(ExitCode::SUCCESS)
         }
         Command::Start { bootstrap } => start(&path, bootstrap),

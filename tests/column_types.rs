@@ -86,7 +86,7 @@ async fn every_column_type_is_identical_through_the_proxy() {
     )
     .await;
     // Prepared statement with typed parameters of several kinds.
-    let params = (1i64, "héllo wörld 🐺", 2.718281828459045f64);
+    let params = (1i64, "héllo wörld 🐺", std::f64::consts::E);
     let sql = "SELECT id, vc, db FROM every_type WHERE id = ? OR vc = ? OR db = ?";
     let d: Vec<Row> = direct.exec(sql, params).await.unwrap();
     let p: Vec<Row> = proxied.exec(sql, params).await.unwrap();

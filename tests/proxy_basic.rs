@@ -43,8 +43,7 @@ async fn wrong_password_and_unknown_user_get_1045() {
     for (user, pass) in [("app", "wrong"), ("nobody", "x"), ("app", "")] {
         let err = Conn::new(node.proxy_opts(user, pass, None))
             .await
-            .err()
-            .expect("must fail");
+            .expect_err("must fail");
         let (code, state) = server_error(&err).expect("server error");
         assert_eq!(
             (code, state.as_str()),

@@ -261,15 +261,16 @@ impl Connection {
         };
         match (&self.tls, is_ssl_request(&hello.payload)) {
             (Some(acceptor), true) => {
+                // Clients may send their TLS ClientHello right behind the SSLRequest, so
+                // bytes already buffered belong to the TLS stream.
                 let (tcp, rest) = conn.into_parts();
-                if !rest.is_empty() {
-                    return Err(SessionError::Client(ProtoError::Malformed(
-                        "data after SSLRequest",
-                    )));
-                }
                 let upgrade = async {
+                    let io = Prefixed {
+                        prefix: rest,
+                        inner: tcp,
+                    };
                     let tls = acceptor
-                        .accept(tcp)
+                        .accept(io)
                         .await
                         .map_err(|e| SessionError::Client(e.into()))?;
                     let mut conn = PacketConn::new(tls, self.shared.max_packet);
@@ -332,6 +333,51 @@ impl Connection {
         let err = ServerError::bad_handshake();
         conn.send(2, &err.payload()).await.ok();
         SessionError::Handshake(err)
+    }
+}
+
+/// A stream whose first bytes were already read into a buffer.
+struct Prefixed<S> {
+    prefix: bytes::BytesMut,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

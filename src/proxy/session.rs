@@ -28,16 +28,7 @@ use crate::protocol::handshake::{self, ClientHello, NATIVE_PASSWORD};
 use crate::protocol::packet::Reader;
 use crate::protocol::response::{Expect, Outcome, Scanner, Step};
 use crate::protocol::{Packet, PacketConn, ProtoError, ServerError};
-use sql_shim as sql;
-use sql_shim::Classification;
-
-// SQL-SHIM: replaced by crate::sql once the classifier lands.
-mod sql_shim {
-    pub type Classification = String;
-    pub fn classify(s: &str) -> Classification {
-        s.split_whitespace().next().unwrap_or_default().to_string()
-    }
-}
+use crate::sql::{self, Classification};
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -46,10 +46,36 @@ pub(crate) fn reasons(s: &Stmt<'_>, class: StatementClass) -> Vec<String> {
             add(r);
         }
     }
+    for r in limit_reasons(s, in_routine) {
+        add(r.to_string());
+    }
     if let Some(r) = statement_reason(s) {
         add(r.to_string());
     }
     out
+}
+
+/// The `… LIMIT without ORDER BY` reasons of the statement, or of each
+/// statement of a routine body. Each data-changing statement is scanned once,
+/// from its keyword to its `;`, so this stays linear.
+fn limit_reasons(s: &Stmt<'_>, in_routine: bool) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < s.toks.len() {
+        let starts = i == 0 || (in_routine && split::at_statement_start(s.toks, i));
+        let changes_rows = matches!(
+            s.keyword_at(i).as_str(),
+            "UPDATE" | "DELETE" | "INSERT" | "REPLACE"
+        );
+        if !(starts && changes_rows) {
+            i += 1;
+            continue;
+        }
+        let (end, reason) = limit_reason(s, i);
+        found.extend(reason);
+        i = end.max(i + 1);
+    }
+    found
 }
 
 /// The reason the token at `i` makes the statement non-deterministic.
@@ -71,9 +97,7 @@ fn reason_at(s: &Stmt<'_>, i: usize, in_routine: bool) -> Option<String> {
 fn word_reason(s: &Stmt<'_>, i: usize, in_routine: bool) -> Option<String> {
     let kw = s.keyword_at(i);
     let name = kw.as_str();
-    let starts_statement = i == 0 || (in_routine && split::at_statement_start(s.toks, i));
     match name {
-        "UPDATE" | "DELETE" | "INSERT" | "REPLACE" if starts_statement => limit_reason(s, i),
         "CURRENT_USER" | "CURRENT_ROLE" if !after_definer(s, i) => Some(format!("{name}()")),
         "UUID" | "UUID_SHORT" | "SYSDATE" | "USER" | "SESSION_USER" | "SYSTEM_USER"
         | "CONNECTION_ID" | "LOAD_FILE"
@@ -124,15 +148,17 @@ fn after_definer(s: &Stmt<'_>, i: usize) -> bool {
 }
 
 /// Whether the `UPDATE`/`DELETE`/`INSERT`/`REPLACE` starting at `at` has a
-/// `LIMIT` but no `ORDER BY` at its own level.
-fn limit_reason(s: &Stmt<'_>, at: usize) -> Option<String> {
+/// `LIMIT` but no `ORDER BY` at its own level; also where it ends.
+fn limit_reason(s: &Stmt<'_>, at: usize) -> (usize, Option<&'static str>) {
     let (mut depth, mut ordered, mut limited) = (0usize, false, false);
+    let mut end = s.toks.len();
     for (i, t) in s.toks.iter().enumerate().skip(at + 1) {
         if t.is_punct("(") {
             depth += 1;
         } else if t.is_punct(")") {
             depth = depth.saturating_sub(1);
         } else if depth == 0 && t.is_punct(";") {
+            end = i;
             break;
         } else if depth == 0 && t.is_word("ORDER") && s.word_at(i + 1, "BY") {
             ordered = true;
@@ -141,13 +167,14 @@ fn limit_reason(s: &Stmt<'_>, at: usize) -> Option<String> {
         }
     }
     if !limited || ordered {
-        return None;
+        return (end, None);
     }
-    Some(match s.keyword_at(at).as_str() {
-        "UPDATE" => "UPDATE ... LIMIT without ORDER BY".into(),
-        "DELETE" => "DELETE ... LIMIT without ORDER BY".into(),
-        _ => "INSERT ... SELECT ... LIMIT without ORDER BY".into(),
-    })
+    let reason = match s.keyword_at(at).as_str() {
+        "UPDATE" => "UPDATE ... LIMIT without ORDER BY",
+        "DELETE" => "DELETE ... LIMIT without ORDER BY",
+        _ => "INSERT ... SELECT ... LIMIT without ORDER BY",
+    };
+    (end, Some(reason))
 }
 
 /// Reasons that belong to the statement as a whole.

@@ -4,17 +4,19 @@
 //!
 //! # Layout
 //!
-//! * [`versioned`] — runs `/*!NNNNN … */` and `/*M!NNNNNN … */` comments the
+//! * `versioned.rs` — runs `/*!NNNNN … */` and `/*M!NNNNNN … */` comments the
 //!   way MariaDB does: their content is SQL.
-//! * [`lexer`] — a zero-copy MariaDB lexer (strings, quoted identifiers,
+//! * `lexer.rs` — a zero-copy MariaDB lexer (strings, quoted identifiers,
 //!   `@vars`, comments).
-//! * [`split`] — splits a multi-statement payload at `;`, keeping
+//! * `split.rs` — splits a multi-statement payload at `;`, keeping
 //!   `BEGIN … END` bodies of routines, triggers and events whole.
-//! * [`ast`] — parses one statement with sqlparser's `MySqlDialect` and maps
+//! * `ast.rs` — parses one statement with sqlparser's `MySqlDialect` and maps
 //!   the AST to a class.
-//! * [`lexical`] — the keyword classifier: the fallback for what sqlparser
+//! * `lexical.rs` — the keyword classifier: the fallback for what sqlparser
 //!   cannot parse, and the fast path for reads.
-//! * [`determinism`] — constructs that make a write non-replayable.
+//! * `determinism.rs` — constructs that make a write non-replayable.
+//! * `stmt.rs` — one statement's tokens and text; `tests.rs` — the
+//!   cross-module rules, the fast-path equivalence and the no-panic properties.
 //!
 //! # How one statement is classified
 //!
@@ -33,7 +35,7 @@
 //!    decides and `fallback` is `true`. sqlparser cannot parse stored routine
 //!    bodies, `XA`, `LOAD DATA`, `LOCK IN SHARE MODE`, `PREPARE … FROM`,
 //!    `HANDLER`, `BACKUP STAGE` and many `SHOW`s, so these are normal there.
-//! 4. [`determinism`] lists the non-replayable constructs of writes.
+//! 4. `determinism.rs` lists the non-replayable constructs of writes.
 //!
 //! # Classes
 //!

@@ -94,14 +94,19 @@ pub(crate) fn at_statement_start(toks: &[Token<'_>], i: usize) -> bool {
     )
 }
 
+/// How far [`is_function_call`] looks for the comma, so that hostile input
+/// full of `IF (` cannot make splitting quadratic.
+const CALL_SCAN_LIMIT: usize = 256;
+
 /// `IF(a, b, c)` and `REPEAT(s, n)` are functions; `IF (a > b) THEN` is not:
-/// a function's argument list has a comma at its own depth.
+/// a function's argument list has a comma at its own depth (within the first
+/// [`CALL_SCAN_LIMIT`] tokens).
 fn is_function_call(toks: &[Token<'_>], i: usize) -> bool {
     if !toks.get(i + 1).is_some_and(|t| t.is_punct("(")) {
         return false;
     }
     let mut depth = 0usize;
-    for t in toks.iter().skip(i + 1) {
+    for t in toks.iter().skip(i + 1).take(CALL_SCAN_LIMIT) {
         if t.is_punct("(") {
             depth += 1;
         } else if t.is_punct(")") {

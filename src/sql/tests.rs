@@ -228,6 +228,19 @@ fn deep_nesting_does_not_overflow() {
     assert_eq!(classify(&deep_write).class, StatementClass::Write);
 }
 
+#[test]
+fn hostile_compound_input_stays_linear() {
+    // Quadratic scans would take minutes on these; linear ones take
+    // milliseconds.
+    let ifs = format!("BEGIN NOT ATOMIC {}", "THEN IF ( ".repeat(100_000));
+    assert_eq!(classify(&ifs).class, StatementClass::Write);
+    let updates = format!(
+        "CREATE PROCEDURE p() {}",
+        "THEN UPDATE t SET a = 1 LIMIT 1 ".repeat(30_000)
+    );
+    assert!(!classify(&updates).is_deterministic());
+}
+
 /// Tokens to build statement-like strings from.
 const TOKENS: &[&str] = &[
     "SELECT",
@@ -329,6 +342,8 @@ fn token_soup() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
     #[test]
     fn never_panics_on_arbitrary_strings(sql in ".*") {
         let _ = classify(&sql);

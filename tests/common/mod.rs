@@ -39,7 +39,7 @@ impl Db {
         c.query_drop(format!(
             "CREATE USER 'app'@'%' IDENTIFIED BY '{APP_PASSWORD}';
              GRANT ALL PRIVILEGES ON *.* TO 'app'@'%' WITH GRANT OPTION;
-             CREATE DATABASE IF NOT EXISTS test;"
+             CREATE DATABASE IF NOT EXISTS test CHARACTER SET utf8mb4;"
         ))
         .await
         .expect("bootstrap accounts");

@@ -1,0 +1,182 @@
+//! The binaries: `wolfscale init/validate/classify/start` and `wolfctl check-config`,
+//! including graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Db;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+const WOLFSCALE: &str = env!("CARGO_BIN_EXE_wolfscale");
+const WOLFCTL: &str = env!("CARGO_BIN_EXE_wolfctl");
+
+#[test]
+fn init_writes_a_config_that_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wolfscale.toml");
+    let out = Command::new(WOLFSCALE)
+        .args(["init", "--node-id", "3", "--output"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("id = 3"), "{text}");
+    let out = Command::new(WOLFSCALE)
+        .arg("-c")
+        .arg(&path)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(WOLFCTL)
+        .args(["check-config", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Refuses to overwrite.
+    let out = Command::new(WOLFSCALE)
+        .args(["init", "--output"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn validate_reports_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[node]\nid = 1\ndvertise_address = \"10.0.0.1:7654\"\n[database]\nuser = \"u\"\nport = 70000\n\
+         [cluster]\nbootstrap = true\n",
+    )
+    .unwrap();
+    for mut cmd in [
+        {
+            let mut c = Command::new(WOLFSCALE);
+            c.arg("-c").arg(&path).arg("validate");
+            c
+        },
+        {
+            let mut c = Command::new(WOLFCTL);
+            c.args(["check-config", "-f"]).arg(&path);
+            c
+        },
+    ] {
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(
+            err.contains("node.dvertise_address") && err.contains("advertise_address`"),
+            "{err}"
+        );
+        assert!(err.contains("database.port"), "{err}");
+        assert!(err.contains("cluster.bootstrap"), "{err}");
+    }
+    // WOLFSCALE_CONFIG is the fallback when -c is absent.
+    let out = Command::new(WOLFSCALE)
+        .env("WOLFSCALE_CONFIG", &path)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // `start` refuses a bad config before doing anything.
+    let out = Command::new(WOLFSCALE)
+        .arg("-c")
+        .arg(&path)
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node.dvertise_address"));
+}
+
+#[test]
+fn classify_prints_the_class() {
+    let out = Command::new(WOLFSCALE)
+        .args(["classify", "SELECT * FROM t WHERE id = 1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("read"),
+        "{out:?}"
+    );
+    let out = Command::new(WOLFSCALE)
+        .args(["classify", "INSERT INTO t VALUES (UUID())"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("write") && text.contains("UUID()"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_statements_then_exits() {
+    let db = Db::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = wolfscale::localdb::free_port().unwrap();
+    let cfg = dir.path().join("wolfscale.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[node]\nid = 1\ndata_dir = \"data\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"root\"\n\
+             password = \"\"\n[api]\nenabled = false\n[proxy]\nbind_address = \"127.0.0.1:{port}\"\n\
+             shutdown_timeout_ms = 10000\n",
+            db.port()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(WOLFSCALE)
+        .args(["--log-level", "info", "-c"])
+        .arg(&cfg)
+        .arg("start")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let opts = common::opts(port, "app", common::APP_PASSWORD, None);
+    let up = common::wait_until(Duration::from_secs(20), || async {
+        Conn::new(opts.clone()).await.is_ok()
+    })
+    .await;
+    assert!(up, "proxy did not come up");
+    let mut busy = Conn::new(opts.clone()).await.unwrap();
+    let idle = Conn::new(opts.clone()).await.unwrap();
+    let query = tokio::spawn(async move { busy.query_first::<i64, _>("SELECT SLEEP(2)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    // New connections are refused at once.
+    let refused = common::wait_until(Duration::from_secs(2), || async {
+        Conn::new(opts.clone()).await.is_err()
+    })
+    .await;
+    assert!(refused, "listener still open after SIGTERM");
+    // The in-flight statement completes normally.
+    let r = query.await.unwrap();
+    assert_eq!(r.unwrap(), Some(0));
+    drop(idle);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}

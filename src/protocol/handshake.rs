@@ -278,6 +278,45 @@ pub fn parse_native_hash(s: &str) -> Option<[u8; 20]> {
     Some(out)
 }
 
+/// The fields of a COM_CHANGE_USER request (after the command byte: user NUL, auth
+/// data, database NUL, collation u16, plugin NUL, connect attributes).
+pub struct ChangeUserRequest {
+    pub user: String,
+    pub auth: Vec<u8>,
+    pub database: Option<String>,
+    pub collation: Option<u8>,
+    pub plugin: Option<String>,
+    pub connect_attrs: Option<Vec<u8>>,
+}
+
+impl ChangeUserRequest {
+    pub fn parse(payload: &[u8], caps: CapabilityFlags) -> Option<Self> {
+        let mut r = Reader::new(payload.get(1..)?);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let user = text(r.null_str()?);
+        let auth = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+            let n = r.u8()? as usize;
+            r.take(n)?.to_vec()
+        } else {
+            r.null_str()?.to_vec()
+        };
+        let database = Some(text(r.null_str_or_rest())).filter(|d| !d.is_empty());
+        let collation = r.u16().map(|c| c as u8);
+        let plugin = (!r.is_empty())
+            .then(|| text(r.null_str_or_rest()))
+            .filter(|p| !p.is_empty());
+        let connect_attrs = (!r.is_empty()).then(|| r.remaining().to_vec());
+        Some(ChangeUserRequest {
+            user,
+            auth,
+            database,
+            collation,
+            plugin,
+            connect_attrs,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

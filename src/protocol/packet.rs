@@ -137,6 +137,15 @@ fn take_packet(buf: &mut BytesMut, total: usize) -> Result<Packet, ProtoError> {
     })
 }
 
+/// Take the logical packet at the start of `buf` if it is complete; `Ok(None)` if more
+/// bytes are needed. Nothing is consumed unless a whole packet is returned.
+pub fn try_take_packet(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, ProtoError> {
+    match logical_len(buf, max)? {
+        Some(total) => take_packet(buf, total).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Append `payload` framed as one logical packet starting at sequence id `seq`.
 /// Returns the sequence id the next packet should carry.
 pub fn encode_packet(out: &mut BytesMut, mut seq: u8, payload: &[u8]) -> u8 {
@@ -211,8 +220,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketConn<S> {
     /// Read one whole logical packet. Cancel-safe.
     pub async fn read_packet(&mut self) -> Result<Packet, ProtoError> {
         loop {
-            if let Some(total) = logical_len(&self.rbuf, self.max_packet)? {
-                return take_packet(&mut self.rbuf, total);
+            if let Some(p) = try_take_packet(&mut self.rbuf, self.max_packet)? {
+                return Ok(p);
             }
             if !self.fill().await? {
                 return Err(ProtoError::Closed);

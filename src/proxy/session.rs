@@ -24,7 +24,7 @@ use super::backend::{self, Backend, BackendError, Login};
 use super::registry::{self, Entry, RegistryGuard};
 use super::Shared;
 use crate::protocol::command::*;
-use crate::protocol::handshake::{self, ClientHello, NATIVE_PASSWORD};
+use crate::protocol::handshake::{self, ChangeUserRequest, ClientHello, NATIVE_PASSWORD};
 use crate::protocol::packet::Reader;
 use crate::protocol::response::{Expect, Outcome, Scanner, Step};
 use crate::protocol::{Packet, PacketConn, ProtoError, ServerError};
@@ -444,7 +444,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// COM_CHANGE_USER: verify the new credentials against the session's scramble, then
     /// switch the backend connection to that user.
     async fn change_user(&mut self, p: Packet) -> Result<Flow, SessionError> {
-        let Some(req) = ChangeUser::parse(&p.payload, self.auth.login.capabilities) else {
+        let Some(req) = ChangeUserRequest::parse(&p.payload, self.auth.login.capabilities) else {
             self.reply_err(p.last_seq, ServerError::malformed("COM_CHANGE_USER"))
                 .await?;
             return Ok(Flow::Close);
@@ -528,43 +528,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// The fields of a COM_CHANGE_USER request.
-struct ChangeUser {
-    user: String,
-    auth: Vec<u8>,
-    database: Option<String>,
-    collation: Option<u8>,
-    plugin: Option<String>,
-    connect_attrs: Option<Vec<u8>>,
-}
-
-impl ChangeUser {
-    fn parse(payload: &[u8], caps: CapabilityFlags) -> Option<Self> {
-        let mut r = Reader::new(payload.get(1..)?);
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let user = text(r.null_str()?);
-        let auth = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
-            let n = r.u8()? as usize;
-            r.take(n)?.to_vec()
-        } else {
-            r.null_str()?.to_vec()
-        };
-        let database = Some(text(r.null_str_or_rest())).filter(|d| !d.is_empty());
-        let collation = r.u16().map(|c| c as u8);
-        let plugin = (!r.is_empty())
-            .then(|| text(r.null_str_or_rest()))
-            .filter(|p| !p.is_empty());
-        let connect_attrs = (!r.is_empty()).then(|| r.remaining().to_vec());
-        Some(ChangeUser {
-            user,
-            auth,
-            database,
-            collation,
-            plugin,
-            connect_attrs,
-        })
     }
 }

@@ -74,7 +74,9 @@ fn decide(stmt: &S, s: &Stmt<'_>) -> Option<Decision> {
             d(C::Ddl, T::ImplicitCommit)
         }
         S::StartTransaction { .. } => d(C::Transaction, T::Begin),
-        S::Commit { .. } => d(C::Transaction, T::Commit),
+        // sqlparser also reads PostgreSQL's bare `END` as a commit; MariaDB
+        // does not, so that one is left to the keyword classifier.
+        S::Commit { end: false, .. } => d(C::Transaction, T::Commit),
         S::Rollback {
             savepoint: Some(_), ..
         }

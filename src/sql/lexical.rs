@@ -189,6 +189,9 @@ fn query_effect(s: &Stmt<'_>, i: usize) -> Option<C> {
             .filter(|n| n.is_punct(":="))
             .map(|_| C::Session);
     }
+    if !could_affect_query(t.text) {
+        return None;
+    }
     match t.keyword().as_str() {
         "FOR" if s.word_at(i + 1, "UPDATE") || s.word_at(i + 1, "SHARE") => Some(C::Locking),
         "LOCK" if s.word_at(i + 1, "IN") && s.word_at(i + 2, "SHARE") => Some(C::Locking),
@@ -213,6 +216,17 @@ fn parenthesized(s: &Stmt<'_>) -> Decision {
         Some(k) if matches!(k.as_str(), "SELECT" | "VALUES" | "TABLE" | "WITH") => query(s),
         _ => WRITE,
     }
+}
+
+/// A cheap pre-check for [`query_effect`]: every word it looks for starts
+/// with one of these letters and has 3 to 17 bytes. Most words of a big ORM
+/// query (aliases, column names) are rejected here without upper-casing.
+fn could_affect_query(word: &str) -> bool {
+    (3..=17).contains(&word.len())
+        && word
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b"FLIGRNSfligrns".contains(b))
 }
 
 /// `WITH … <main statement>`: a query, or a write when the main statement is

@@ -139,6 +139,12 @@ fn parsed_statements_are_not_fallback() {
 }
 
 #[test]
+fn postgres_end_is_not_a_commit() {
+    let c = classify("END");
+    assert_eq!((c.class, c.txn), (StatementClass::Write, TxnEffect::None));
+}
+
+#[test]
 fn most_restrictive_class_wins() {
     let c = classify("SELECT 1; SET NAMES utf8; BEGIN; LOCK TABLES t READ");
     assert_eq!(c.class, StatementClass::Locking);

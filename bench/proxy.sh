@@ -27,6 +27,8 @@
 #   WORKLOADS    sysbench scripts to run   (default "oltp_point_select oltp_read_write")
 #   BUFFER_POOL  mariadbd --innodb-buffer-pool-size          (default 256M)
 #   WOLFSCALE_LOG  wolfscale --log-level                     (default info)
+#   TOKIO_WORKER_THREADS  read by WolfScale's runtime: its worker threads (default: CPUs)
+#   HAPROXY_THREADS  haproxy nbthread                        (default: haproxy's, = CPUs)
 #   PROFILE_DIR  if set: afterwards, one more point_select run through WolfScale under
 #                `perf record` (cpu-clock, DWARF call graphs); perf.data and a
 #                report of the top symbols are written to this directory
@@ -180,6 +182,7 @@ start_haproxy() {
     cat >"$TMP/haproxy.cfg" <<EOF
 global
     maxconn 2000
+$([[ -n ${HAPROXY_THREADS:-} ]] && echo "    nbthread $HAPROXY_THREADS")
 
 defaults
     mode tcp

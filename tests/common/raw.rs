@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wolfscale::protocol::handshake::{ServerGreeting, NATIVE_PASSWORD};
 use wolfscale::protocol::packet::{encode_packet, peek_header, HEADER};
+use wolfscale::protocol::response::{Expect, Scanner};
 
 pub struct Raw {
     pub stream: TcpStream,
@@ -106,5 +107,30 @@ impl Raw {
             Reply::Packet(2, ok) if ok.first() == Some(&0) => raw,
             other => panic!("login failed: {other:?}"),
         }
+    }
+}
+
+impl Raw {
+    /// Send a command (seq 0) and collect its reply packets, up to where the reply
+    /// scanner says it ends (`None`: a command with no reply).
+    pub async fn exchange(&mut self, payload: &[u8], expect: Option<Expect>) -> Vec<(u8, Vec<u8>)> {
+        self.send(0, payload).await;
+        let mut out = Vec::new();
+        let Some(expect) = expect else {
+            return out;
+        };
+        let mut scanner = Scanner::new(expect);
+        while !scanner.is_done() {
+            match self.read(Duration::from_secs(10)).await {
+                Reply::Packet(seq, p) => {
+                    let mut framed = BytesMut::new();
+                    encode_packet(&mut framed, seq, &p);
+                    scanner.scan(&framed).expect("scannable reply");
+                    out.push((seq, p));
+                }
+                other => panic!("reply cut short: {other:?} after {out:?}"),
+            }
+        }
+        out
     }
 }

@@ -1,0 +1,149 @@
+//! Command by command, the proxy's reply must be the bytes MariaDB itself sends: the
+//! same command sequence runs on a direct connection and through the proxy, and every
+//! reply packet (sequence id included) is compared. This covers the commands drivers
+//! rarely exercise: COM_FIELD_LIST, COM_STMT_SEND_LONG_DATA, cursors and COM_STMT_FETCH,
+//! COM_STMT_RESET, COM_SET_OPTION, COM_STATISTICS, COM_INIT_DB, COM_PROCESS_KILL.
+
+mod common;
+
+use common::raw::Raw;
+use common::{Node, APP_PASSWORD};
+use mysql_async::prelude::Queryable;
+use wolfscale::protocol::response::Expect;
+
+fn stmt_id(reply: &[(u8, Vec<u8>)]) -> [u8; 4] {
+    let ok = &reply[0].1;
+    assert_eq!(ok[0], 0, "prepare failed: {reply:?}");
+    [ok[1], ok[2], ok[3], ok[4]]
+}
+
+/// Run the script on one connection; returns each command's reply.
+async fn script(raw: &mut Raw) -> Vec<Vec<(u8, Vec<u8>)>> {
+    let mut replies = Vec::new();
+    let q = |sql: &str| [&[0x03][..], sql.as_bytes()].concat();
+    replies.push(
+        raw.exchange(
+            &q("SELECT a, b FROM test.r ORDER BY a"),
+            Some(Expect::Query),
+        )
+        .await,
+    );
+    replies.push(
+        raw.exchange(&q("SELECT 1; SELECT 'two', NULL"), Some(Expect::Query))
+            .await,
+    );
+    replies.push(
+        raw.exchange(&[0x02, b't', b'e', b's', b't'], Some(Expect::Single))
+            .await,
+    ); // COM_INIT_DB
+    replies.push(raw.exchange(b"\x04r\x00", Some(Expect::FieldList)).await); // COM_FIELD_LIST
+    replies.push(raw.exchange(&[0x0E], Some(Expect::Single)).await); // COM_PING
+    replies.push(raw.exchange(&[0x1B, 1, 0], Some(Expect::Single)).await); // COM_SET_OPTION multi-statements off
+    replies.push(
+        raw.exchange(&q("SELECT 1; SELECT 2"), Some(Expect::Query))
+            .await,
+    ); // now a syntax error
+    replies.push(raw.exchange(&[0x1B, 0, 0], Some(Expect::Single)).await); // back on
+                                                                           // Prepared statement with a parameter sent as long data.
+    let prep = raw
+        .exchange(
+            b"\x16SELECT CONCAT(?, '!') AS s, a FROM r ORDER BY a",
+            Some(Expect::Prepare),
+        )
+        .await;
+    let id = stmt_id(&prep);
+    replies.push(prep);
+    let mut long = vec![0x18];
+    long.extend_from_slice(&id);
+    long.extend_from_slice(&[0, 0]);
+    long.extend_from_slice(b"long data ");
+    replies.push(raw.exchange(&long, None).await); // no reply expected
+    replies.push(raw.exchange(&long, None).await);
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id);
+    exec.push(0); // no cursor
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    exec.extend_from_slice(&[0, 1, 0xFE, 0]); // null bitmap, new params bound, MYSQL_TYPE_STRING
+    replies.push(raw.exchange(&exec, Some(Expect::Execute)).await);
+    let mut reset = vec![0x1A];
+    reset.extend_from_slice(&id);
+    replies.push(raw.exchange(&reset, Some(Expect::Single)).await); // COM_STMT_RESET
+                                                                    // A read-only cursor, fetched two rows at a time.
+    let mut cursor = exec.clone();
+    cursor[5] = 1;
+    cursor.truncate(10);
+    cursor.extend_from_slice(&[0, 1, 0xFE, 0, 3, b'a', b'b', b'c']);
+    replies.push(raw.exchange(&cursor, Some(Expect::Execute)).await);
+    let mut fetch = vec![0x1C];
+    fetch.extend_from_slice(&id);
+    fetch.extend_from_slice(&2u32.to_le_bytes());
+    for _ in 0..3 {
+        replies.push(raw.exchange(&fetch, Some(Expect::Fetch)).await);
+    }
+    let mut close = vec![0x19];
+    close.extend_from_slice(&id);
+    replies.push(raw.exchange(&close, None).await); // no reply
+    replies.push(raw.exchange(&exec, Some(Expect::Execute)).await); // unknown statement now
+    replies.push(
+        raw.exchange(&q("SELECT * FROM missing"), Some(Expect::Query))
+            .await,
+    );
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_match_mariadb_byte_for_byte() {
+    let node = Node::start().await;
+    let mut root = node.db.root().await;
+    root.query_drop(
+        "CREATE TABLE test.r (a INT PRIMARY KEY, b VARCHAR(10) CHARACTER SET utf8mb4);
+         INSERT INTO test.r VALUES (1,'x'),(2,NULL),(3,'zzz'),(4,'w'),(5,'v')",
+    )
+    .await
+    .unwrap();
+    let mut direct = Raw::login(node.db.port(), "app", APP_PASSWORD).await;
+    let mut proxied = Raw::login(node.proxy_port(), "app", APP_PASSWORD).await;
+    let want = script(&mut direct).await;
+    let got = script(&mut proxied).await;
+    assert_eq!(want.len(), got.len());
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(w, g, "reply #{i} differs");
+    }
+    // Sanity: the script really produced rows, errors and cursor batches.
+    assert!(want[0].len() > 5);
+    assert_eq!(want[6][0].1[0], 0xFF, "multi-statements were switched off");
+    assert_eq!(want[14].len(), 3, "two rows and an EOF per fetch");
+    assert_eq!(want.last().unwrap()[0].1[0], 0xFF);
+    // After the exchange both connections are still in step: a final query agrees.
+    let last = [&[0x03][..], b"SELECT COUNT(*) FROM r"].concat();
+    assert_eq!(
+        direct.exchange(&last, Some(Expect::Query)).await,
+        proxied.exchange(&last, Some(Expect::Query)).await
+    );
+    // COM_STATISTICS answers with one text packet.
+    let stats = proxied.exchange(&[0x09], Some(Expect::Single)).await;
+    assert_eq!(stats.len(), 1);
+    assert!(String::from_utf8_lossy(&stats[0].1).starts_with("Uptime:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn com_process_kill_maps_proxy_ids() {
+    let node = Node::start().await;
+    let victim = node.client(None).await;
+    let victim_id = victim.id();
+    let mut raw = Raw::login(node.proxy_port(), "app", APP_PASSWORD).await;
+    let mut kill = vec![0x0C];
+    kill.extend_from_slice(&victim_id.to_le_bytes());
+    let reply = raw.exchange(&kill, Some(Expect::Single)).await;
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0].1[0], 0x00, "{reply:?}");
+    let mut victim = victim;
+    assert!(
+        victim.query_drop("SELECT 1").await.is_err(),
+        "victim connection was killed"
+    );
+    let mut unknown = vec![0x0C];
+    unknown.extend_from_slice(&0x7FFF_FFF0u32.to_le_bytes());
+    let reply = raw.exchange(&unknown, Some(Expect::Single)).await;
+    assert_eq!(u16::from_le_bytes([reply[0].1[1], reply[0].1[2]]), 1094);
+}

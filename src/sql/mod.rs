@@ -41,11 +41,11 @@
 //!
 //! | class | statements |
 //! |---|---|
-//! | `read` | `SELECT` (also without tables), `WITH … SELECT`, `VALUES`, `SHOW`, `DESCRIBE`/`EXPLAIN`, `HELP`, `DO`, `CHECKSUM TABLE`, `HANDLER … READ`, `GET DIAGNOSTICS`, `SIGNAL`, and empty or comment-only payloads (the server answers "empty query" and nothing changes) |
+//! | `read` | `SELECT` (also without tables), `WITH … SELECT`, `VALUES`, `SHOW`, `DESCRIBE`/`EXPLAIN`, `HELP`, `DO`, `CHECKSUM TABLE`, `HANDLER … READ`, `SIGNAL`, and empty or comment-only payloads (the server answers "empty query" and nothing changes) |
 //! | `write` | `INSERT`/`REPLACE`/`UPDATE`/`DELETE` (any form, `WITH … UPDATE` too), `LOAD DATA`/`LOAD XML`, `CALL` (the routine may write), `SELECT NEXTVAL(s)`/`SETVAL`/`NEXT VALUE FOR` (they advance a sequence), anonymous compound blocks, `EXECUTE IMMEDIATE` of a non-literal, and **anything unrecognised** (the safe default) |
 //! | `ddl` | `CREATE`/`ALTER`/`DROP`/`RENAME`/`TRUNCATE` of anything (tables, databases, views, indexes, routines, triggers, events, sequences, servers, roles, users), `GRANT`, `REVOKE`, `SET PASSWORD`, `SET DEFAULT ROLE` — accounts replicate like DDL |
 //! | `transaction` | `BEGIN [WORK]`, `START TRANSACTION […]`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO`, `XA …` |
-//! | `session` | `SET [SESSION|LOCAL] var`, `SET @user`, `SET NAMES`, `SET CHARACTER SET`, `SET [SESSION] TRANSACTION …`, `SET ROLE`, `USE`, `PREPARE`, `EXECUTE`, `DEALLOCATE`/`DROP PREPARE`, `HANDLER … OPEN/CLOSE`, `SELECT … INTO @var` and `SELECT @v := …` (they set session variables, like `SET @v = (SELECT …)`) |
+//! | `session` | `SET [SESSION] var`, `SET LOCAL var`, `SET @user`, `SET NAMES`, `SET CHARACTER SET`, `SET [SESSION] TRANSACTION …`, `SET ROLE`, `USE`, `PREPARE`, `EXECUTE`, `DEALLOCATE`/`DROP PREPARE`, `HANDLER … OPEN/CLOSE`, `GET DIAGNOSTICS … @var = …`, `SELECT … INTO @var` and `SELECT @v := …` (they set session variables, like `SET @v = (SELECT …)`) |
 //! | `locking` | `LOCK TABLES`, `UNLOCK TABLES`, `SELECT … FOR UPDATE`/`FOR SHARE`/`LOCK IN SHARE MODE`, `GET_LOCK()`, `RELEASE_LOCK()`, `RELEASE_ALL_LOCKS()`, `IS_FREE_LOCK()`, `IS_USED_LOCK()` (named locks live on one server, so even the test must go where the lock is) |
 //! | `admin` | `SET GLOBAL`/`@@global.`, `KILL`, `FLUSH`, `ANALYZE`/`OPTIMIZE`/`CHECK`/`REPAIR TABLE`, `SHUTDOWN`, `INSTALL`/`UNINSTALL`, `RESET`, `PURGE … LOGS`, `CHANGE MASTER`, `START`/`STOP SLAVE`, `CACHE INDEX`, `LOAD INDEX`, `BINLOG`, `BACKUP …`, and `SELECT … INTO OUTFILE/DUMPFILE` (it writes a file on that server's disk: a node-local side effect, not a replicable read) |
 //!
@@ -65,8 +65,8 @@
 //! `SAVEPOINT`, `RELEASE SAVEPOINT` and `ROLLBACK TO`; `ImplicitCommit` for
 //! the statements MariaDB commits before running: DDL and account statements
 //! (except on `TEMPORARY` tables), `LOCK TABLES`, `UNLOCK TABLES`, `ANALYZE`/
-//! `OPTIMIZE`/`CHECK`/`REPAIR TABLE`, `FLUSH`, `RESET`, `CACHE INDEX`, `LOAD
-//! INDEX`, `CHANGE MASTER`, `START`/`STOP SLAVE`.
+//! `OPTIMIZE`/`CHECK`/`REPAIR TABLE`, `FLUSH`, `RESET` (not `RESET QUERY
+//! CACHE`), `CACHE INDEX`, `LOAD INDEX`, `CHANGE MASTER`, `START`/`STOP SLAVE`.
 //!
 //! # Multi-statement payloads: the most restrictive wins
 //!

@@ -213,10 +213,12 @@ impl Scanner {
 
     fn prepared(&mut self, p: &[u8]) -> Result<State, ProtoError> {
         let mut r = Reader::new(p.get(1..).unwrap_or_default());
-        let bad = ProtoError::Malformed("prepare reply");
-        let stmt = r.u32().ok_or(ProtoError::Malformed("prepare reply"))?;
-        let cols = r.u16().ok_or(ProtoError::Malformed("prepare reply"))? as u64;
-        let params = r.u16().ok_or(bad)? as u64;
+        let (stmt, cols, params) = r
+            .u32()
+            .zip(r.u16())
+            .zip(r.u16())
+            .map(|((s, c), p)| (s, c as u64, p as u64))
+            .ok_or(ProtoError::Malformed("prepare reply"))?;
         self.outcome.stmt_id = Some(stmt);
         Ok(match (params, cols) {
             (0, 0) => State::Done,

@@ -110,7 +110,7 @@ pub async fn connect(
             .unwrap_or_default();
         let payload = handshake_response(login, caps, &reply);
         conn.send(1, &payload).await?;
-        let ok = finish_auth(&mut conn, login, 3).await?;
+        let ok = finish_auth(&mut conn, login).await?;
         Ok(Backend {
             conn,
             thread_id: greeting.connection_id,
@@ -124,14 +124,11 @@ pub async fn connect(
 }
 
 /// Read the server's verdict on an authentication attempt, answering one
-/// mysql_native_password auth switch if asked. `next_seq` is the sequence id our
-/// answer to a switch would carry.
+/// mysql_native_password auth switch if asked.
 pub async fn finish_auth(
     conn: &mut PacketConn<TcpStream>,
     login: &Login,
-    next_seq: u8,
 ) -> Result<Packet, BackendError> {
-    let mut seq = next_seq;
     let mut switched = false;
     loop {
         let p = conn.read_packet().await?;
@@ -148,15 +145,11 @@ pub async fn finish_auth(
                     .stage1
                     .map(|s| handshake::reply_from_stage1(&scramble, &s).to_vec())
                     .unwrap_or_default();
-                seq = p.last_seq.wrapping_add(1);
-                conn.send(seq, &reply).await?;
+                conn.send(p.last_seq.wrapping_add(1), &reply).await?;
                 switched = true;
             }
             _ => {
-                let _ = seq;
-                return Err(
-                    ProtoError::Malformed("unexpected packet during authentication").into(),
-                );
+                return Err(ProtoError::Malformed("unexpected packet during authentication").into())
             }
         }
     }

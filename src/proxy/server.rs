@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use super::backend::{self, BackendError};
 use super::session::{self, SessionError};
@@ -227,9 +228,9 @@ impl Connection {
         }
         let id = self.shared.registry.allocate();
         let span = tracing::info_span!("session", id, %peer);
-        let _enter = span.enter();
-        if let Err(e) = self.serve(conn, id, peer).await {
-            tracing::debug!(error = %e, "session ended");
+        let served = self.serve(conn, id, peer).instrument(span.clone()).await;
+        if let Err(e) = served {
+            span.in_scope(|| tracing::debug!(error = %e, "session ended"));
         }
     }
 

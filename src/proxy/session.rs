@@ -213,10 +213,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Serve commands until the client leaves, the backend fails, or `shutdown` is
     /// raised while the session is between statements.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SessionError> {
+        // One waiter for the whole session, not one per command.
+        let stop = shutdown.wait_for(|stop| *stop);
+        tokio::pin!(stop);
         loop {
             let packet = tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                _ = &mut stop => return Ok(()),
                 p = self.client.read_packet() => p,
             };
             let packet = match packet {
@@ -503,7 +506,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .send(0, &payload)
             .await
             .map_err(SessionError::Backend)?;
-        match backend::finish_auth(&mut self.backend.conn, &login, 2).await {
+        match backend::finish_auth(&mut self.backend.conn, &login).await {
             Ok(ok) => {
                 self.client
                     .send(seq.wrapping_add(1), &ok.payload)

@@ -5,9 +5,13 @@
 //! - [`protocol`]: MySQL wire protocol: framing, handshake, OK/ERR, reply scanning.
 //! - [`proxy`]: the MySQL front end: listener, sessions, backend connections, accounts.
 //! - [`sql`]: statement classification and determinism analysis.
+//! - [`wal`]: the segmented, checksummed, group-committed write-ahead log.
+//! - [`state`]: the node's SQLite state database (purge marker; later vote, membership).
 //! - [`localdb`]: throwaway `mariadbd` processes for `wolfscale demo` and tests.
 pub mod config;
 pub mod localdb;
 pub mod protocol;
 pub mod proxy;
 pub mod sql;
+pub mod state;
+pub mod wal;

@@ -37,6 +37,7 @@
 //! are all at or below it are deleted once they are also older than `retention`.
 
 pub mod format;
+pub mod inspect;
 pub mod segment;
 
 use std::fs::{File, OpenOptions};

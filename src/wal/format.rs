@@ -173,32 +173,14 @@ impl Batch {
 
     /// Verify the checksum of a whole frame (`frame` = header + payload) and split it.
     pub fn from_frame(frame: Bytes) -> Result<Self, FormatError> {
-        let info = FrameInfo::decode(&frame)?;
-        if frame.len() < info.total_len() {
-            return Err(FormatError::Truncated("frame payload"));
-        }
-        let frame = frame.slice(..info.total_len());
-        if frame_crc(&frame) != info.crc {
-            return Err(FormatError::Checksum);
-        }
-        let p = &frame[FRAME_HEADER..];
-        let batch = Batch {
-            first_index: u64_at(p, 0),
-            count: u32_at(p, 8),
-            raw_len: u32_at(p, 12),
-            flags: info.flags,
-            body: frame.slice(FRAME_HEADER + PAYLOAD_PREFIX..),
-        };
-        if batch.count == 0 || batch.raw_len as usize > MAX_BATCH_BYTES {
-            return Err(FormatError::Invalid("batch count or size"));
-        }
-        if batch.first_index.checked_add(batch.count as u64).is_none() {
-            return Err(FormatError::Invalid("batch index overflow"));
-        }
-        if info.flags & FLAG_LZ4 == 0 && batch.body.len() != batch.raw_len as usize {
-            return Err(FormatError::Invalid("raw body length"));
-        }
-        Ok(batch)
+        let head = verify(&frame)?;
+        Ok(Batch {
+            first_index: head.first_index,
+            count: head.count,
+            raw_len: head.raw_len,
+            flags: head.flags,
+            body: frame.slice(FRAME_HEADER + PAYLOAD_PREFIX..head.total_len),
+        })
     }
 
     /// Decode the entries.
@@ -241,6 +223,49 @@ impl Batch {
     }
 }
 
+/// What a verified frame holds, without its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    pub first_index: u64,
+    pub count: u32,
+    pub raw_len: u32,
+    pub flags: u8,
+    /// Header plus payload.
+    pub total_len: usize,
+}
+
+/// Check the frame at the start of `frame` (its checksum and fields) without copying.
+pub fn verify(frame: &[u8]) -> Result<FrameHead, FormatError> {
+    let info = FrameInfo::decode(frame)?;
+    let total_len = info.total_len();
+    let frame = frame
+        .get(..total_len)
+        .ok_or(FormatError::Truncated("frame payload"))?;
+    if frame_crc(frame) != info.crc {
+        return Err(FormatError::Checksum);
+    }
+    let p = &frame[FRAME_HEADER..];
+    let head = FrameHead {
+        first_index: u64_at(p, 0),
+        count: u32_at(p, 8),
+        raw_len: u32_at(p, 12),
+        flags: info.flags,
+        total_len,
+    };
+    if head.count == 0 || head.raw_len as usize > MAX_BATCH_BYTES {
+        return Err(FormatError::Invalid("batch count or size"));
+    }
+    if head.first_index.checked_add(head.count as u64).is_none() {
+        return Err(FormatError::Invalid("batch index overflow"));
+    }
+    if head.flags & FLAG_LZ4 == 0
+        && total_len - FRAME_HEADER - PAYLOAD_PREFIX != head.raw_len as usize
+    {
+        return Err(FormatError::Invalid("raw body length"));
+    }
+    Ok(head)
+}
+
 fn frame_crc(frame: &[u8]) -> u32 {
     let c = crc32c::crc32c(&frame[..4]);
     let c = crc32c::crc32c_append(c, &frame[8..9]);
@@ -252,33 +277,83 @@ pub fn body_len(entries: &[Entry]) -> usize {
     entries.iter().map(|e| ENTRY_HEADER + e.payload.len()).sum()
 }
 
+/// Reusable buffers for encoding frames, so a busy writer does not allocate (and
+/// page-fault in) fresh multi-MiB buffers for every group.
+#[derive(Default)]
+pub struct Scratch {
+    body: Vec<u8>,
+    packed: Vec<u8>,
+}
+
 /// Encode consecutive entries as one frame, compressing when asked and worthwhile.
 pub fn encode_frame(entries: &[Entry], compress: bool, out: &mut Vec<u8>) {
+    encode_frame_with(entries, compress, out, &mut Scratch::default());
+}
+
+/// [`encode_frame`] with caller-owned scratch buffers.
+pub fn encode_frame_with(
+    entries: &[Entry],
+    compress: bool,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) {
     let raw_len = body_len(entries);
-    let mut body = Vec::with_capacity(raw_len);
-    for e in entries {
-        body.put_u64_le(e.term);
-        body.put_u32_le(e.payload.len() as u32);
-        body.put_slice(&e.payload);
-    }
-    let mut flags = 0;
-    if compress && raw_len >= COMPRESS_MIN {
-        let packed = lz4_flex::block::compress(&body);
-        if packed.len() < raw_len - raw_len / 10 {
-            body = packed;
-            flags = FLAG_LZ4;
-        }
-    }
     let start = out.len();
-    out.put_u32_le((PAYLOAD_PREFIX + body.len()) as u32);
-    out.put_u32_le(0);
-    out.put_u8(flags);
+    out.reserve(FRAME_HEADER + PAYLOAD_PREFIX + raw_len);
+    out.put_u32_le(0); // len, patched below
+    out.put_u32_le(0); // crc, patched below
+    out.put_u8(0); // flags, patched below
     out.put_u64_le(entries.first().map_or(0, |e| e.index));
     out.put_u32_le(entries.len() as u32);
     out.put_u32_le(raw_len as u32);
-    out.put_slice(&body);
+    let body_at = out.len();
+    let mut flags = 0;
+    if compress && raw_len >= COMPRESS_MIN && worth_compressing(entries) {
+        let body = &mut scratch.body;
+        body.clear();
+        put_body(entries, body);
+        let packed = &mut scratch.packed;
+        packed.resize(lz4_flex::block::get_maximum_output_size(raw_len), 0);
+        if let Ok(n) = lz4_flex::block::compress_into(body, packed) {
+            if n < raw_len - raw_len / 10 {
+                out.extend_from_slice(&packed[..n]);
+                flags = FLAG_LZ4;
+            }
+        }
+        if flags == 0 {
+            out.extend_from_slice(body);
+        }
+    } else {
+        put_body(entries, out);
+    }
+    let len = (out.len() - body_at + PAYLOAD_PREFIX) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 8] = flags;
     let crc = frame_crc(&out[start..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn put_body(entries: &[Entry], out: &mut Vec<u8>) {
+    for e in entries {
+        out.put_u64_le(e.term);
+        out.put_u32_le(e.payload.len() as u32);
+        out.put_slice(&e.payload);
+    }
+}
+
+/// Cheap guess whether LZ4 will pay: compress a sample of the first entry's payload.
+/// Small bodies are always tried; large incompressible ones (already-compressed blobs)
+/// skip the work.
+fn worth_compressing(entries: &[Entry]) -> bool {
+    const SAMPLE: usize = 4096;
+    let Some(first) = entries.first() else {
+        return false;
+    };
+    if body_len(entries) < 4 * SAMPLE || first.payload.len() < SAMPLE {
+        return true;
+    }
+    let sample = &first.payload[..SAMPLE];
+    lz4_flex::block::compress(sample).len() < SAMPLE - SAMPLE / 10
 }
 
 #[cfg(test)]

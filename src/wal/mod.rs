@@ -229,6 +229,11 @@ impl Index {
 
 type Reply = tokio::sync::oneshot::Sender<Result<(), WalError>>;
 
+/// A group stops gathering at this many body bytes (besides `batch_size` entries).
+const GROUP_BYTES: usize = 16 << 20;
+/// Gathering always gets at least this long, even with `flush_interval = 0`.
+const MIN_GATHER: Duration = Duration::from_micros(200);
+
 enum Command {
     Append(Vec<Entry>, Reply),
     Truncate(u64, Reply),
@@ -258,6 +263,8 @@ impl Wal {
             opts,
             index: index.clone(),
             state,
+            frame: Vec::new(),
+            scratch: format::Scratch::default(),
             rx,
             parked: None,
         };
@@ -475,9 +482,13 @@ fn recover(dir: &Path, purged: Option<u64>) -> Result<Index, WalError> {
     let files = segment_files(dir)?;
     let mut index = Index::default();
     let count = files.len();
+    // One buffer for every segment: a fresh 64 MiB allocation per file costs more in
+    // page faults than reading it.
+    let mut data = Vec::new();
+    let mut expected_next: Option<u64> = None;
     for (i, (named_first, path)) in files.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let data = Bytes::from(std::fs::read(&path).map_err(WalError::io("read", &path))?);
+        read_into(&path, &mut data)?;
         if is_last && data.len() < SEGMENT_HEADER {
             tracing::warn!(file = %path.display(), bytes = data.len(), "removing a segment whose header was never completed");
             std::fs::remove_file(&path).map_err(WalError::io("remove", &path))?;
@@ -495,9 +506,12 @@ fn recover(dir: &Path, purged: Option<u64>) -> Result<Index, WalError> {
                 ),
             });
         }
-        if let Some(expected) = index.last.map(|(l, _)| l + 1) {
+        if let Some(expected) = expected_next {
             let found = scan.header.first_index;
-            if found != expected && Some(found) != purged.map(|p| p + 1) {
+            // A gap is allowed only over entries that are all purged (the first append
+            // after a snapshot install starts a segment at purged + 1).
+            let purged_gap = found > expected && purged.is_some_and(|p| found <= p + 1);
+            if found != expected && !purged_gap {
                 return Err(WalError::MissingSegment {
                     file: path,
                     expected,
@@ -505,6 +519,18 @@ fn recover(dir: &Path, purged: Option<u64>) -> Result<Index, WalError> {
                 });
             }
         }
+        if scan.batches.is_empty() && !is_last && scan.damage.is_none() {
+            return Err(WalError::Corruption {
+                file: path,
+                offset: SEGMENT_HEADER as u64,
+                reason: "sealed segment holds no entries".into(),
+            });
+        }
+        expected_next = Some(
+            scan.batches
+                .last()
+                .map_or(scan.header.first_index, |b| b.last_index() + 1),
+        );
         let mut size = scan.valid_len;
         if let Some(d) = &scan.damage {
             if !(is_last && d.torn_tail) {
@@ -524,7 +550,13 @@ fn recover(dir: &Path, purged: Option<u64>) -> Result<Index, WalError> {
         if let (Some(b), Some(term)) = (scan.batches.last(), scan.last_term) {
             index.last = Some((b.last_index(), term));
         }
-        let file = Arc::new(File::open(&path).map_err(WalError::io("open", &path))?);
+        // Writable: after a truncation an older segment becomes the active one again.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(WalError::io("open", &path))?;
+        let file = Arc::new(file);
         index.segments.push(Segment {
             path,
             header: scan.header,
@@ -534,6 +566,47 @@ fn recover(dir: &Path, purged: Option<u64>) -> Result<Index, WalError> {
         });
     }
     Ok(index)
+}
+
+/// Write `file[..prefix_len] ++ tail` to `path.tmp`, sync it, and rename it over `path`.
+/// Returns the new file, open for reading and writing.
+fn rewrite_prefix(
+    path: &Path,
+    file: &File,
+    prefix_len: u64,
+    tail: &[u8],
+) -> Result<File, WalError> {
+    let tmp = path.with_extension("wal.tmp");
+    let out = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(WalError::io("create", &tmp))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < prefix_len {
+        let n = buf.len().min((prefix_len - off) as usize);
+        file.read_exact_at(&mut buf[..n], off)
+            .map_err(WalError::io("read", path))?;
+        out.write_all_at(&buf[..n], off)
+            .map_err(WalError::io("write", &tmp))?;
+        off += n as u64;
+    }
+    out.write_all_at(tail, prefix_len)
+        .map_err(WalError::io("write", &tmp))?;
+    out.sync_all().map_err(WalError::io("sync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(WalError::io("rename", &tmp))?;
+    Ok(out)
+}
+
+fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<(), WalError> {
+    use std::io::Read;
+    buf.clear();
+    let mut f = File::open(path).map_err(WalError::io("open", path))?;
+    f.read_to_end(buf).map_err(WalError::io("read", path))?;
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -550,6 +623,9 @@ struct Writer {
     rx: mpsc::Receiver<Command>,
     /// A non-append command that arrived while a group was being gathered.
     parked: Option<Command>,
+    /// Reused frame buffer and encoder scratch.
+    frame: Vec<u8>,
+    scratch: format::Scratch,
 }
 
 impl Writer {
@@ -599,50 +675,32 @@ impl Writer {
     /// Gather a group starting with `entries`, write it as one frame, sync once.
     fn group(&mut self, entries: Vec<Entry>, reply: Reply) {
         let started = Instant::now();
-        let mut next = read_lock(&self.index).next_index();
-        let mut batch: Vec<Entry> = Vec::new();
-        let mut replies: Vec<Reply> = Vec::new();
-        let mut bytes = 0usize;
-        let mut take = |entries: Vec<Entry>,
-                        reply: Reply,
-                        batch: &mut Vec<Entry>,
-                        replies: &mut Vec<Reply>| {
-            let size = format::body_len(&entries);
-            match check_append(&entries, next, bytes + size) {
-                Ok(()) => {
-                    next = entries.last().map(|e| e.index + 1).or(next);
-                    bytes += size;
-                    batch.extend(entries);
-                    replies.push(reply);
-                }
-                Err(e) => {
-                    reply.send(Err(e)).ok();
-                }
-            }
+        let mut group = Group {
+            next: read_lock(&self.index).next_index(),
+            ..Group::default()
         };
-        take(entries, reply, &mut batch, &mut replies);
-        while batch.len() < self.opts.batch_size {
-            let left = self.opts.flush_interval.saturating_sub(started.elapsed());
-            let cmd = if left.is_zero() {
-                self.rx.try_recv().ok()
-            } else {
-                self.rx.recv_timeout(left).ok()
-            };
-            match cmd {
-                Some(Command::Append(e, r)) => take(e, r, &mut batch, &mut replies),
-                Some(other) => {
+        group.take(entries, reply);
+        // Gather only what is already queued: appenders that arrive while this group is
+        // being synced form the next one, so the writer never sleeps with work pending.
+        while group.entries.len() < self.opts.batch_size
+            && group.bytes < GROUP_BYTES
+            && started.elapsed() < self.opts.flush_interval.max(MIN_GATHER)
+        {
+            match self.rx.try_recv() {
+                Ok(Command::Append(e, r)) => group.take(e, r),
+                Ok(other) => {
                     self.parked = Some(other);
                     break;
                 }
-                None => break,
+                Err(_) => break,
             }
         }
-        let result = if batch.is_empty() {
+        let result = if group.entries.is_empty() {
             Ok(())
         } else {
-            self.guarded(|w| w.write_group(&batch))
+            self.guarded(|w| w.write_group(&group.entries))
         };
-        for r in replies {
+        for r in group.replies {
             r.send(result.as_ref().map(|_| ()).map_err(clone_error))
                 .ok();
         }
@@ -662,8 +720,16 @@ impl Writer {
         if needs_roll {
             self.roll(first, batch.first().map_or(0, |e| e.term))?;
         }
-        let mut frame = Vec::with_capacity(format::body_len(batch) + 64);
-        format::encode_frame(batch, self.opts.compression, &mut frame);
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        format::encode_frame_with(batch, self.opts.compression, &mut frame, &mut self.scratch);
+        let written = self.append_frame(&frame, first, batch);
+        self.frame = frame;
+        written
+    }
+
+    /// Write an encoded frame at the end of the active segment, sync, and publish it.
+    fn append_frame(&mut self, frame: &[u8], first: u64, batch: &[Entry]) -> Result<(), WalError> {
         let (path, file, offset) = {
             let ix = read_lock(&self.index);
             let seg = ix
@@ -672,7 +738,7 @@ impl Writer {
                 .ok_or_else(|| WalError::Fatal("no active segment".into()))?;
             (seg.path.clone(), seg.file.clone(), seg.size)
         };
-        file.write_all_at(&frame, offset)
+        file.write_all_at(frame, offset)
             .map_err(WalError::io("write", &path))?;
         if self.opts.fsync {
             self.opts
@@ -791,29 +857,35 @@ impl Writer {
         } else {
             Vec::new()
         };
-        file.set_len(loc.offset)
-            .map_err(WalError::io("truncate", &path))?;
-        let mut new_len = loc.offset;
-        let mut new_loc = None;
-        if !kept.is_empty() {
-            let mut frame = Vec::new();
-            format::encode_frame(&kept, self.opts.compression, &mut frame);
-            file.write_all_at(&frame, loc.offset)
-                .map_err(WalError::io("write", &path))?;
-            new_loc = Some(BatchLoc {
+        if kept.is_empty() {
+            file.set_len(loc.offset)
+                .map_err(WalError::io("truncate", &path))?;
+            file.sync_all().map_err(WalError::io("sync", &path))?;
+            let mut ix = write_lock(&self.index);
+            if let Some(seg) = ix.segments.last_mut() {
+                seg.batches.truncate(pos);
+                seg.size = loc.offset;
+            }
+            return Ok(());
+        }
+        // Part of a batch survives. Cutting the file and rewriting that part in place
+        // would lose acknowledged entries to a crash in between, so the new segment is
+        // built beside the old one and renamed over it.
+        let mut frame = Vec::new();
+        format::encode_frame(&kept, self.opts.compression, &mut frame);
+        let new_file = rewrite_prefix(&path, &file, loc.offset, &frame)?;
+        sync_dir(&self.opts.dir)?;
+        let mut ix = write_lock(&self.index);
+        if let Some(seg) = ix.segments.last_mut() {
+            seg.batches.truncate(pos);
+            seg.batches.push(BatchLoc {
                 first_index: loc.first_index,
                 count: kept.len() as u32,
                 offset: loc.offset,
                 len: frame.len() as u32,
             });
-            new_len += frame.len() as u64;
-        }
-        file.sync_all().map_err(WalError::io("sync", &path))?;
-        let mut ix = write_lock(&self.index);
-        if let Some(seg) = ix.segments.last_mut() {
-            seg.batches.truncate(pos);
-            seg.batches.extend(new_loc);
-            seg.size = new_len;
+            seg.size = loc.offset + frame.len() as u64;
+            seg.file = Arc::new(new_file);
         }
         Ok(())
     }
@@ -878,6 +950,34 @@ impl Writer {
             sync_dir(&self.opts.dir)?;
             tracing::info!(file = %path.display(), "purged WAL segment");
             write_lock(&self.index).segments.remove(0);
+        }
+    }
+}
+
+/// Appends gathered into one frame.
+#[derive(Default)]
+struct Group {
+    entries: Vec<Entry>,
+    replies: Vec<Reply>,
+    /// The index the next accepted append must start at (`None`: empty log).
+    next: Option<u64>,
+    bytes: usize,
+}
+
+impl Group {
+    /// Accept an append into the group, or answer it with its error right away.
+    fn take(&mut self, entries: Vec<Entry>, reply: Reply) {
+        let size = format::body_len(&entries);
+        match check_append(&entries, self.next, self.bytes + size) {
+            Ok(()) => {
+                self.next = entries.last().map(|e| e.index + 1).or(self.next);
+                self.bytes += size;
+                self.entries.extend(entries);
+                self.replies.push(reply);
+            }
+            Err(e) => {
+                reply.send(Err(e)).ok();
+            }
         }
     }
 }

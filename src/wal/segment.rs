@@ -3,12 +3,16 @@
 //!
 //! Torn-tail rule: frames are written one at a time and each is synced before the
 //! next is written, so only the last frame of the last segment can be partly on disk
-//! after a crash. A frame that fails to parse or checksum is a torn tail when no valid
-//! frame follows it; if one does, the damage is in the middle and is `Corruption`.
+//! after a crash. A frame that fails to parse or checksum is a torn tail when no
+//! checksum-valid frame continuing the log starts anywhere after it (its own length
+//! field may be the damaged part, so it is not trusted); if one does, the damage is in
+//! the middle and is `Corruption`.
 
 use bytes::Bytes;
 
-use super::format::{Batch, FormatError, FrameInfo, SegmentHeader, FRAME_HEADER, SEGMENT_HEADER};
+use super::format::{
+    self, Batch, FormatError, FrameInfo, SegmentHeader, FRAME_HEADER, SEGMENT_HEADER,
+};
 
 /// Where one batch lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,28 +50,27 @@ pub struct Scan {
 }
 
 /// Scan a segment held in memory. `Err` only when the header itself is unusable.
-pub fn scan(data: &Bytes) -> Result<Scan, FormatError> {
+pub fn scan(data: &[u8]) -> Result<Scan, FormatError> {
     let header = SegmentHeader::decode(data)?;
     let mut batches = Vec::new();
     let mut off = SEGMENT_HEADER;
     let mut next = header.first_index;
-    let mut last_batch = None;
     let mut damage = None;
     while off < data.len() {
         match frame_at(data, off, next) {
-            Ok((batch, len)) => {
+            Ok(head) => {
+                let len = head.total_len as u32;
                 batches.push(BatchLoc {
-                    first_index: batch.first_index,
-                    count: batch.count,
+                    first_index: head.first_index,
+                    count: head.count,
                     offset: off as u64,
                     len,
                 });
-                next = batch.first_index + batch.count as u64;
-                off += len as usize;
-                last_batch = Some(batch);
+                next = head.first_index + head.count as u64;
+                off += head.total_len;
             }
             Err(error) => {
-                let torn_tail = !valid_frame_follows(data, off);
+                let torn_tail = !valid_frame_follows(data, off, next);
                 damage = Some(Damage {
                     offset: off as u64,
                     error,
@@ -77,24 +80,31 @@ pub fn scan(data: &Bytes) -> Result<Scan, FormatError> {
             }
         }
     }
-    let last_term = match last_batch.map(|b| b.entries()) {
-        Some(Ok(es)) => es.last().map(|e| e.term),
-        Some(Err(e)) => {
-            // Checksum-valid but undecodable: corruption, never a torn tail.
-            let offset = batches.last().map_or(0, |b| b.offset);
-            return Ok(Scan {
-                header,
-                batches,
-                valid_len: offset,
-                damage: Some(Damage {
-                    offset,
-                    error: e,
-                    torn_tail: false,
-                }),
-                last_term: None,
-            });
-        }
+    // The last entry's term needs the last batch decoded (one frame per segment).
+    let last_term = match batches.last() {
         None => None,
+        Some(b) => {
+            let frame = &data[b.offset as usize..(b.offset + b.len as u64) as usize];
+            match Batch::from_frame(Bytes::copy_from_slice(frame)).and_then(|b| b.entries()) {
+                Ok(es) => es.last().map(|e| e.term),
+                Err(error) => {
+                    // Checksum-valid but undecodable: corruption, never a torn tail.
+                    let offset = b.offset;
+                    let damage = Some(Damage {
+                        offset,
+                        error,
+                        torn_tail: false,
+                    });
+                    return Ok(Scan {
+                        header,
+                        batches,
+                        valid_len: offset,
+                        damage,
+                        last_term: None,
+                    });
+                }
+            }
+        }
     };
     Ok(Scan {
         header,
@@ -105,42 +115,38 @@ pub fn scan(data: &Bytes) -> Result<Scan, FormatError> {
     })
 }
 
-/// Parse and verify the frame at `off`, which must start at index `expected`.
-fn frame_at(data: &Bytes, off: usize, expected: u64) -> Result<(Batch, u32), FormatError> {
-    let info = FrameInfo::decode(&data[off..])?;
-    let end = off
-        .checked_add(info.total_len())
-        .ok_or(FormatError::Invalid("frame length"))?;
-    if end > data.len() {
-        return Err(FormatError::Truncated("frame runs past end of file"));
-    }
-    let batch = Batch::from_frame(data.slice(off..end))?;
-    if batch.first_index != expected {
+/// Verify the frame at `off`, which must start at index `expected`.
+fn frame_at(data: &[u8], off: usize, expected: u64) -> Result<format::FrameHead, FormatError> {
+    let head = format::verify(&data[off..])?;
+    if head.first_index != expected {
         return Err(FormatError::Invalid(
             "batch does not continue the previous one",
         ));
     }
-    Ok((batch, info.total_len() as u32))
+    Ok(head)
 }
 
-/// Whether a checksum-valid frame starts right after the (bad) frame at `off`.
-fn valid_frame_follows(data: &Bytes, off: usize) -> bool {
-    let Ok(info) = FrameInfo::decode(&data[off..]) else {
-        return false;
-    };
-    let Some(next) = off.checked_add(info.total_len()) else {
-        return false;
-    };
-    if next + FRAME_HEADER > data.len() {
-        return false;
-    }
-    let Ok(ninfo) = FrameInfo::decode(&data[next..]) else {
-        return false;
-    };
-    let Some(end) = next.checked_add(ninfo.total_len()) else {
-        return false;
-    };
-    end <= data.len() && Batch::from_frame(data.slice(next..end)).is_ok()
+/// Whether a checksum-valid frame continuing the log (first index at least `next`)
+/// starts anywhere after `off`. The damaged frame's own length field cannot be trusted,
+/// so every later position is tried; a cheap header and index check comes before the
+/// checksum, so garbage costs little.
+fn valid_frame_follows(data: &[u8], off: usize, next: u64) -> bool {
+    (off + 1
+        ..data
+            .len()
+            .saturating_sub(FRAME_HEADER + format::PAYLOAD_PREFIX - 1))
+        .any(|at| {
+            let rest = &data[at..];
+            let Ok(info) = FrameInfo::decode(rest) else {
+                return false;
+            };
+            let first = u64::from_le_bytes(
+                rest[FRAME_HEADER..FRAME_HEADER + 8]
+                    .try_into()
+                    .unwrap_or([0; 8]),
+            );
+            first >= next && info.total_len() <= rest.len() && format::verify(rest).is_ok()
+        })
 }
 
 #[cfg(test)]
@@ -170,7 +176,7 @@ mod tests {
 
     #[test]
     fn clean_segment() {
-        let data = Bytes::from(segment(&[(5, 3), (8, 2)]));
+        let data = segment(&[(5, 3), (8, 2)]);
         let s = scan(&data).unwrap();
         assert_eq!(s.batches.len(), 2);
         assert_eq!(s.batches[1].last_index(), 9);
@@ -182,7 +188,7 @@ mod tests {
     fn truncated_last_frame_is_torn_tail() {
         let full = segment(&[(1, 3), (4, 3)]);
         for cut in 1..60 {
-            let data = Bytes::from(full[..full.len() - cut].to_vec());
+            let data = full[..full.len() - cut].to_vec();
             let s = scan(&data).unwrap();
             let d = s.damage.expect("damage");
             assert!(d.torn_tail, "cut {cut}");
@@ -194,7 +200,7 @@ mod tests {
     fn damage_before_a_valid_frame_is_corruption() {
         let mut data = segment(&[(1, 3), (4, 3), (7, 1)]);
         data[SEGMENT_HEADER + 20] ^= 0x40;
-        let s = scan(&Bytes::from(data)).unwrap();
+        let s = scan(&data).unwrap();
         let d = s.damage.unwrap();
         assert_eq!(d.offset, SEGMENT_HEADER as u64);
         assert!(!d.torn_tail);
@@ -203,7 +209,7 @@ mod tests {
 
     #[test]
     fn gap_between_batches_is_caught() {
-        let data = Bytes::from(segment(&[(1, 3), (5, 3)]));
+        let data = segment(&[(1, 3), (5, 3)]);
         let d = scan(&data).unwrap().damage.unwrap();
         assert!(matches!(d.error, FormatError::Invalid(_)));
     }

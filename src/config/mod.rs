@@ -139,8 +139,9 @@ pub struct DatabaseConfig {
 pub struct WalConfig {
     /// `batch_size`: most entries written under one fsync. Default 1000, 1..=100000.
     pub batch_size: usize,
-    /// `flush_interval_ms`: how long a batch waits for more entries before it is written.
-    /// Default 2, 0..=10000; 0 writes as soon as an entry arrives.
+    /// `flush_interval_ms`: the longest a group keeps gathering appends that are already
+    /// queued before it is written. The writer never sleeps waiting for more: appends
+    /// that arrive during a sync form the next group. Default 2, 0..=10000.
     pub flush_interval_ms: u64,
     /// `compression`: lz4 for batch payloads. Default true.
     pub compression: bool,

@@ -47,8 +47,8 @@ pool_size = 8
 [wal]
 # Most log entries written under one fsync: 1..=100000. Default 1000.
 batch_size = 1000
-# How long a batch waits for more entries, in ms: 0..=10000 (0 = write at
-# once). Default 2.
+# Longest a group keeps gathering appends that are already queued, in ms:
+# 0..=10000. The writer never sleeps waiting for more. Default 2.
 flush_interval_ms = 2
 # lz4-compress log batches. Default true.
 compression = true

@@ -13,16 +13,18 @@
 //!
 //! # Writing
 //! One writer thread owns every mutation. Appenders queue their entries; the writer takes
-//! everything queued (waiting up to `flush_interval` for more, up to `batch_size`
-//! entries), writes it as one frame and syncs once (`fdatasync`), then answers every
-//! appender of the group. A failed write or sync is fatal: the log refuses all further
+//! everything already queued (up to `batch_size` entries, 16 MiB, or `flush_interval`
+//! of gathering; it never sleeps waiting for more, so appends that arrive during a sync
+//! form the next group), writes it as one frame and syncs once (`fdatasync`), then
+//! answers every appender of the group. A failed write or sync is fatal: the log refuses all further
 //! work and reports the error; it never retries, since a failed fsync may have dropped
 //! the dirty pages it was meant to persist. Truncation and purge run on the same thread,
 //! in order with appends.
 //!
 //! # Opening
 //! Every segment is read and every frame's checksum verified, which rebuilds the
-//! index of batches (about 0.3 s per GiB from the page cache; see `bench/wal.sh`).
+//! index of batches (measured 0.2 s per GiB from the page cache, 0.6 s cold; see
+//! `bench/wal.sh`).
 //! A torn last frame of the last segment is cut off (logged with what was cut). Any other
 //! bad frame is [`WalError::Corruption`] naming the file and offset; a wrong magic or
 //! version, or a missing segment, has its own error. Nothing is skipped.

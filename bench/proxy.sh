@@ -27,6 +27,8 @@
 #   WORKLOADS    sysbench scripts to run   (default "oltp_point_select oltp_read_write")
 #   BUFFER_POOL  mariadbd --innodb-buffer-pool-size          (default 256M)
 #   WOLFSCALE_LOG  wolfscale --log-level                     (default info)
+#   WS_BACKEND   how WolfScale reaches MariaDB: tcp (like haproxy) or socket
+#                ([database] socket)                          (default tcp)
 #   TOKIO_WORKER_THREADS  read by WolfScale's runtime: its worker threads (default: CPUs)
 #   HAPROXY_THREADS  haproxy nbthread                        (default: haproxy's, = CPUs)
 #   PROFILE_DIR  if set: afterwards, one more point_select run through WolfScale under
@@ -54,6 +56,7 @@ BUFFER_POOL=${BUFFER_POOL:-256M}
 WOLFSCALE_LOG=${WOLFSCALE_LOG:-info}
 PROFILE_DIR=${PROFILE_DIR:-}
 TARGETS="direct haproxy wolfscale"
+WS_BACKEND=${WS_BACKEND:-tcp}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/wolfscale-bench.XXXXXX")
@@ -216,6 +219,7 @@ host = "127.0.0.1"
 port = $DB_PORT
 user = "root"
 password = ""
+$([[ $WS_BACKEND == socket ]] && echo "socket = \"$TMP/mariadb.sock\"")
 
 [api]
 enabled = false

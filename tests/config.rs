@@ -559,3 +559,18 @@ fn resolve_path_order_is_flag_then_env_then_default() {
     assert_eq!(resolve_path(None), PathBuf::from(DEFAULT_FILE));
     std::env::remove_var(ENV_VAR);
 }
+
+#[test]
+fn database_socket_must_be_absolute() {
+    let d = error_for(
+        &[("database.socket", "\"run/mysqld.sock\"")],
+        "database.socket",
+    );
+    assert!(d.message.contains("absolute"), "{d}");
+    let text = toml_with(&[("database.socket", "\"/run/mysqld/mysqld.sock\"")]);
+    let (config, _) = Config::from_toml_str(&text, Path::new(FILE)).unwrap();
+    assert_eq!(
+        config.database.socket,
+        Some(PathBuf::from("/run/mysqld/mysqld.sock"))
+    );
+}

@@ -350,3 +350,30 @@ async fn cursor_fetch_and_field_list_and_ping() {
     let db: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
     assert_eq!(db.as_deref(), Some("mysql"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_over_unix_socket() {
+    let node = Node::start_over_socket().await;
+    let mut c = node.client(Some("test")).await;
+    c.query_drop("CREATE TABLE u (id INT PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO u VALUES (?, ?)", (1, "over the socket"))
+        .await
+        .unwrap();
+    let v: Option<String> = c
+        .exec_first("SELECT v FROM u WHERE id = ?", (1,))
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("over the socket"));
+    // The backend session really is a socket connection (MariaDB reports host 'localhost').
+    let host: Option<String> = c
+        .query_first("SELECT host FROM information_schema.processlist WHERE id = CONNECTION_ID()")
+        .await
+        .unwrap();
+    assert_eq!(host.as_deref(), Some("localhost"));
+    let err = Conn::new(node.proxy_opts("app", "wrong", None))
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1045));
+}

@@ -137,6 +137,10 @@ impl Checker<'_> {
             Some(db) => self.non_empty("database.database", db).map(Some),
             None => Some(None),
         };
+        let socket = match raw.socket {
+            Some(path) => self.absolute_path("database.socket", path).map(Some),
+            None => Some(None),
+        };
         let pool_size = self.int(
             "database.pool_size",
             raw.pool_size,
@@ -149,6 +153,7 @@ impl Checker<'_> {
             user: user?,
             password: raw.password.unwrap_or_default(),
             database: database?,
+            socket: socket?,
             pool_size: pool_size?,
         })
     }
@@ -561,6 +566,16 @@ impl Checker<'_> {
             }
             other => Some(other),
         }
+    }
+
+    fn absolute_path(&mut self, key: &str, path: String) -> Option<PathBuf> {
+        let path = PathBuf::from(self.non_empty(key, path)?);
+        if path.is_absolute() {
+            return Some(path);
+        }
+        let message = format!("must be an absolute path, got `{}`", path.display());
+        self.error(key, Problem::InvalidValue, message);
+        None
     }
 
     fn existing_file(&mut self, key: &str, path: &str) -> Option<PathBuf> {

@@ -130,6 +130,10 @@ pub struct DatabaseConfig {
     /// `database`: the service account's default database. Optional, no default; not empty
     /// when set. Which databases are replicated does not depend on it.
     pub database: Option<String>,
+    /// `socket`: the MariaDB Unix socket, an absolute path. Optional, no default. When set,
+    /// connections to the local MariaDB use it instead of `host`/`port` (cheaper than
+    /// loopback TCP).
+    pub socket: Option<PathBuf>,
     /// `pool_size`: connections to the local MariaDB. Default 8, 1..=1024.
     pub pool_size: usize,
 }

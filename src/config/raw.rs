@@ -82,6 +82,7 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("user", Kind::String),
             ("password", Kind::String),
             ("database", Kind::String),
+            ("socket", Kind::String),
             ("pool_size", Kind::Integer),
         ],
     ),
@@ -166,6 +167,7 @@ pub(crate) struct RawDatabase {
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub database: Option<String>,
+    pub socket: Option<String>,
     pub pool_size: Option<i64>,
 }
 

@@ -41,6 +41,9 @@ password = ""
 # Default database of that account. Optional, no default. Which databases are
 # replicated does not depend on it.
 # database = "app"
+# The MariaDB Unix socket, an absolute path. Optional, no default. When set,
+# WolfScale connects through it instead of host/port (faster than TCP).
+# socket = "/run/mysqld/mysqld.sock"
 # Connections to the local MariaDB: 1..=1024. Default 8.
 pool_size = 8
 

@@ -29,6 +29,7 @@ use crate::protocol::{PacketConn, ProtoError, ServerError};
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
+    /// `host:port`, or an absolute path for a Unix socket.
     pub backend_addr: String,
     pub service_user: String,
     pub service_password: String,
@@ -44,7 +45,10 @@ impl ProxySettings {
     pub fn from_config(c: &Config) -> Self {
         ProxySettings {
             listen: c.proxy.bind_address,
-            backend_addr: format!("{}:{}", c.database.host, c.database.port),
+            backend_addr: match &c.database.socket {
+                Some(path) => path.display().to_string(),
+                None => format!("{}:{}", c.database.host, c.database.port),
+            },
             service_user: c.database.user.clone(),
             service_password: c.database.password.expose().to_string(),
             max_connections: c.proxy.max_connections,
@@ -383,17 +387,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 }
 
 fn service_opts(s: &ProxySettings) -> mysql_async::Opts {
-    let (host, port) = s
-        .backend_addr
-        .rsplit_once(':')
-        .unwrap_or((&s.backend_addr, "3306"));
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname(host.to_string())
-        .tcp_port(port.parse().unwrap_or(3306))
+    let builder = mysql_async::OptsBuilder::default()
         .user(Some(s.service_user.clone()))
-        .pass(Some(s.service_password.clone()))
-        .prefer_socket(false)
-        .into()
+        .pass(Some(s.service_password.clone()));
+    let builder = if s.backend_addr.starts_with('/') {
+        builder
+            .socket(Some(s.backend_addr.clone()))
+            .prefer_socket(true)
+    } else {
+        let (host, port) = s
+            .backend_addr
+            .rsplit_once(':')
+            .unwrap_or((&s.backend_addr, "3306"));
+        builder
+            .ip_or_hostname(host.to_string())
+            .tcp_port(port.parse().unwrap_or(3306))
+            .prefer_socket(false)
+    };
+    builder.into()
 }
 
 fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, ProxyError> {

@@ -51,6 +51,11 @@ impl Db {
         self.server.port()
     }
 
+    /// The server's Unix socket.
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.server.dir().join("mariadbd.sock")
+    }
+
     /// A direct connection as root (bypassing any proxy).
     pub async fn root(&self) -> Conn {
         Conn::new(opts(self.port(), "root", "", None))
@@ -75,6 +80,18 @@ pub struct Node {
 impl Node {
     pub async fn start() -> Node {
         Self::start_with(|_| {}).await
+    }
+
+    /// Start with the proxy talking to MariaDB over its Unix socket instead of TCP.
+    pub async fn start_over_socket() -> Node {
+        let db = Db::start().await;
+        let mut settings = settings_for(db.port());
+        settings.backend_addr = db.socket().display().to_string();
+        let proxy = Proxy::bind(settings).await.expect("bind proxy").spawn();
+        Node {
+            proxy: Some(proxy),
+            db,
+        }
     }
 
     /// Start with settings adjusted by `tweak`.

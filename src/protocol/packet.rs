@@ -9,7 +9,7 @@
 //! there, so a `read_packet` future dropped inside `select!` loses nothing. Every
 //! length is checked against the connection's `max_packet` before the buffer grows.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest payload of one physical packet.
@@ -187,21 +187,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketConn<S> {
         }
     }
 
-    pub fn set_max_packet(&mut self, max: usize) {
-        self.max_packet = max;
-    }
-
-    pub fn max_packet(&self) -> usize {
-        self.max_packet
-    }
-
     /// Give back the stream and whatever was read beyond the last packet.
     pub fn into_parts(self) -> (S, BytesMut) {
         (self.stream, self.rbuf)
-    }
-
-    pub fn stream_mut(&mut self) -> &mut S {
-        &mut self.stream
     }
 
     /// Buffered, unparsed input.
@@ -247,11 +235,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketConn<S> {
     /// Queue a payload as a packet with sequence id `seq`; returns the next sequence id.
     pub fn queue(&mut self, seq: u8, payload: &[u8]) -> u8 {
         encode_packet(&mut self.wbuf, seq, payload)
-    }
-
-    /// Queue bytes that are already framed.
-    pub fn queue_raw(&mut self, raw: &[u8]) {
-        self.wbuf.extend_from_slice(raw);
     }
 
     /// Write out everything queued.
@@ -386,11 +369,6 @@ pub fn put_lenenc(out: &mut impl BufMut, v: u64) {
             out.put_u64_le(v);
         }
     }
-}
-
-/// Drop the first `n` bytes of a buffer (helper for callers holding `BytesMut`).
-pub fn advance(buf: &mut BytesMut, n: usize) {
-    buf.advance(n);
 }
 
 #[cfg(test)]

@@ -206,10 +206,6 @@ fn ok_status(payload: &[u8]) -> u16 {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub fn id(&self) -> u32 {
-        self.auth.id
-    }
-
     /// Serve commands until the client leaves, the backend fails, or `shutdown` is
     /// raised while the session is between statements.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SessionError> {

@@ -290,15 +290,10 @@ impl Wal {
         make: impl FnOnce(Reply) -> Command,
     ) -> tokio::sync::oneshot::Receiver<Result<(), WalError>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        // If the writer is gone the command (and its reply sender) is dropped, and the
+        // receiver reports that as `Fatal("writer thread is gone")`.
         if let Some(tx) = &self.tx {
-            if let Err(mpsc::SendError(cmd)) = tx.send(make(reply)) {
-                let r = match cmd {
-                    Command::Append(_, r) | Command::Truncate(_, r) | Command::Purge(_, _, r) => r,
-                    Command::Retain(_, r) => r,
-                };
-                r.send(Err(WalError::Fatal("writer thread is gone".into())))
-                    .ok();
-            }
+            tx.send(make(reply)).ok();
         }
         rx
     }

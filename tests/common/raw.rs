@@ -79,6 +79,11 @@ impl Raw {
 
     /// Complete a native-password login. Panics if it fails.
     pub async fn login(port: u16, user: &str, pass: &str) -> Raw {
+        Self::login_with(port, user, pass, 0).await
+    }
+
+    /// Log in announcing MariaDB extended capabilities `ext` (e.g. 0x4, bulk operations).
+    pub async fn login_with(port: u16, user: &str, pass: &str, ext: u32) -> Raw {
         let mut raw = Raw::connect(port).await;
         let Reply::Packet(0, greeting) = raw.read(Duration::from_secs(5)).await else {
             panic!("no greeting");
@@ -95,7 +100,8 @@ impl Raw {
         p.extend_from_slice(&caps.to_le_bytes());
         p.extend_from_slice(&(16u32 << 20).to_le_bytes());
         p.push(45);
-        p.extend_from_slice(&[0; 23]);
+        p.extend_from_slice(&[0; 19]);
+        p.extend_from_slice(&ext.to_le_bytes());
         p.extend_from_slice(user.as_bytes());
         p.push(0);
         p.push(reply.len() as u8);

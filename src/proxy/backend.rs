@@ -115,6 +115,16 @@ impl AsyncWrite for BackendStream {
     }
 }
 
+impl Login {
+    /// The mysql_native_password answer to a server's `scramble` (empty for an empty
+    /// password).
+    pub fn reply_to(&self, scramble: &[u8]) -> Vec<u8> {
+        self.stage1
+            .map(|s| handshake::reply_from_stage1(scramble, &s).to_vec())
+            .unwrap_or_default()
+    }
+}
+
 /// A logged-in backend connection.
 pub struct Backend {
     pub conn: PacketConn<BackendStream>,
@@ -166,10 +176,7 @@ pub async fn connect(
     let fut = async {
         let (mut conn, greeting) = open(addr, max_packet).await?;
         let caps = backend_capabilities(login, &greeting);
-        let reply = login
-            .stage1
-            .map(|s| handshake::reply_from_stage1(&greeting.scramble, &s).to_vec())
-            .unwrap_or_default();
+        let reply = login.reply_to(&greeting.scramble);
         let payload = handshake_response(login, caps, &reply);
         conn.send(1, &payload).await?;
         let ok = finish_auth(&mut conn, login).await?;
@@ -203,10 +210,7 @@ pub async fn finish_auth(
                 if plugin != NATIVE_PASSWORD {
                     return Err(BackendError::Plugin(plugin));
                 }
-                let reply = login
-                    .stage1
-                    .map(|s| handshake::reply_from_stage1(&scramble, &s).to_vec())
-                    .unwrap_or_default();
+                let reply = login.reply_to(&scramble);
                 conn.send(p.last_seq.wrapping_add(1), &reply).await?;
                 switched = true;
             }
@@ -261,10 +265,7 @@ fn handshake_response(login: &Login, caps: CapabilityFlags, reply: &[u8]) -> Vec
 
 /// Encode a COM_CHANGE_USER for the backend, answering its original scramble.
 pub fn change_user_payload(login: &Login, scramble: &[u8]) -> Vec<u8> {
-    let reply = login
-        .stage1
-        .map(|s| handshake::reply_from_stage1(scramble, &s).to_vec())
-        .unwrap_or_default();
+    let reply = login.reply_to(scramble);
     let mut out = Vec::with_capacity(64 + login.user.len());
     out.put_u8(crate::protocol::command::COM_CHANGE_USER);
     out.put_slice(login.user.as_bytes());

@@ -48,14 +48,6 @@ impl Registry {
         self.lock().get(&id).cloned()
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())

@@ -244,6 +244,8 @@ impl Connection {
         id: u32,
         peer: SocketAddr,
     ) -> Result<(), SessionError> {
+        // One deadline for the whole connection phase, TLS upgrade included.
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
         let scramble = handshake::new_scramble();
         let greeting = handshake::greeting_payload(
             &self.shared.greeting,
@@ -253,15 +255,16 @@ impl Connection {
             self.shared.mariadb_capabilities,
         );
         let phase = async {
-            conn.send(0, &greeting)
-                .await
-                .map_err(SessionError::Client)?;
-            let hello = conn.read_packet().await.map_err(SessionError::Client)?;
-            Ok::<_, SessionError>(hello)
+            conn.send(0, &greeting).await?;
+            conn.read_packet().await
         };
-        let hello = match tokio::time::timeout(self.handshake_timeout, phase).await {
+        let hello = match tokio::time::timeout_at(deadline, phase).await {
             Ok(Ok(h)) => h,
-            Ok(Err(e)) => return Err(self.handshake_failed(&mut conn, e).await),
+            Ok(Err(e)) => {
+                return Err(self
+                    .handshake_failed(&mut conn, SessionError::Client(e))
+                    .await)
+            }
             Err(_) => return Err(self.timed_out(&mut conn).await),
         };
         match (&self.tls, is_ssl_request(&hello.payload)) {
@@ -274,20 +277,17 @@ impl Connection {
                         prefix: rest,
                         inner: tcp,
                     };
-                    let tls = acceptor
-                        .accept(io)
-                        .await
-                        .map_err(|e| SessionError::Client(e.into()))?;
+                    let tls = acceptor.accept(io).await?;
                     let mut conn = PacketConn::new(tls, self.shared.max_packet);
-                    let hello = conn.read_packet().await.map_err(SessionError::Client)?;
-                    session::establish(conn, hello, id, scramble, peer, self.shared.clone()).await
+                    let hello = conn.read_packet().await?;
+                    Ok::<_, ProtoError>((conn, hello))
                 };
-                let session = tokio::time::timeout(self.handshake_timeout, upgrade)
+                let (conn, hello) = tokio::time::timeout_at(deadline, upgrade)
                     .await
-                    .map_err(|_| {
-                        SessionError::Client(ProtoError::Malformed("handshake timeout"))
-                    })??;
-                session.run(self.shutdown.clone()).await
+                    .map_err(|_| handshake_timeout())?
+                    .map_err(SessionError::Client)?;
+                self.establish_and_run(conn, hello, id, scramble, peer, deadline)
+                    .await
             }
             (None, true) => {
                 let err = ServerError::new(
@@ -298,22 +298,27 @@ impl Connection {
                 conn.send(2, &err.payload()).await.ok();
                 Err(SessionError::Handshake(err))
             }
-            (_, false) => self.plain(conn, hello, id, scramble, peer).await,
+            (_, false) => {
+                self.establish_and_run(conn, hello, id, scramble, peer, deadline)
+                    .await
+            }
         }
     }
 
-    async fn plain<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Authenticate and log into the backend by `deadline`, then serve commands.
+    async fn establish_and_run<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         conn: PacketConn<S>,
         hello: crate::protocol::Packet,
         id: u32,
         scramble: [u8; 20],
         peer: SocketAddr,
+        deadline: tokio::time::Instant,
     ) -> Result<(), SessionError> {
         let establish = session::establish(conn, hello, id, scramble, peer, self.shared.clone());
-        let session = tokio::time::timeout(self.handshake_timeout, establish)
+        let session = tokio::time::timeout_at(deadline, establish)
             .await
-            .map_err(|_| SessionError::Client(ProtoError::Malformed("handshake timeout")))??;
+            .map_err(|_| handshake_timeout())??;
         session.run(self.shutdown.clone()).await
     }
 
@@ -339,6 +344,10 @@ impl Connection {
         conn.send(2, &err.payload()).await.ok();
         SessionError::Handshake(err)
     }
+}
+
+fn handshake_timeout() -> SessionError {
+    SessionError::Client(ProtoError::Malformed("handshake timeout"))
 }
 
 /// A stream whose first bytes were already read into a buffer.

@@ -86,22 +86,19 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     else {
         return Err(refuse(&mut client, hello.last_seq, ServerError::bad_handshake()).await);
     };
-    let (reply, seq) = native_reply(&mut client, &parsed, &hello, &scramble).await?;
-    let host = client_host(peer);
-    let stage1 = match shared
-        .accounts
-        .verify(&parsed.user, peer.ip(), &scramble, &reply)
-        .await
-    {
-        Verdict::Ok(stage1) => stage1,
-        Verdict::Denied => {
-            let e = ServerError::access_denied(&parsed.user, &host, !reply.is_empty());
-            return Err(refuse(&mut client, seq, e).await);
-        }
-        Verdict::Unsupported(p) => {
-            return Err(refuse(&mut client, seq, ServerError::plugin_unsupported(&p)).await);
-        }
-    };
+    let (stage1, seq) = authenticate(
+        &mut client,
+        &shared,
+        Credentials {
+            user: &parsed.user,
+            plugin: parsed.auth_plugin.as_deref(),
+            reply: &parsed.auth_response,
+            last_seq: hello.last_seq,
+        },
+        &scramble,
+        peer,
+    )
+    .await?;
     let login = Login {
         user: parsed.user.clone(),
         stage1,
@@ -151,28 +148,49 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-/// The client's mysql_native_password reply, switching the client to that plugin first
-/// when it answered with another one. Returns the reply and the client's last seq id.
-async fn native_reply<S: AsyncRead + AsyncWrite + Unpin>(
+/// What a client sent to authenticate (in its handshake response or COM_CHANGE_USER).
+struct Credentials<'a> {
+    user: &'a str,
+    plugin: Option<&'a str>,
+    reply: &'a [u8],
+    /// Sequence id of the client's packet.
+    last_seq: u8,
+}
+
+/// Check a client's credentials against the account table, first switching the client
+/// to mysql_native_password if it answered with another plugin. Returns `SHA1(password)`
+/// (`None` for an empty password) and the client's last sequence id; on refusal the ERR
+/// has been sent and the error is `SessionError::Handshake`.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut PacketConn<S>,
-    hello: &ClientHello,
-    packet: &Packet,
+    shared: &Shared,
+    creds: Credentials<'_>,
     scramble: &[u8; 20],
-) -> Result<(Vec<u8>, u8), SessionError> {
-    let native = hello
-        .auth_plugin
-        .as_deref()
-        .is_none_or(|p| p == NATIVE_PASSWORD);
-    if native {
-        return Ok((hello.auth_response.clone(), packet.last_seq));
-    }
-    let seq = packet.last_seq.wrapping_add(1);
-    client
-        .send(seq, &handshake::auth_switch_payload(scramble))
+    peer: SocketAddr,
+) -> Result<(Option<[u8; 20]>, u8), SessionError> {
+    let (reply, seq) = if creds.plugin.is_none_or(|p| p == NATIVE_PASSWORD) {
+        (creds.reply.to_vec(), creds.last_seq)
+    } else {
+        let seq = creds.last_seq.wrapping_add(1);
+        client
+            .send(seq, &handshake::auth_switch_payload(scramble))
+            .await
+            .map_err(SessionError::Client)?;
+        let answer = client.read_packet().await.map_err(SessionError::Client)?;
+        (answer.payload.to_vec(), answer.last_seq)
+    };
+    let refusal = match shared
+        .accounts
+        .verify(creds.user, peer.ip(), scramble, &reply)
         .await
-        .map_err(SessionError::Client)?;
-    let answer = client.read_packet().await.map_err(SessionError::Client)?;
-    Ok((answer.payload.to_vec(), answer.last_seq))
+    {
+        Verdict::Ok(stage1) => return Ok((stage1, seq)),
+        Verdict::Denied => {
+            ServerError::access_denied(creds.user, &client_host(peer), !reply.is_empty())
+        }
+        Verdict::Unsupported(p) => ServerError::plugin_unsupported(&p),
+    };
+    Err(refuse(client, seq, refusal).await)
 }
 
 /// Send an ERR during the connection phase and produce the matching error.
@@ -235,6 +253,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether a transaction is open on the backend (from the last server status);
+    /// routing keeps such a session on one backend.
+    fn in_transaction(&self) -> bool {
+        self.status & crate::protocol::response::SERVER_STATUS_IN_TRANS != 0
+            || self.status & crate::protocol::response::SERVER_STATUS_AUTOCOMMIT == 0
     }
 
     async fn client_failed(&mut self, e: ProtoError) -> Result<(), SessionError> {
@@ -305,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.kill(&p, kill).await;
         }
         let class = sql::classify(&text);
-        tracing::trace!(id = self.auth.id, class = %class, "query");
+        tracing::trace!(id = self.auth.id, class = %class, in_txn = self.in_transaction(), "query");
         self.forward(&p, Some(Expect::Query)).await
     }
 
@@ -448,43 +473,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .await?;
             return Ok(Flow::Close);
         };
-        let (reply, seq) = if req.plugin.as_deref().is_none_or(|x| x == NATIVE_PASSWORD) {
-            (req.auth.clone(), p.last_seq)
-        } else {
-            let seq = p.last_seq.wrapping_add(1);
-            let payload = handshake::auth_switch_payload(&self.auth.scramble);
-            self.client
-                .send(seq, &payload)
-                .await
-                .map_err(SessionError::Client)?;
-            let a = self
-                .client
-                .read_packet()
-                .await
-                .map_err(SessionError::Client)?;
-            (a.payload.to_vec(), a.last_seq)
+        let creds = Credentials {
+            user: &req.user,
+            plugin: req.plugin.as_deref(),
+            reply: &req.auth,
+            last_seq: p.last_seq,
         };
-        let verdict = self
-            .shared
-            .accounts
-            .verify(&req.user, self.auth.peer.ip(), &self.auth.scramble, &reply)
-            .await;
-        let stage1 = match verdict {
-            Verdict::Ok(s) => s,
-            Verdict::Denied => {
-                let host = client_host(self.auth.peer);
-                self.reply_err(
-                    seq,
-                    ServerError::access_denied(&req.user, &host, !reply.is_empty()),
-                )
-                .await?;
-                return Ok(Flow::Close);
-            }
-            Verdict::Unsupported(plugin) => {
-                self.reply_err(seq, ServerError::plugin_unsupported(&plugin))
-                    .await?;
-                return Ok(Flow::Close);
-            }
+        let (stage1, seq) = match authenticate(
+            &mut self.client,
+            &self.shared,
+            creds,
+            &self.auth.scramble,
+            self.auth.peer,
+        )
+        .await
+        {
+            Ok(ok) => ok,
+            // Refused: MariaDB closes the connection after a failed COM_CHANGE_USER too.
+            Err(SessionError::Handshake(_)) => return Ok(Flow::Close),
+            Err(e) => return Err(e),
         };
         let mut login = self.auth.login.clone();
         login.user = req.user;

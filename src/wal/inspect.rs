@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::format::Batch;
-use super::segment::{self, Damage};
+use super::segment::{self, BatchLoc, Damage};
 use super::{segment_files, Entry, WalError};
 
 /// What `check` found in one segment.
@@ -41,8 +41,7 @@ pub fn check(dir: &Path) -> Result<Vec<SegmentReport>, WalError> {
     let count = files.len();
     let mut reports: Vec<SegmentReport> = Vec::new();
     for (i, (_, path)) in files.into_iter().enumerate() {
-        let data = Bytes::from(std::fs::read(&path).map_err(WalError::io("read", &path))?);
-        let scan = segment::scan(&data).map_err(|e| WalError::from_format(&path, 0, e))?;
+        let (data, scan) = read_segment(&path)?;
         let torn_tail = match scan.damage {
             Some(d) if d.torn_tail && i + 1 == count => Some(d),
             Some(d) => return Err(WalError::from_format(&path, d.offset, d.error)),
@@ -56,13 +55,7 @@ pub fn check(dir: &Path) -> Result<Vec<SegmentReport>, WalError> {
         }
         let mut entries = 0;
         for loc in &scan.batches {
-            let frame = data.slice(loc.offset as usize..(loc.offset + loc.len as u64) as usize);
-            let batch = Batch::from_frame(frame)
-                .map_err(|e| WalError::from_format(&path, loc.offset, e))?;
-            entries += batch
-                .entries()
-                .map_err(|e| WalError::from_format(&path, loc.offset, e))?
-                .len() as u64;
+            entries += batch_entries(&path, &data, loc)?.len() as u64;
         }
         reports.push(SegmentReport {
             first_index: scan.header.first_index,
@@ -80,20 +73,13 @@ pub fn check(dir: &Path) -> Result<Vec<SegmentReport>, WalError> {
 /// Call `f` for every entry with `from <= index <= to`, in order.
 pub fn dump(dir: &Path, from: u64, to: u64, mut f: impl FnMut(&Entry)) -> Result<(), WalError> {
     for (_, path) in segment_files(dir)? {
-        let data = Bytes::from(std::fs::read(&path).map_err(WalError::io("read", &path))?);
-        let scan = segment::scan(&data).map_err(|e| WalError::from_format(&path, 0, e))?;
+        let (data, scan) = read_segment(&path)?;
         for loc in scan
             .batches
             .iter()
             .filter(|b| b.last_index() >= from && b.first_index <= to)
         {
-            let frame = data.slice(loc.offset as usize..(loc.offset + loc.len as u64) as usize);
-            let batch = Batch::from_frame(frame)
-                .map_err(|e| WalError::from_format(&path, loc.offset, e))?;
-            let entries = batch
-                .entries()
-                .map_err(|e| WalError::from_format(&path, loc.offset, e))?;
-            entries
+            batch_entries(&path, &data, loc)?
                 .iter()
                 .filter(|e| (from..=to).contains(&e.index))
                 .for_each(&mut f);
@@ -103,4 +89,18 @@ pub fn dump(dir: &Path, from: u64, to: u64, mut f: impl FnMut(&Entry)) -> Result
         }
     }
     Ok(())
+}
+
+fn read_segment(path: &Path) -> Result<(Bytes, segment::Scan), WalError> {
+    let data = Bytes::from(std::fs::read(path).map_err(WalError::io("read", path))?);
+    let scan = segment::scan(&data).map_err(|e| WalError::from_format(path, 0, e))?;
+    Ok((data, scan))
+}
+
+/// Verify and decode the batch at `loc` of a segment held in memory.
+fn batch_entries(path: &Path, data: &Bytes, loc: &BatchLoc) -> Result<Vec<Entry>, WalError> {
+    let frame = data.slice(loc.offset as usize..(loc.offset + loc.len as u64) as usize);
+    Batch::from_frame(frame)
+        .and_then(|b| b.entries())
+        .map_err(|e| WalError::from_format(path, loc.offset, e))
 }

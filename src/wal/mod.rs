@@ -397,10 +397,7 @@ impl Wal {
         };
         let mut out = Vec::new();
         for (path, file, loc) in wanted {
-            let batch = read_batch(&path, &file, &loc)?;
-            let entries = batch
-                .entries()
-                .map_err(|e| WalError::from_format(&path, loc.offset, e))?;
+            let entries = read_entries(&path, &file, &loc)?;
             out.extend(entries.into_iter().filter(|e| range.contains(&e.index)));
         }
         Ok(out)
@@ -444,11 +441,14 @@ fn locate(ix: &Index, range: &Range<u64>) -> Vec<(PathBuf, Arc<File>, BatchLoc)>
     out
 }
 
-fn read_batch(path: &Path, file: &File, loc: &BatchLoc) -> Result<Batch, WalError> {
+/// Read, verify and decode one batch.
+fn read_entries(path: &Path, file: &File, loc: &BatchLoc) -> Result<Vec<Entry>, WalError> {
     let mut buf = vec![0u8; loc.len as usize];
     file.read_exact_at(&mut buf, loc.offset)
         .map_err(WalError::io("read", path))?;
-    Batch::from_frame(Bytes::from(buf)).map_err(|e| WalError::from_format(path, loc.offset, e))
+    Batch::from_frame(Bytes::from(buf))
+        .and_then(|b| b.entries())
+        .map_err(|e| WalError::from_format(path, loc.offset, e))
 }
 
 /// Segment files in `dir`, sorted by the first index in their names.
@@ -846,10 +846,7 @@ impl Writer {
         };
         let (pos, loc) = keep_from;
         let kept: Vec<Entry> = if loc.first_index < at {
-            let batch = read_batch(&path, &file, &loc)?;
-            let entries = batch
-                .entries()
-                .map_err(|e| WalError::from_format(&path, loc.offset, e))?;
+            let entries = read_entries(&path, &file, &loc)?;
             entries.into_iter().filter(|e| e.index < at).collect()
         } else {
             Vec::new()
@@ -900,10 +897,7 @@ impl Writer {
         let Some((path, file, loc)) = found else {
             return Ok(None);
         };
-        let batch = read_batch(&path, &file, &loc)?;
-        let entries = batch
-            .entries()
-            .map_err(|e| WalError::from_format(&path, loc.offset, e))?;
+        let entries = read_entries(&path, &file, &loc)?;
         Ok(entries.last().map(|e| (e.index, e.term)))
     }
 

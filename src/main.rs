@@ -194,17 +194,7 @@ fn demo(listen: std::net::SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<Ex
     let db = wolfscale::localdb::LocalMariaDb::start(&dir, &Default::default())
         .context("starting the demo MariaDB")?;
     tracing::info!(dir = %dir.display(), port = db.port(), "throwaway MariaDB started");
-    let settings = ProxySettings {
-        listen,
-        backend_addr: db.addr(),
-        service_user: "root".into(),
-        service_password: String::new(),
-        max_connections: 1000,
-        max_packet: 16 << 20,
-        handshake_timeout: std::time::Duration::from_secs(10),
-        shutdown_timeout: std::time::Duration::from_secs(10),
-        tls: None,
-    };
+    let settings = ProxySettings::new(listen, db.addr(), "root");
     println!(
         "WolfScale demo: connect with  mariadb -h{} -P{} -uroot",
         listen.ip(),

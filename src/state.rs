@@ -1,6 +1,11 @@
 //! The node's durable bookkeeping in SQLite (`data_dir/state/state.db`): the WAL purge
-//! marker now, the Raft vote and membership later. Small values, written rarely,
-//! each write its own transaction (SQLite's journal makes it atomic and durable).
+//! marker and the log's metadata (vote, committed position, membership; opaque bytes
+//! for the Raft layer). Small values; each write is its own transaction, or one
+//! transaction for several ([`StateDb::set_many`]); SQLite's journal makes it atomic,
+//! and `synchronous = FULL` durable when it returns.
+//!
+//! The WAL writes these values from its writer thread, in order with the log's own
+//! I/O (see [`crate::wal`]); nothing else should write the WAL's keys.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +29,10 @@ pub enum StateError {
 pub mod keys {
     /// `index:term` of the last purged log entry.
     pub const WAL_PURGED: &str = "wal.purged";
+    /// The log's metadata ([`crate::wal::MetaKey`]), opaque bytes.
+    pub const WAL_VOTE: &str = "wal.vote";
+    pub const WAL_COMMITTED: &str = "wal.committed";
+    pub const WAL_MEMBERSHIP: &str = "wal.membership";
 }
 
 pub struct StateDb {
@@ -32,13 +41,15 @@ pub struct StateDb {
 }
 
 impl StateDb {
-    /// Open (creating if needed) `dir/state.db`.
+    /// Open (creating if needed) `dir/state.db`. The directory and its parent are
+    /// fsynced once the database files exist, so a new database survives a power cut.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         let path = dir.join("state.db");
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let err = |source| StateError::Sql {
             path: path.clone(),
             source,
@@ -50,6 +61,15 @@ impl StateDb {
              CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
         )
         .map_err(err)?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        for d in [dir, parent] {
+            std::fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(d))?;
+        }
         Ok(StateDb { conn, path })
     }
 
@@ -77,6 +97,24 @@ impl StateDb {
                 path: self.path.clone(),
                 source,
             })
+    }
+
+    /// Set several keys in one transaction: all of them are durable, or none.
+    pub fn set_many(&mut self, values: &[(&str, &[u8])]) -> Result<(), StateError> {
+        let err = |source| StateError::Sql {
+            path: self.path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for (key, value) in values {
+            tx.execute(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
     }
 
     /// A `(u64, u64)` pair stored as 16 little-endian bytes.
@@ -110,5 +148,32 @@ mod tests {
         }
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.get_pair(keys::WAL_PURGED).unwrap(), Some((20, 3)));
+    }
+
+    #[test]
+    fn set_many_is_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut db = StateDb::open(dir.path()).unwrap();
+            db.set_many(&[(keys::WAL_VOTE, b"v1"), (keys::WAL_COMMITTED, b"c1")])
+                .unwrap();
+            // The same key twice: the later value wins.
+            db.set_many(&[(keys::WAL_VOTE, b"v2"), (keys::WAL_VOTE, b"v3")])
+                .unwrap();
+            // A failing statement rolls back the whole transaction: a value that is
+            // not a blob, text or number cannot be bound, so fail through a trigger.
+            db.conn
+                .execute_batch(
+                    "CREATE TRIGGER no_membership BEFORE INSERT ON kv
+                     WHEN NEW.key = 'wal.membership' BEGIN SELECT RAISE(ABORT, 'no'); END;",
+                )
+                .unwrap();
+            let r = db.set_many(&[(keys::WAL_COMMITTED, b"c2"), (keys::WAL_MEMBERSHIP, b"m")]);
+            assert!(r.is_err());
+        }
+        let db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.get(keys::WAL_VOTE).unwrap().as_deref(), Some(&b"v3"[..]));
+        assert_eq!(db.get(keys::WAL_COMMITTED).unwrap().as_deref(), Some(&b"c1"[..]));
+        assert_eq!(db.get(keys::WAL_MEMBERSHIP).unwrap(), None);
     }
 }

@@ -295,6 +295,8 @@ fn out_of_range_values() {
         ("proxy.max_allowed_packet", "1073741825"),
         ("proxy.handshake_timeout_ms", "0"),
         ("proxy.shutdown_timeout_ms", "-1"),
+        ("proxy.client_buffer_limit_mb", "0"),
+        ("proxy.net_read_timeout_ms", "99"),
     ];
     for (key, value) in cases {
         let d = error_for(&[(key, value)], key);
@@ -308,9 +310,24 @@ fn out_of_range_values() {
         ("wal.segment_size_mb", "4096"),
         ("wal.flush_interval_ms", "0"),
         ("proxy.max_allowed_packet", "1073741824"),
+        ("proxy.client_buffer_limit_mb", "2048"),
         ("proxy.shutdown_timeout_ms", "0"),
+        ("proxy.net_read_timeout_ms", "100"),
     ]);
     assert!(Config::from_toml_str(&text, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn client_buffer_must_hold_the_largest_packet_twice() {
+    let d = error_for(
+        &[
+            ("proxy.max_allowed_packet", "67108864"),
+            ("proxy.client_buffer_limit_mb", "100"),
+        ],
+        "proxy.client_buffer_limit_mb",
+    );
+    assert_eq!(d.problem, Problem::Conflict, "{d}");
+    assert!(d.message.contains("at least 128 MiB"), "{d}");
 }
 
 #[test]

@@ -29,6 +29,8 @@ const MAX_CONNECTIONS: RangeInclusive<i64> = 1..=100_000;
 const HANDSHAKE_TIMEOUT_MS: RangeInclusive<i64> = 100..=600_000;
 const MAX_ALLOWED_PACKET: RangeInclusive<i64> = 1024..=1_073_741_824;
 const SHUTDOWN_TIMEOUT_MS: RangeInclusive<i64> = 0..=3_600_000;
+const CLIENT_BUFFER_LIMIT_MB: RangeInclusive<i64> = 1..=1_048_576;
+const NET_READ_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
 
 const DEFAULT_DATA_DIR: &str = "./data";
 const DEFAULT_DATABASE_HOST: &str = "127.0.0.1";
@@ -351,6 +353,33 @@ impl Checker<'_> {
             d.shutdown_timeout_ms,
             SHUTDOWN_TIMEOUT_MS,
         );
+        let client_buffer_limit_mb: Option<usize> = self.int(
+            "proxy.client_buffer_limit_mb",
+            raw.client_buffer_limit_mb,
+            d.client_buffer_limit_mb,
+            CLIENT_BUFFER_LIMIT_MB,
+        );
+        let net_read_timeout_ms = self.int(
+            "proxy.net_read_timeout_ms",
+            raw.net_read_timeout_ms,
+            d.net_read_timeout_ms,
+            NET_READ_TIMEOUT_MS,
+        );
+        if let (Some(limit), Some(packet)) = (client_buffer_limit_mb, max_allowed_packet) {
+            // A packet of several 16 MiB chunks reserves twice the largest packet.
+            let needed: usize = packet.saturating_mul(2);
+            if limit << 20 < needed {
+                self.error(
+                    "proxy.client_buffer_limit_mb",
+                    Problem::Conflict,
+                    format!(
+                        "{limit} MiB cannot hold a packet of proxy.max_allowed_packet ({packet} bytes) \
+                         twice over; set it to at least {} MiB",
+                        needed.div_ceil(1 << 20)
+                    ),
+                );
+            }
+        }
         let (tls_cert, tls_key) = tls?;
         Some(ProxyConfig {
             enabled,
@@ -361,6 +390,8 @@ impl Checker<'_> {
             handshake_timeout_ms: handshake_timeout_ms?,
             max_allowed_packet: max_allowed_packet?,
             shutdown_timeout_ms: shutdown_timeout_ms?,
+            client_buffer_limit_mb: client_buffer_limit_mb?,
+            net_read_timeout_ms: net_read_timeout_ms?,
         })
     }
 

@@ -263,6 +263,18 @@ pub struct ProxyConfig {
     /// `shutdown_timeout_ms`: on SIGTERM, how long in-flight statements get to finish before
     /// their connections are closed. Default 10000, 0..=3600000.
     pub shutdown_timeout_ms: u64,
+    /// `client_buffer_limit_mb`: memory for client packets larger than 64 KiB, shared by
+    /// all sessions, in MiB. A session whose packet does not fit waits up to
+    /// `net_read_timeout_ms` for others to finish, then gets ERR 1041. Packets of up to
+    /// 64 KiB need no share, so the proxy holds at most `max_connections × 128 KiB` plus
+    /// this for client packets. Default 256, 1..=1048576, at least twice
+    /// `max_allowed_packet`.
+    pub client_buffer_limit_mb: usize,
+    /// `net_read_timeout_ms`: once a client has begun a packet (or LOAD DATA LOCAL file
+    /// contents), each further read must arrive within this, else ERR 1159 and the
+    /// connection is closed, as MariaDB's `net_read_timeout`. Default 30000,
+    /// 100..=3600000.
+    pub net_read_timeout_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -276,6 +288,8 @@ impl Default for ProxyConfig {
             handshake_timeout_ms: 10_000,
             max_allowed_packet: 16 * 1024 * 1024,
             shutdown_timeout_ms: 10_000,
+            client_buffer_limit_mb: 256,
+            net_read_timeout_ms: 30_000,
         }
     }
 }

@@ -128,6 +128,8 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("handshake_timeout_ms", Kind::Integer),
             ("max_allowed_packet", Kind::Integer),
             ("shutdown_timeout_ms", Kind::Integer),
+            ("client_buffer_limit_mb", Kind::Integer),
+            ("net_read_timeout_ms", Kind::Integer),
         ],
     ),
 ];
@@ -213,6 +215,8 @@ pub(crate) struct RawProxy {
     pub handshake_timeout_ms: Option<i64>,
     pub max_allowed_packet: Option<i64>,
     pub shutdown_timeout_ms: Option<i64>,
+    pub client_buffer_limit_mb: Option<i64>,
+    pub net_read_timeout_ms: Option<i64>,
 }
 
 /// The outcome of the raw layer.

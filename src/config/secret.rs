@@ -1,4 +1,4 @@
-//! [`Secret`]: a string that never shows up in logs.
+//! [`Secret`]: a string that never shows up in logs and is wiped when dropped.
 
 use std::fmt;
 
@@ -8,9 +8,16 @@ use serde::{Deserialize, Deserializer};
 ///
 /// `Debug` and `Display` print `[redacted]`, so a `Config` can be logged with `{:?}`
 /// without leaking anything. The value is only reachable through [`Secret::expose`], which
-/// makes every use easy to find. Deserializes from a TOML string.
+/// makes every use easy to find. Deserializes from a TOML string. Its bytes are overwritten
+/// with zeros when it is dropped (copies made through `expose` are the caller's to wipe).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     /// Wraps a value.

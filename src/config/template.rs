@@ -113,4 +113,12 @@ max_allowed_packet = 16777216
 # On SIGTERM, how long in-flight statements get to finish, in ms:
 # 0..=3600000. Default 10000.
 shutdown_timeout_ms = 10000
+# Memory for client packets over 64 KiB, shared by all sessions, in MiB; a
+# packet that does not fit waits for others (then ERR 1041): 1..=1048576, at
+# least twice max_allowed_packet. Default 256.
+client_buffer_limit_mb = 256
+# A client that stalls in the middle of a packet (or of LOAD DATA LOCAL file
+# contents) for this long is dropped with ERR 1159, in ms: 100..=3600000.
+# Default 30000 (MariaDB's net_read_timeout).
+net_read_timeout_ms = 30000
 "#;

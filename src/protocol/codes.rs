@@ -121,6 +121,52 @@ impl ServerError {
     }
 }
 
+impl ServerError {
+    /// Sent in place of the greeting to a host no account matches (MariaDB's wording).
+    pub fn host_not_allowed(host: &str) -> Self {
+        Self::new(
+            ER_HOST_NOT_PRIVILEGED,
+            "HY000",
+            format!("Host '{host}' is not allowed to connect to this MariaDB server"),
+        )
+    }
+
+    pub fn read_timeout() -> Self {
+        Self::new(
+            ER_NET_READ_INTERRUPTED,
+            "08S01",
+            "Got timeout reading communication packets",
+        )
+    }
+
+    pub fn out_of_memory() -> Self {
+        Self::new(
+            ER_OUT_OF_RESOURCES,
+            "HY000",
+            "Out of memory: the proxy's memory for large client packets \
+             ([proxy] client_buffer_limit_mb) stayed in use by other sessions",
+        )
+    }
+
+    /// A KILL the proxy cannot rewrite to the right backend thread.
+    pub fn kill_not_mappable(why: &str) -> Self {
+        Self::new(
+            ER_NOT_SUPPORTED_YET,
+            "42000",
+            format!("WolfScale cannot pass this KILL on: {why}; send KILL [CONNECTION|QUERY] <id> as a statement of its own"),
+        )
+    }
+
+    /// The backend connection went away mid-command.
+    pub fn lost_backend(during: &str) -> Self {
+        Self::new(
+            CR_SERVER_LOST,
+            "HY000",
+            format!("Lost connection to the local MariaDB {during}"),
+        )
+    }
+}
+
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ERROR {} ({}): {}", self.code, self.state, self.message)
@@ -139,16 +185,21 @@ pub fn ok_payload(affected: u64, insert_id: u64, status: u16, warnings: u16) -> 
 }
 
 pub const ER_CON_COUNT_ERROR: u16 = 1040;
+pub const ER_OUT_OF_RESOURCES: u16 = 1041;
 pub const ER_HANDSHAKE_ERROR: u16 = 1043;
 pub const ER_ACCESS_DENIED_ERROR: u16 = 1045;
 pub const ER_UNKNOWN_COM_ERROR: u16 = 1047;
 pub const ER_SERVER_SHUTDOWN: u16 = 1053;
 pub const ER_NO_SUCH_THREAD: u16 = 1094;
+pub const ER_HOST_NOT_PRIVILEGED: u16 = 1130;
 pub const ER_NET_PACKET_TOO_LARGE: u16 = 1153;
 pub const ER_NET_PACKETS_OUT_OF_ORDER: u16 = 1156;
+pub const ER_NET_READ_INTERRUPTED: u16 = 1159;
+pub const ER_NOT_SUPPORTED_YET: u16 = 1235;
 pub const ER_PLUGIN_IS_NOT_LOADED: u16 = 1524;
 pub const ER_MALFORMED_PACKET: u16 = 1835;
 pub const ER_CONNECTION_ERROR: u16 = 2002;
+pub const CR_SERVER_LOST: u16 = 2013;
 
 #[cfg(test)]
 mod tests {

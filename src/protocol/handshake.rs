@@ -241,26 +241,51 @@ pub fn stage2_of_password(password: &[u8]) -> [u8; 20] {
     sha1(&[&sha1(&[password])])
 }
 
+/// `SHA1(password)`, recovered from a client's reply: enough to log in as that user
+/// anywhere, so it is treated like the password itself. `Debug` prints `[redacted]`
+/// and the bytes are zeroed when it is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Stage1([u8; 20]);
+
+impl Stage1 {
+    /// The 20 bytes, for computing a reply.
+    fn bytes(&self) -> &[u8; 20] {
+        &self.0
+    }
+}
+
+impl Drop for Stage1 {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for Stage1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stage1([redacted])")
+    }
+}
+
 /// Recover `SHA1(password)` from a client's reply, or `None` if it does not match.
-pub fn recover_stage1(scramble: &[u8], reply: &[u8], stage2: &[u8; 20]) -> Option<[u8; 20]> {
+pub fn recover_stage1(scramble: &[u8], reply: &[u8], stage2: &[u8; 20]) -> Option<Stage1> {
     if reply.len() != 20 {
         return None;
     }
     let mask = sha1(&[scramble, stage2]);
-    let mut stage1 = [0u8; 20];
+    let mut stage1 = Stage1([0u8; 20]);
     for i in 0..20 {
-        stage1[i] = reply[i] ^ mask[i];
+        stage1.0[i] = reply[i] ^ mask[i];
     }
-    (sha1(&[&stage1]) == *stage2).then_some(stage1)
+    (sha1(&[stage1.bytes()]) == *stage2).then_some(stage1)
 }
 
 /// The reply to `scramble` for a user whose `SHA1(password)` is `stage1`.
-pub fn reply_from_stage1(scramble: &[u8], stage1: &[u8; 20]) -> [u8; 20] {
-    let stage2 = sha1(&[stage1]);
+pub fn reply_from_stage1(scramble: &[u8], stage1: &Stage1) -> [u8; 20] {
+    let stage2 = sha1(&[stage1.bytes()]);
     let mask = sha1(&[scramble, &stage2]);
     let mut out = [0u8; 20];
     for i in 0..20 {
-        out[i] = stage1[i] ^ mask[i];
+        out[i] = stage1.0[i] ^ mask[i];
     }
     out
 }

@@ -8,9 +8,23 @@
 //! cancel-safe: bytes are only taken from the buffer once a whole logical packet is
 //! there, so a `read_packet` future dropped inside `select!` loses nothing. Every
 //! length is checked against the connection's `max_packet` before the buffer grows.
+//!
+//! # Memory held for client packets
+//! A connection buffers packets of up to [`ALLOWANCE`] bytes on its own. A larger packet
+//! first reserves its size from a [`PacketBudget`] shared by all connections (waiting
+//! for others to release theirs, up to the budget's wait), and the reservation lives as
+//! long as the [`Packet`] does; the connection's buffer shrinks back once such a packet
+//! has been taken. So the memory held for client packets is at most
+//! `connections × 2 × ALLOWANCE + budget`. A packet that has begun must be completed
+//! within the connection's read timeout (MariaDB's `net_read_timeout`), so a client
+//! cannot hold a reservation by stalling.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest payload of one physical packet.
 pub const MAX_CHUNK: usize = 0xFF_FFFF;
@@ -30,6 +44,10 @@ pub enum ProtoError {
     OutOfOrder { expected: u8, got: u8 },
     #[error("malformed packet: {0}")]
     Malformed(&'static str),
+    #[error("timed out reading the rest of a packet")]
+    ReadTimeout,
+    #[error("no memory for a {len}-byte packet: the client packet budget stayed full")]
+    OutOfMemory { len: usize },
 }
 
 impl ProtoError {
@@ -60,6 +78,8 @@ pub struct Packet {
     pub payload: Bytes,
     /// The packet exactly as it came off the wire, headers included, for forwarding.
     pub raw: Bytes,
+    /// The share of the [`PacketBudget`] this packet's bytes hold, released on drop.
+    pub reservation: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl Packet {
@@ -113,6 +133,7 @@ fn take_packet(buf: &mut BytesMut, total: usize) -> Result<Packet, ProtoError> {
             last_seq: seq,
             payload: raw.slice(HEADER..),
             raw,
+            reservation: None,
         });
     }
     let mut payload = BytesMut::with_capacity(total);
@@ -134,6 +155,7 @@ fn take_packet(buf: &mut BytesMut, total: usize) -> Result<Packet, ProtoError> {
         last_seq,
         payload: payload.freeze(),
         raw,
+        reservation: None,
     })
 }
 
@@ -164,17 +186,105 @@ pub fn encode_packet(out: &mut BytesMut, mut seq: u8, payload: &[u8]) -> u8 {
     }
 }
 
+/// Follows packet boundaries in a byte stream without buffering it: used to pass a
+/// client's LOAD DATA LOCAL file contents through as they arrive, up to the empty
+/// packet that ends them.
+#[derive(Debug, Default)]
+pub struct StreamTracker {
+    header: [u8; HEADER],
+    have: usize,
+    remaining: usize,
+    /// The last packet was a full chunk: the next one continues it, even if empty.
+    continued: bool,
+}
+
+impl StreamTracker {
+    /// Consume `buf`: how many of its bytes belong to the stream, and whether they
+    /// complete it (the empty terminating packet was among them).
+    pub fn advance(&mut self, buf: &[u8]) -> (usize, bool) {
+        let mut i = 0;
+        while i < buf.len() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(buf.len() - i);
+                self.remaining -= n;
+                i += n;
+                continue;
+            }
+            self.header[self.have] = buf[i];
+            self.have += 1;
+            i += 1;
+            if self.have == HEADER {
+                self.have = 0;
+                let (len, _) = peek_header(&self.header).unwrap_or((0, 0));
+                if len == 0 && !self.continued {
+                    return (i, true);
+                }
+                self.continued = len == MAX_CHUNK;
+                self.remaining = len;
+            }
+        }
+        (buf.len(), false)
+    }
+}
+
+/// Bytes of packet a connection buffers without reserving from a [`PacketBudget`].
+pub const ALLOWANCE: usize = 64 * 1024;
+/// Initial and shrunk-back size of a connection's read buffer.
+const INITIAL_BUFFER: usize = 16 * 1024;
+
+/// Memory for client packets larger than [`ALLOWANCE`], shared by all connections of a
+/// proxy, in KiB units.
+pub struct PacketBudget {
+    permits: Arc<Semaphore>,
+    total: usize,
+    wait: Duration,
+}
+
+impl PacketBudget {
+    /// A budget of `bytes`; a packet waits at most `wait` for its share.
+    pub fn new(bytes: usize, wait: Duration) -> Arc<Self> {
+        let kib = bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS);
+        Arc::new(PacketBudget {
+            permits: Arc::new(Semaphore::new(kib)),
+            total: kib,
+            wait,
+        })
+    }
+
+    /// KiB not reserved right now.
+    pub fn available_kib(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ProtoError> {
+        let kib = bytes.div_ceil(1024);
+        if kib > self.total {
+            return Err(ProtoError::OutOfMemory { len: bytes });
+        }
+        let n = u32::try_from(kib).map_err(|_| ProtoError::OutOfMemory { len: bytes })?;
+        let acquire = self.permits.clone().acquire_many_owned(n);
+        match tokio::time::timeout(self.wait, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ProtoError::OutOfMemory { len: bytes }),
+        }
+    }
+}
+
 /// A framed connection: a stream plus its owned read buffer.
 pub struct PacketConn<S> {
     stream: S,
     rbuf: BytesMut,
     wbuf: BytesMut,
     max_packet: usize,
+    budget: Option<Arc<PacketBudget>>,
+    /// Reserved for the packet being read.
+    reserved: Option<OwnedSemaphorePermit>,
+    read_timeout: Option<Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketConn<S> {
     pub fn new(stream: S, max_packet: usize) -> Self {
-        Self::with_buffer(stream, max_packet, BytesMut::with_capacity(16 * 1024))
+        Self::with_buffer(stream, max_packet, BytesMut::with_capacity(INITIAL_BUFFER))
     }
 
     /// Wrap a stream whose first bytes were already read into `rbuf`.
@@ -182,9 +292,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketConn<S> {
         PacketConn {
             stream,
             rbuf,
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::with_capacity(INITIAL_BUFFER),
             max_packet,
+            budget: None,
+            reserved: None,
+            read_timeout: None,
         }
+    }
+
+    /// Change the largest logical packet accepted (e.g. once the client is
+    /// authenticated).
+    pub fn set_max_packet(&mut self, max_packet: usize) {
+        self.max_packet = max_packet;
+    }
+
+    /// Packets over [`ALLOWANCE`] reserve their size from `budget` first.
+    pub fn set_budget(&mut self, budget: Arc<PacketBudget>) {
+        self.budget = Some(budget);
+    }
+
+    /// Once a packet has begun, each further read must arrive within `timeout`.
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.read_timeout = Some(timeout);
+    }
+
+    /// The underlying stream.
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     /// Give back the stream and whatever was read beyond the last packet.
@@ -205,31 +339,91 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketConn<S> {
         Ok(self.stream.read_buf(&mut self.rbuf).await? > 0)
     }
 
-    /// Read one whole logical packet. Cancel-safe.
+    /// Read one whole logical packet. Cancel-safe (a reservation made for a packet
+    /// still arriving is kept for the next call).
     pub async fn read_packet(&mut self) -> Result<Packet, ProtoError> {
         loop {
-            if let Some(p) = try_take_packet(&mut self.rbuf, self.max_packet)? {
+            if let Some(mut p) = try_take_packet(&mut self.rbuf, self.max_packet)? {
+                if let Some(permit) = self.reserved.take() {
+                    p.reservation = Some(Arc::new(permit));
+                    self.shrink();
+                }
                 return Ok(p);
             }
-            if !self.fill().await? {
+            self.reserve_for_partial().await?;
+            if !self.fill_within_timeout().await? {
                 return Err(ProtoError::Closed);
             }
         }
     }
 
-    /// Read one physical packet, never joining continuations (used to stream
-    /// LOAD DATA file contents through without buffering the whole file).
-    pub async fn read_chunk(&mut self) -> Result<Bytes, ProtoError> {
-        loop {
-            if let Some((len, _)) = peek_header(&self.rbuf) {
-                if self.rbuf.len() >= HEADER + len {
-                    return Ok(self.rbuf.split_to(HEADER + len).freeze());
-                }
-            }
-            if !self.fill().await? {
-                return Err(ProtoError::Closed);
+    /// Reserve budget for the packet at the head of the buffer once it is known to be
+    /// larger than the allowance. A packet of several chunks reserves for the largest
+    /// packet allowed, twice (the chunks and the joined payload).
+    async fn reserve_for_partial(&mut self) -> Result<(), ProtoError> {
+        let (Some(budget), None) = (&self.budget, &self.reserved) else {
+            return Ok(());
+        };
+        let Some((len, _)) = peek_header(&self.rbuf) else {
+            return Ok(());
+        };
+        let need = if len < MAX_CHUNK {
+            HEADER + len
+        } else {
+            2 * (self.max_packet + HEADER * (self.max_packet / MAX_CHUNK + 1))
+        };
+        if need <= ALLOWANCE {
+            return Ok(());
+        }
+        self.reserved = Some(budget.reserve(need).await?);
+        Ok(())
+    }
+
+    /// Give a buffer that grew for a large packet back to the allocator.
+    fn shrink(&mut self) {
+        if self.rbuf.capacity() > 2 * ALLOWANCE {
+            let mut fresh = BytesMut::with_capacity(INITIAL_BUFFER.max(self.rbuf.len()));
+            fresh.extend_from_slice(&self.rbuf);
+            self.rbuf = fresh;
+        }
+    }
+
+    /// `fill`, bounded by the read timeout when part of a packet is already buffered.
+    async fn fill_within_timeout(&mut self) -> Result<bool, ProtoError> {
+        match self.read_timeout {
+            Some(t) if !self.rbuf.is_empty() => tokio::time::timeout(t, self.fill())
+                .await
+                .map_err(|_| ProtoError::ReadTimeout)?,
+            _ => self.fill().await,
+        }
+    }
+
+    /// Read whatever bytes arrive next (at least one, or `None` at the end of the
+    /// stream), bounded by the read timeout; used to stream LOAD DATA file contents
+    /// through without buffering whole packets.
+    pub async fn read_some(&mut self) -> Result<Option<Bytes>, ProtoError> {
+        if self.rbuf.is_empty() {
+            let filled = match self.read_timeout {
+                Some(t) => tokio::time::timeout(t, self.fill())
+                    .await
+                    .map_err(|_| ProtoError::ReadTimeout)?,
+                None => self.fill().await,
+            }?;
+            if !filled {
+                return Ok(None);
             }
         }
+        let n = self.rbuf.len();
+        Ok(Some(self.rbuf.split_to(n).freeze()))
+    }
+
+    /// Put back bytes taken by [`read_some`](Self::read_some) that belong to what
+    /// comes after the streamed data.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        let mut fresh = BytesMut::with_capacity(bytes.len() + self.rbuf.len());
+        fresh.extend_from_slice(bytes);
+        fresh.extend_from_slice(&self.rbuf);
+        self.rbuf = fresh;
     }
 
     /// Queue a payload as a packet with sequence id `seq`; returns the next sequence id.
@@ -428,6 +622,31 @@ mod tests {
         let mut r = Reader::new(b"abc");
         assert_eq!(r.null_str(), None);
         assert_eq!(r.null_str_or_rest(), b"abc");
+    }
+
+    #[test]
+    fn stream_tracker_finds_the_terminator_across_reads() {
+        let mut wire = BytesMut::new();
+        encode_packet(&mut wire, 2, &vec![9u8; 70_000]);
+        encode_packet(&mut wire, 4, b"tail");
+        encode_packet(&mut wire, 5, b"");
+        let end = wire.len();
+        wire.extend_from_slice(b"next command");
+        for step in [1, 3, 4, 7, 4096, wire.len()] {
+            let mut t = StreamTracker::default();
+            let mut consumed = 0;
+            let mut done = false;
+            for piece in wire.chunks(step) {
+                let (n, d) = t.advance(piece);
+                consumed += n;
+                if d {
+                    done = true;
+                    break;
+                }
+            }
+            assert!(done, "step {step}");
+            assert_eq!(consumed, end, "step {step}");
+        }
     }
 
     #[test]

@@ -1,10 +1,24 @@
-//! Backend connections: a TCP connection to a MariaDB server, logged in as the client's
-//! own user with the `SHA1(password)` recovered during the client's handshake.
+//! Backend connections: a TCP or Unix-socket connection to a MariaDB server, logged in
+//! as the client's own user with the `SHA1(password)` recovered during the client's
+//! handshake.
 //!
 //! The login reuses the client's negotiated capabilities, collation, max packet size and
 //! connect attributes, so every packet the backend sends afterwards has exactly the
 //! shape the client expects and can be forwarded unchanged.
+//!
+//! # The account is MariaDB's choice for the client, not for the proxy
+//! MariaDB picks an account by user name *and* client address. Logging in from the
+//! proxy's own address (loopback or the socket, which MariaDB calls `localhost`) could
+//! give the client another, more privileged account. So a login says which identity it
+//! must end up with ([`Identity`]):
+//! * [`Identity::Proxied`]: the login starts with a PROXY protocol v1 header carrying the
+//!   client's address, so MariaDB itself matches the account as for a direct connection
+//!   (needs the proxy's address in MariaDB's `proxy_protocol_networks`; see [`probe`]);
+//! * [`Identity::Verify`]: after the login, `CURRENT_USER()` must be the account the
+//!   proxy matched for the client; otherwise the login fails with
+//!   [`BackendError::WrongAccount`] before the client can run anything.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BufMut;
@@ -15,7 +29,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::protocol::handshake::{self, ServerGreeting, NATIVE_PASSWORD};
+use super::acl::AccountName;
+use crate::protocol::handshake::{self, ServerGreeting, Stage1, NATIVE_PASSWORD};
 use crate::protocol::packet::put_lenenc;
 use crate::protocol::{Packet, PacketConn, ProtoError};
 
@@ -40,6 +55,30 @@ pub enum BackendError {
     Refused(Packet),
     #[error("MariaDB asked for auth plugin '{0}', which the proxy cannot speak")]
     Plugin(String),
+    /// Without the PROXY protocol, MariaDB matched the proxy's login to another account
+    /// than the one it would give the client.
+    #[error("MariaDB logged the proxy in as {got} but would give this client {expected}; enable the PROXY protocol (proxy_protocol_networks) so accounts match by the client's address")]
+    WrongAccount { expected: AccountName, got: String },
+}
+
+/// Which account the backend login must end up as.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// Send a PROXY protocol header with the client's address (`client`) and the address
+    /// it connected to (`local`): MariaDB matches the account itself.
+    Proxied {
+        client: SocketAddr,
+        local: SocketAddr,
+    },
+    /// Check `CURRENT_USER()` after the login, unless the backend connection comes from
+    /// the client's own address (then MariaDB sees what it would see directly).
+    Verify {
+        account: AccountName,
+        client_ip: IpAddr,
+    },
+    /// The proxy's own service account, or a backend that sees the client's own
+    /// address: nothing to check.
+    Trusted,
 }
 
 /// Everything needed to log into a backend as a client's user.
@@ -47,13 +86,14 @@ pub enum BackendError {
 pub struct Login {
     pub user: String,
     /// `SHA1(password)`; `None` for an account with an empty password.
-    pub stage1: Option<[u8; 20]>,
+    pub stage1: Option<Stage1>,
     pub database: Option<String>,
     pub capabilities: CapabilityFlags,
     pub mariadb_capabilities: MariadbCapabilities,
     pub collation: u8,
     pub max_packet: u32,
     pub connect_attrs: Option<Vec<u8>>,
+    pub identity: Identity,
 }
 
 /// A connection to MariaDB: TCP (`host:port`) or a Unix socket (an absolute path).
@@ -71,6 +111,19 @@ impl BackendStream {
             let s = TcpStream::connect(addr).await?;
             s.set_nodelay(true).ok();
             Ok(BackendStream::Tcp(s))
+        }
+    }
+}
+
+impl BackendStream {
+    /// The local address of a TCP connection (`None` for a Unix socket).
+    pub fn local_ip(&self) -> Option<IpAddr> {
+        match self {
+            BackendStream::Tcp(s) => s
+                .local_addr()
+                .ok()
+                .map(|a| super::acl::canonical_ip(a.ip())),
+            BackendStream::Unix(_) => None,
         }
     }
 }
@@ -120,7 +173,8 @@ impl Login {
     /// password).
     pub fn reply_to(&self, scramble: &[u8]) -> Vec<u8> {
         self.stage1
-            .map(|s| handshake::reply_from_stage1(scramble, &s).to_vec())
+            .as_ref()
+            .map(|s| handshake::reply_from_stage1(scramble, s).to_vec())
             .unwrap_or_default()
     }
 }
@@ -139,6 +193,7 @@ pub struct Backend {
 async fn open(
     addr: &str,
     max_packet: usize,
+    identity: &Identity,
 ) -> Result<(PacketConn<BackendStream>, ServerGreeting), BackendError> {
     let stream = BackendStream::connect(addr)
         .await
@@ -147,6 +202,12 @@ async fn open(
             source,
         })?;
     let mut conn = PacketConn::new(stream, max_packet);
+    if let Identity::Proxied { client, local } = identity {
+        // MariaDB reads the header before the handshake response, whether it arrives
+        // before or after the greeting; sending it first is simplest.
+        conn.write_raw(proxy_header(*client, *local).as_bytes())
+            .await?;
+    }
     let hello = conn.read_packet().await?;
     if hello.first() == Some(0xFF) {
         return Err(BackendError::Refused(hello));
@@ -159,12 +220,64 @@ async fn open(
 /// capabilities, which the proxy then presents to clients.
 pub async fn probe(addr: &str) -> Result<ServerGreeting, BackendError> {
     let fut = async {
-        let (_conn, greeting) = open(addr, 1 << 20).await?;
+        let (_conn, greeting) = open(addr, 1 << 20, &Identity::Trusted).await?;
         Ok(greeting)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
         .map_err(|_| BackendError::Timeout(addr.to_string()))?
+}
+
+/// Whether MariaDB takes PROXY protocol headers from a connection made from `from`
+/// (`None`: its Unix socket), given its `@@proxy_protocol_networks`: a comma-separated
+/// list of `*`, `localhost` (the Unix socket), and IP addresses or networks with an
+/// optional `/prefix`.
+pub fn proxy_networks_allow(networks: &str, from: Option<IpAddr>) -> bool {
+    networks
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .any(|n| match (n, from) {
+            ("*", _) => true,
+            ("localhost", None) => true,
+            (_, None) => false,
+            (net, Some(ip)) => network_contains(net, super::acl::canonical_ip(ip)),
+        })
+}
+
+fn network_contains(net: &str, ip: IpAddr) -> bool {
+    let (addr, prefix) = match net.split_once('/') {
+        Some((a, p)) => (a, p.parse::<u32>().ok()),
+        None => (net, None),
+    };
+    let Ok(addr) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    match (super::acl::canonical_ip(addr), ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let bits = prefix.unwrap_or(32).min(32);
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let bits = prefix.unwrap_or(128).min(128);
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The address this proxy's connections to `addr` come from (`None` for a Unix
+/// socket).
+pub async fn source_address(addr: &str) -> Result<Option<IpAddr>, BackendError> {
+    let stream = BackendStream::connect(addr)
+        .await
+        .map_err(|source| BackendError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    Ok(stream.local_ip())
 }
 
 /// Open a connection to `addr` and log in as `login.user`.
@@ -174,12 +287,13 @@ pub async fn connect(
     max_packet: usize,
 ) -> Result<Backend, BackendError> {
     let fut = async {
-        let (mut conn, greeting) = open(addr, max_packet).await?;
+        let (mut conn, greeting) = open(addr, max_packet, &login.identity).await?;
         let caps = backend_capabilities(login, &greeting);
         let reply = login.reply_to(&greeting.scramble);
         let payload = handshake_response(login, caps, &reply);
         conn.send(1, &payload).await?;
         let ok = finish_auth(&mut conn, login).await?;
+        verify_account(&mut conn, &login.identity).await?;
         Ok(Backend {
             conn,
             thread_id: greeting.connection_id,
@@ -219,6 +333,94 @@ pub async fn finish_auth(
             }
         }
     }
+}
+
+/// After a login (or COM_CHANGE_USER) under [`Identity::Verify`], check that MariaDB
+/// chose the expected account. The query returns no row when it did, which leaves the
+/// session as a fresh one would be (`FOUND_ROWS()` 0, no warnings).
+pub async fn verify_account(
+    conn: &mut PacketConn<BackendStream>,
+    identity: &Identity,
+) -> Result<(), BackendError> {
+    let Identity::Verify {
+        account: expected,
+        client_ip,
+    } = identity
+    else {
+        return Ok(());
+    };
+    if conn.stream().local_ip() == Some(super::acl::canonical_ip(*client_ip)) {
+        return Ok(());
+    }
+    let name = expected.to_string();
+    let hex: String = name.bytes().map(|b| format!("{b:02X}")).collect();
+    // A hex literal compares bytes, whatever sql_mode or character set the session has.
+    let sql = format!("SELECT CURRENT_USER() FROM DUAL WHERE CURRENT_USER() <> X'{hex}'");
+    let rows = query_rows(conn, &sql).await?;
+    match rows.into_iter().next() {
+        None => Ok(()),
+        Some(got) => Err(BackendError::WrongAccount {
+            expected: expected.clone(),
+            got,
+        }),
+    }
+}
+
+/// Run a text query and return the first column of each row (a small admin helper for
+/// replies the proxy reads itself; never used on client traffic).
+async fn query_rows(
+    conn: &mut PacketConn<BackendStream>,
+    sql: &str,
+) -> Result<Vec<String>, BackendError> {
+    let mut payload = Vec::with_capacity(1 + sql.len());
+    payload.push(crate::protocol::command::COM_QUERY);
+    payload.extend_from_slice(sql.as_bytes());
+    conn.send(0, &payload).await?;
+    let first = conn.read_packet().await?;
+    match first.first() {
+        Some(0xFF) => return Err(BackendError::Refused(first)),
+        Some(0x00) => return Ok(vec![]),
+        _ => {}
+    }
+    let columns = crate::protocol::packet::Reader::new(&first.payload)
+        .lenenc()
+        .ok_or(ProtoError::Malformed("column count"))?;
+    for _ in 0..=columns {
+        conn.read_packet().await?; // column definitions and their EOF
+    }
+    let mut rows = Vec::new();
+    loop {
+        let p = conn.read_packet().await?;
+        match p.first() {
+            Some(0xFE) if p.payload.len() < 9 => return Ok(rows),
+            Some(0xFF) => return Err(BackendError::Refused(p)),
+            _ => {
+                let mut r = crate::protocol::packet::Reader::new(&p.payload);
+                let text = r
+                    .lenenc_bytes()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                rows.push(text);
+            }
+        }
+    }
+}
+
+/// A PROXY protocol v1 header for a connection from `client` to `local`.
+pub fn proxy_header(client: SocketAddr, local: SocketAddr) -> String {
+    let client_ip = super::acl::canonical_ip(client.ip());
+    let local_ip = super::acl::canonical_ip(local.ip());
+    let (family, local_ip) = match (client_ip, local_ip) {
+        (IpAddr::V4(_), IpAddr::V4(l)) => ("TCP4", IpAddr::V4(l)),
+        (IpAddr::V4(_), IpAddr::V6(_)) => ("TCP4", IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        (IpAddr::V6(_), IpAddr::V6(l)) => ("TCP6", IpAddr::V6(l)),
+        (IpAddr::V6(_), IpAddr::V4(l)) => ("TCP6", IpAddr::V6(l.to_ipv6_mapped())),
+    };
+    format!(
+        "PROXY {family} {client_ip} {local_ip} {} {}\r\n",
+        client.port(),
+        local.port()
+    )
 }
 
 fn backend_capabilities(login: &Login, greeting: &ServerGreeting) -> CapabilityFlags {

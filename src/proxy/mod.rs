@@ -1,18 +1,23 @@
 //! The MySQL-protocol front end: listener, sessions, backend connections, accounts.
 //!
 //! Data flow: [`server`] accepts a TCP connection, enforces `max_connections` and the
-//! handshake timeout, and hands the socket to [`session`], which authenticates the
-//! client against [`auth`]'s account table, logs into the local MariaDB as the same
-//! user through [`backend`], and then forwards commands and relays replies. Connection
-//! ids and KILL mapping live in [`registry`].
+//! handshake timeout, finds how MariaDB would see the client ([`hostname`], [`acl`]),
+//! and hands the socket to [`session`], which authenticates the client against
+//! [`auth`]'s account table, logs into the local MariaDB as the very account MariaDB
+//! would give that client through [`backend`], and then forwards commands and relays
+//! replies. Connection ids and KILL mapping live in [`registry`].
 
+pub mod acl;
 pub mod auth;
 pub mod backend;
+pub mod hostname;
 pub mod registry;
 pub mod server;
 pub mod session;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 
@@ -30,4 +35,13 @@ pub struct Shared {
     pub max_packet: usize,
     pub accounts: auth::Accounts,
     pub registry: Arc<registry::Registry>,
+    /// The backend accepts PROXY protocol headers from us (detected at start; cleared
+    /// if MariaDB later refuses one).
+    pub proxy_protocol: AtomicBool,
+    pub hosts: hostname::HostCache,
+    /// Memory for large client packets, shared by all sessions.
+    pub budget: Arc<crate::protocol::packet::PacketBudget>,
+    pub net_read_timeout: Duration,
+    /// Also bounds the backend part of COM_CHANGE_USER.
+    pub handshake_timeout: Duration,
 }

@@ -1,14 +1,38 @@
-//! Proxy connection ids and KILL.
+//! Connection ids and KILL.
 //!
-//! Clients see the proxy's own connection ids (in the greeting), never the backend's
-//! thread ids. `KILL [CONNECTION|QUERY] n` and COM_PROCESS_KILL name a proxy id; the
-//! registry maps it to the backend thread that serves that session, and the session
-//! sends the rewritten KILL to MariaDB *as the client's user*, so MariaDB's own rule
-//! applies: a user may kill its own connections, others need CONNECTION ADMIN.
+//! # Ids
+//! A client can learn a connection id three ways: the greeting (the id drivers use to
+//! cancel a query, shown by the `mariadb` CLI), `CONNECTION_ID()`, and `SHOW
+//! PROCESSLIST` / `information_schema.PROCESSLIST`. The last two come from MariaDB and
+//! give the backend thread id; the greeting gives the proxy's own id. KILL works with
+//! all of them:
+//!
+//! * **Proxy ids** (in the greeting) are `2^30 | node << 20 | n`: unique in the cluster
+//!   (the node's 10-bit number in the high bits) and far above any thread id a MariaDB
+//!   hands out, so the two id spaces never meet. `KILL <proxy id>` is mapped to the
+//!   backend thread of that session.
+//! * **Backend thread ids** (`CONNECTION_ID()`, the processlist) are passed to the local
+//!   MariaDB as they are, so `KILL CONNECTION_ID()`-style code, `SHOW PROCESSLIST` and
+//!   `information_schema.PROCESSLIST` all agree, and `WHERE ID = CONNECTION_ID()` finds
+//!   the session's own row, exactly as on a direct connection.
+//!
+//! We keep `CONNECTION_ID()` and the processlist as MariaDB reports them rather than
+//! rewriting them to proxy ids: rewriting would mean decoding result sets and would
+//! still miss joins against `information_schema.PROCESSLIST`. The one visible
+//! difference is that the greeting's id is not `CONNECTION_ID()`.
+//!
+//! Either way the rewritten KILL runs on the backend *as the client's user*, so
+//! MariaDB's own rule applies: a user may kill its own connections, others need
+//! CONNECTION ADMIN.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Bit that marks a proxy id.
+pub const PROXY_ID_BIT: u32 = 1 << 30;
+/// Ids per node before the counter wraps (live ids are skipped).
+const COUNTER_MASK: u32 = (1 << 20) - 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -16,19 +40,41 @@ pub struct Entry {
     pub backend_thread: u32,
 }
 
-/// Live sessions by proxy connection id.
-#[derive(Default)]
+/// Live sessions of one proxy by id, and by backend thread.
 pub struct Registry {
+    node: u32,
     next: AtomicU32,
-    sessions: Mutex<HashMap<u32, Entry>>,
+    maps: Mutex<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
+    sessions: HashMap<u32, Entry>,
+    by_thread: HashMap<u32, u32>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(0)
+    }
 }
 
 impl Registry {
-    /// A new proxy connection id (never 0).
+    /// A registry for the node numbered `node` (its low 10 bits are used).
+    pub fn new(node: u16) -> Self {
+        Registry {
+            node: u32::from(node) & 0x3FF,
+            next: AtomicU32::new(0),
+            maps: Mutex::new(Maps::default()),
+        }
+    }
+
+    /// A new proxy connection id, not used by a live session.
     pub fn allocate(&self) -> u32 {
         loop {
-            let id = self.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-            if id != 0 {
+            let n = self.next.fetch_add(1, Ordering::Relaxed) & COUNTER_MASK;
+            let id = PROXY_ID_BIT | self.node << 20 | n;
+            if !self.lock().sessions.contains_key(&id) {
                 return id;
             }
         }
@@ -43,14 +89,48 @@ impl Registry {
         }
     }
 
-    pub fn lookup(&self, id: u64) -> Option<Entry> {
+    /// The session a KILL names: by proxy id, or by the backend thread id of one of
+    /// this proxy's sessions. `None` for anything else (a thread of the local MariaDB
+    /// that is not a session of ours, or no thread at all).
+    pub fn lookup(&self, id: u64) -> Option<(u32, Entry)> {
         let id = u32::try_from(id).ok()?;
-        self.lock().get(&id).cloned()
+        let maps = self.lock();
+        let proxy_id = if maps.sessions.contains_key(&id) {
+            id
+        } else {
+            *maps.by_thread.get(&id)?
+        };
+        maps.sessions.get(&proxy_id).map(|e| (proxy_id, e.clone()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        // A panic while holding this lock cannot leave the maps inconsistent.
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Maps {
+    fn insert(&mut self, id: u32, entry: Entry) {
+        self.remove(id);
+        self.by_thread.insert(entry.backend_thread, id);
+        self.sessions.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(old) = self.sessions.remove(&id) {
+            if self.by_thread.get(&old.backend_thread) == Some(&id) {
+                self.by_thread.remove(&old.backend_thread);
+            }
+        }
     }
 }
 
@@ -68,86 +148,56 @@ impl RegistryGuard {
 
 impl Drop for RegistryGuard {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        self.registry.lock().remove(self.id);
     }
-}
-
-/// A KILL statement that names a connection id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kill {
-    pub query_only: bool,
-    pub id: u64,
-}
-
-/// Parse `KILL [HARD|SOFT] [CONNECTION|QUERY] <id>`. `KILL QUERY ID <qid>` and
-/// `KILL USER <name>` name no connection id and return `None` (they pass through).
-pub fn parse_kill(sql: &str) -> Option<Kill> {
-    let sql = sql.trim().trim_end_matches(';').trim();
-    let mut words = sql.split_ascii_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("kill") {
-        return None;
-    }
-    let mut query_only = false;
-    for w in words.by_ref() {
-        match w.to_ascii_lowercase().as_str() {
-            "hard" | "soft" | "connection" => {}
-            "query" => query_only = true,
-            _ => {
-                let id = w.parse().ok()?;
-                return Some(Kill { query_only, id });
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn kill_forms() {
-        assert_eq!(
-            parse_kill("KILL 5"),
-            Some(Kill {
-                query_only: false,
-                id: 5
-            })
-        );
-        assert_eq!(
-            parse_kill(" kill query 7 ;"),
-            Some(Kill {
-                query_only: true,
-                id: 7
-            })
-        );
-        assert_eq!(
-            parse_kill("KILL HARD CONNECTION 9"),
-            Some(Kill {
-                query_only: false,
-                id: 9
-            })
-        );
-        assert_eq!(parse_kill("KILL QUERY ID 9"), None);
-        assert_eq!(parse_kill("KILL USER bob"), None);
-        assert_eq!(parse_kill("SELECT 1"), None);
-        assert_eq!(parse_kill("KILL"), None);
+    fn entry(thread: u32) -> Entry {
+        Entry {
+            user: "u".into(),
+            backend_thread: thread,
+        }
     }
 
     #[test]
-    fn guard_unregisters() {
-        let r = Arc::new(Registry::default());
+    fn ids_carry_the_node_and_never_look_like_threads() {
+        let r = Registry::new(5);
+        let a = r.allocate();
+        let b = r.allocate();
+        assert_ne!(a, b);
+        assert_eq!(a & PROXY_ID_BIT, PROXY_ID_BIT);
+        assert_eq!((a >> 20) & 0x3FF, 5);
+        assert!(a < 1 << 31, "fits a signed 32-bit int too");
+    }
+
+    #[test]
+    fn lookup_by_proxy_id_or_backend_thread() {
+        let r = Arc::new(Registry::new(1));
         let id = r.allocate();
         {
-            let _g = r.register(
-                id,
-                Entry {
-                    user: "u".into(),
-                    backend_thread: 3,
-                },
-            );
-            assert_eq!(r.lookup(id as u64).unwrap().backend_thread, 3);
+            let g = r.register(id, entry(3));
+            assert_eq!(r.lookup(id as u64).unwrap(), (id, entry(3)));
+            assert_eq!(r.lookup(3).unwrap(), (id, entry(3)));
+            assert!(r.lookup(4).is_none());
+            g.update(entry(9)); // COM_CHANGE_USER keeps the id, the thread may change
+            assert!(r.lookup(3).is_none());
+            assert_eq!(r.lookup(9).unwrap().0, id);
         }
         assert!(r.lookup(id as u64).is_none());
+        assert!(r.lookup(9).is_none());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn allocation_skips_live_ids() {
+        let r = Arc::new(Registry::new(0));
+        let first = r.allocate();
+        let _g = r.register(first, entry(1));
+        r.next.store(first & COUNTER_MASK, Ordering::Relaxed); // force a wrap onto it
+        assert_ne!(r.allocate(), first);
     }
 }

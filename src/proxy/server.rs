@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mysql_async::prelude::Queryable;
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,12 +19,19 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use super::acl::ClientHost;
 use super::backend::{self, BackendError};
 use super::session::{self, SessionError};
-use super::{auth, registry, Shared};
-use crate::config::Config;
+use super::{auth, hostname, registry, Shared};
+use crate::config::{Config, Secret};
 use crate::protocol::handshake::{self, is_ssl_request};
+use crate::protocol::packet::{PacketBudget, ALLOWANCE};
 use crate::protocol::{PacketConn, ProtoError, ServerError};
+
+/// Largest packet a client may send before it is authenticated: enough for a handshake
+/// response with connection attributes, small enough that unauthenticated clients
+/// cannot make the proxy buffer much.
+pub const PRE_AUTH_MAX_PACKET: usize = ALLOWANCE;
 
 /// What the proxy needs to run; built from [`Config`] or directly by tests.
 #[derive(Debug, Clone)]
@@ -32,13 +40,41 @@ pub struct ProxySettings {
     /// `host:port`, or an absolute path for a Unix socket.
     pub backend_addr: String,
     pub service_user: String,
-    pub service_password: String,
+    pub service_password: Secret,
     pub max_connections: usize,
     pub max_packet: usize,
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Certificate chain and private key (PEM) for client TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// This node's 10-bit number (the high bits of its connection ids).
+    pub node_number: u16,
+    /// Memory for client packets over [`ALLOWANCE`], all sessions together.
+    pub client_buffer_limit: usize,
+    /// MariaDB's `net_read_timeout`: how long the rest of a begun packet may take.
+    pub net_read_timeout: Duration,
+}
+
+impl ProxySettings {
+    /// Settings for a proxy in front of `backend_addr` with every other value at its
+    /// default (tests and `wolfscale demo` adjust what they need).
+    pub fn new(listen: SocketAddr, backend_addr: String, service_user: &str) -> Self {
+        let d = crate::config::ProxyConfig::default();
+        ProxySettings {
+            listen,
+            backend_addr,
+            service_user: service_user.to_string(),
+            service_password: Secret::default(),
+            max_connections: d.max_connections,
+            max_packet: d.max_allowed_packet,
+            handshake_timeout: Duration::from_millis(d.handshake_timeout_ms),
+            shutdown_timeout: Duration::from_millis(d.shutdown_timeout_ms),
+            tls: None,
+            node_number: 0,
+            client_buffer_limit: d.client_buffer_limit_mb << 20,
+            net_read_timeout: Duration::from_millis(d.net_read_timeout_ms),
+        }
+    }
 }
 
 impl ProxySettings {
@@ -50,12 +86,15 @@ impl ProxySettings {
                 None => format!("{}:{}", c.database.host, c.database.port),
             },
             service_user: c.database.user.clone(),
-            service_password: c.database.password.expose().to_string(),
+            service_password: c.database.password.clone(),
             max_connections: c.proxy.max_connections,
             max_packet: c.proxy.max_allowed_packet,
             handshake_timeout: Duration::from_millis(c.proxy.handshake_timeout_ms),
             shutdown_timeout: Duration::from_millis(c.proxy.shutdown_timeout_ms),
             tls: c.proxy.tls_cert.clone().zip(c.proxy.tls_key.clone()),
+            node_number: c.node.id,
+            client_buffer_limit: c.proxy.client_buffer_limit_mb << 20,
+            net_read_timeout: Duration::from_millis(c.proxy.net_read_timeout_ms),
         }
     }
 }
@@ -102,7 +141,8 @@ impl ProxyHandle {
 }
 
 impl Proxy {
-    /// Probe the backend, load accounts, prepare TLS and bind the listener.
+    /// Probe the backend, load accounts, detect PROXY protocol support, prepare TLS and
+    /// bind the listener.
     pub async fn bind(settings: ProxySettings) -> Result<Self, ProxyError> {
         let greeting = backend::probe(&settings.backend_addr).await?;
         let opts = service_opts(&settings);
@@ -112,6 +152,7 @@ impl Proxy {
                 user: settings.service_user.clone(),
                 source,
             })?;
+        let proxy_protocol = detect_proxy_protocol(&settings).await?;
         let tls = settings
             .tls
             .as_ref()
@@ -127,7 +168,12 @@ impl Proxy {
             greeting,
             max_packet: settings.max_packet,
             accounts,
-            registry: Arc::new(registry::Registry::default()),
+            registry: Arc::new(registry::Registry::new(settings.node_number)),
+            proxy_protocol: std::sync::atomic::AtomicBool::new(proxy_protocol),
+            hosts: hostname::HostCache::default(),
+            budget: PacketBudget::new(settings.client_buffer_limit, settings.net_read_timeout),
+            net_read_timeout: settings.net_read_timeout,
+            handshake_timeout: settings.handshake_timeout,
         });
         let listener =
             TcpListener::bind(settings.listen)
@@ -223,7 +269,7 @@ struct Connection {
 impl Connection {
     async fn handle(self, stream: TcpStream, peer: SocketAddr, admitted: bool) {
         stream.set_nodelay(true).ok();
-        let mut conn = PacketConn::new(stream, self.shared.max_packet);
+        let mut conn = PacketConn::new(stream, PRE_AUTH_MAX_PACKET);
         if !admitted {
             conn.send(0, &ServerError::too_many_connections().payload())
                 .await
@@ -246,6 +292,16 @@ impl Connection {
     ) -> Result<(), SessionError> {
         // One deadline for the whole connection phase, TLS upgrade included.
         let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let local = conn.stream().local_addr().unwrap_or(peer);
+        let Ok(client) = tokio::time::timeout_at(deadline, self.client_host(peer)).await else {
+            return Err(self.timed_out(&mut conn).await);
+        };
+        if !self.shared.accounts.host_allowed(&client).await {
+            // MariaDB refuses such a host in place of its greeting.
+            let err = ServerError::host_not_allowed(&client.shown());
+            conn.send(0, &err.payload_pre_handshake()).await.ok();
+            return Err(SessionError::Handshake(err));
+        }
         let scramble = handshake::new_scramble();
         let greeting = handshake::greeting_payload(
             &self.shared.greeting,
@@ -278,7 +334,7 @@ impl Connection {
                         inner: tcp,
                     };
                     let tls = acceptor.accept(io).await?;
-                    let mut conn = PacketConn::new(tls, self.shared.max_packet);
+                    let mut conn = PacketConn::new(tls, PRE_AUTH_MAX_PACKET);
                     let hello = conn.read_packet().await?;
                     Ok::<_, ProtoError>((conn, hello))
                 };
@@ -286,7 +342,7 @@ impl Connection {
                     .await
                     .map_err(|_| handshake_timeout())?
                     .map_err(SessionError::Client)?;
-                self.establish_and_run(conn, hello, id, scramble, peer, deadline)
+                self.establish_and_run(conn, hello, id, scramble, (peer, local, client), deadline)
                     .await
             }
             (None, true) => {
@@ -299,10 +355,21 @@ impl Connection {
                 Err(SessionError::Handshake(err))
             }
             (_, false) => {
-                self.establish_and_run(conn, hello, id, scramble, peer, deadline)
+                self.establish_and_run(conn, hello, id, scramble, (peer, local, client), deadline)
                     .await
             }
         }
+    }
+
+    /// How MariaDB would see this client: its address, and its host name unless the
+    /// server skips name resolution.
+    async fn client_host(&self, peer: SocketAddr) -> ClientHost {
+        let name = if self.shared.accounts.table().skip_name_resolve {
+            None
+        } else {
+            self.shared.hosts.name_of(peer.ip()).await
+        };
+        ClientHost::new(peer.ip(), name)
     }
 
     /// Authenticate and log into the backend by `deadline`, then serve commands.
@@ -312,10 +379,15 @@ impl Connection {
         hello: crate::protocol::Packet,
         id: u32,
         scramble: [u8; 20],
-        peer: SocketAddr,
+        (peer, local, client): (SocketAddr, SocketAddr, ClientHost),
         deadline: tokio::time::Instant,
     ) -> Result<(), SessionError> {
-        let establish = session::establish(conn, hello, id, scramble, peer, self.shared.clone());
+        let origin = session::Origin {
+            peer,
+            local,
+            client,
+        };
+        let establish = session::establish(conn, hello, id, scramble, origin, self.shared.clone());
         let session = tokio::time::timeout_at(deadline, establish)
             .await
             .map_err(|_| handshake_timeout())??;
@@ -395,10 +467,67 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-fn service_opts(s: &ProxySettings) -> mysql_async::Opts {
+/// Whether the backend takes PROXY protocol headers from us (its
+/// `proxy_protocol_networks` covers the address our connections come from); logged
+/// either way.
+pub async fn detect_proxy_protocol(s: &ProxySettings) -> Result<bool, ProxyError> {
+    let (accepted, networks, from) = proxy_protocol_allowed(&service_opts(s), &s.backend_addr)
+        .await
+        .map_err(|e| match e {
+            ProbeError::Sql(source) => ProxyError::Accounts {
+                user: s.service_user.clone(),
+                source,
+            },
+            ProbeError::Backend(b) => ProxyError::Backend(b),
+        })?;
+    let from_text = from.map_or("the Unix socket".to_string(), |ip| ip.to_string());
+    if accepted {
+        tracing::info!(
+            backend = %s.backend_addr,
+            "MariaDB accepts the PROXY protocol from {from_text} (proxy_protocol_networks = '{networks}'): \
+             backend logins carry each client's address"
+        );
+    } else {
+        tracing::warn!(
+            backend = %s.backend_addr,
+            "MariaDB does not accept the PROXY protocol from {from_text} (proxy_protocol_networks = '{networks}'): \
+             a client whose account differs from the one MariaDB gives the proxy's own address is refused"
+        );
+    }
+    Ok(accepted)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Sql(#[from] mysql_async::Error),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Read `@@proxy_protocol_networks` with the service account and check it against the
+/// address our backend connections come from. Returns the verdict, the setting, and
+/// that address (`None` for a Unix socket).
+pub async fn proxy_protocol_allowed(
+    opts: &mysql_async::Opts,
+    backend_addr: &str,
+) -> Result<(bool, String, Option<std::net::IpAddr>), ProbeError> {
+    let mut conn = mysql_async::Conn::new(opts.clone()).await?;
+    let networks: Option<String> = conn.query_first("SELECT @@proxy_protocol_networks").await?;
+    conn.disconnect().await.ok();
+    let from = backend::source_address(backend_addr).await?;
+    let networks = networks.unwrap_or_default();
+    Ok((
+        backend::proxy_networks_allow(&networks, from),
+        networks,
+        from,
+    ))
+}
+
+pub(crate) fn service_opts(s: &ProxySettings) -> mysql_async::Opts {
     let builder = mysql_async::OptsBuilder::default()
         .user(Some(s.service_user.clone()))
-        .pass(Some(s.service_password.clone()));
+        .pass(Some(s.service_password.expose().to_string()));
     let builder = if s.backend_addr.starts_with('/') {
         builder
             .socket(Some(s.backend_addr.clone()))

@@ -1,11 +1,17 @@
 //! One client session: the connection phase, then the command loop.
 //!
 //! ```text
-//!  Greeting ──▶ [SslRequest ──▶ TLS] ──▶ HandshakeResponse ──▶ [AuthSwitch ──▶ reply]
-//!     ──▶ verify scramble (accounts) ──▶ backend login as the same user ──▶ OK
+//!  [host check: ERR 1130] ──▶ Greeting ──▶ [SslRequest ──▶ TLS] ──▶ HandshakeResponse
+//!     ──▶ [AuthSwitch ──▶ reply] ──▶ verify scramble against MariaDB's account choice
+//!     ──▶ backend login as that account (PROXY header, or CURRENT_USER() check) ──▶ OK
 //!     ──▶ Command loop: read command ─▶ classify ─▶ forward ─▶ relay reply ─▶ …
-//!                              └─ COM_QUIT / client gone / shutdown while idle ─▶ Closed
+//!            ├─ COM_QUIT (passed on) / client gone / shutdown while idle ─▶ Closed
+//!            └─ backend closes while idle (KILL, wait_timeout, restart) ─▶ Closed
 //! ```
+//! Before authentication the client may send packets of at most
+//! [`super::server::PRE_AUTH_MAX_PACKET`] bytes; after it, up to `max_allowed_packet`,
+//! with large packets drawing on the proxy's shared [`PacketBudget`] and each begun
+//! packet bounded by `net_read_timeout`.
 //! The session owns exactly one backend connection for its whole life, so no session
 //! state (variables, temporary tables, prepared statements, transactions) can reach
 //! another client. Replies are forwarded byte for byte; the [`Scanner`] only finds
@@ -13,22 +19,24 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::acl::{AccountName, ClientHost};
 use super::auth::Verdict;
-use super::backend::{self, Backend, BackendError, Login};
-use super::registry::{self, Entry, RegistryGuard};
+use super::backend::{self, Backend, BackendError, Identity, Login};
+use super::registry::{Entry, RegistryGuard};
 use super::Shared;
 use crate::protocol::command::*;
-use crate::protocol::handshake::{self, ChangeUserRequest, ClientHello, NATIVE_PASSWORD};
-use crate::protocol::packet::Reader;
+use crate::protocol::handshake::{self, ChangeUserRequest, ClientHello, Stage1, NATIVE_PASSWORD};
+use crate::protocol::packet::{Reader, StreamTracker};
 use crate::protocol::response::{Expect, Outcome, Scanner, Step};
 use crate::protocol::{Packet, PacketConn, ProtoError, ServerError};
-use crate::sql::{self, Classification};
+use crate::sql::{self, Classification, KillRequest};
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +58,24 @@ enum Flow {
     Close,
 }
 
+/// Where a client connects from, as the proxy and MariaDB see it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub peer: SocketAddr,
+    /// The proxy's address the client connected to.
+    pub local: SocketAddr,
+    /// How MariaDB would see the client (address and resolved name).
+    pub client: ClientHost,
+}
+
 /// Connection-phase state that the command phase still needs.
 pub struct Authenticated {
     pub id: u32,
     pub scramble: [u8; 20],
     pub login: Login,
-    pub peer: SocketAddr,
+    pub origin: Origin,
+    /// The account MariaDB gives this client, and the session runs as.
+    pub account: AccountName,
 }
 
 /// An established session.
@@ -78,7 +98,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     hello: Packet,
     id: u32,
     scramble: [u8; 20],
-    peer: SocketAddr,
+    origin: Origin,
     shared: Arc<Shared>,
 ) -> Result<Session<S>, SessionError> {
     let Some(parsed) = ClientHello::parse(&hello.payload)
@@ -86,20 +106,15 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     else {
         return Err(refuse(&mut client, hello.last_seq, ServerError::bad_handshake()).await);
     };
-    let (stage1, seq) = authenticate(
-        &mut client,
-        &shared,
-        Credentials {
-            user: &parsed.user,
-            plugin: parsed.auth_plugin.as_deref(),
-            reply: &parsed.auth_response,
-            last_seq: hello.last_seq,
-        },
-        &scramble,
-        peer,
-    )
-    .await?;
-    let login = Login {
+    let creds = Credentials {
+        user: &parsed.user,
+        plugin: parsed.auth_plugin.as_deref(),
+        reply: &parsed.auth_response,
+        last_seq: hello.last_seq,
+    };
+    let (account, stage1, seq) =
+        authenticate(&mut client, &shared, creds, &scramble, &origin.client).await?;
+    let mut login = Login {
         user: parsed.user.clone(),
         stage1,
         database: parsed.database.clone(),
@@ -108,16 +123,13 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         collation: parsed.collation,
         max_packet: parsed.max_packet,
         connect_attrs: parsed.connect_attrs.clone(),
+        identity: Identity::Trusted,
     };
-    let backend = match backend::connect(&shared.backend_addr, &login, shared.max_packet).await {
+    let backend = match login_backend(&shared, &mut login, &account, &origin).await {
         Ok(b) => b,
-        Err(BackendError::Refused(err)) => {
-            client.send(seq.wrapping_add(1), &err.payload).await.ok();
-            return Err(BackendError::Refused(err).into());
-        }
         Err(e) => {
-            let se = ServerError::backend_unavailable(&e.to_string());
-            client.send(seq.wrapping_add(1), &se.payload()).await.ok();
+            let reply = login_refusal(&e, &parsed.user, &origin.client, &parsed.auth_response);
+            client.send(seq.wrapping_add(1), &reply).await.ok();
             return Err(e.into());
         }
     };
@@ -125,13 +137,16 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         .send(seq.wrapping_add(1), &backend.login_ok.payload)
         .await
         .map_err(SessionError::Client)?;
+    client.set_max_packet(shared.max_packet);
+    client.set_budget(shared.budget.clone());
+    client.set_read_timeout(shared.net_read_timeout);
     let status = ok_status(&backend.login_ok.payload);
     let entry = Entry {
         user: login.user.clone(),
         backend_thread: backend.thread_id,
     };
     let registration = shared.registry.register(id, entry);
-    tracing::debug!(id, user = %login.user, %peer, backend_thread = backend.thread_id, "session established");
+    tracing::debug!(id, %account, peer = %origin.peer, backend_thread = backend.thread_id, "session established");
     Ok(Session {
         client,
         backend,
@@ -139,13 +154,80 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             id,
             scramble,
             login,
-            peer,
+            origin,
+            account,
         },
         status,
         stmts: HashMap::new(),
         shared,
         registration,
     })
+}
+
+/// How a backend login must prove that it runs as `account` (see [`Identity`]).
+fn identity_for(shared: &Shared, account: &AccountName, origin: &Origin) -> Identity {
+    if shared.proxy_protocol.load(Ordering::Relaxed) {
+        Identity::Proxied {
+            client: origin.peer,
+            local: origin.local,
+        }
+    } else {
+        Identity::Verify {
+            account: account.clone(),
+            client_ip: origin.peer.ip(),
+        }
+    }
+}
+
+/// Log into the local MariaDB as `account`. A backend that stopped taking PROXY headers
+/// since start is noticed here, and the login retried with the account check.
+async fn login_backend(
+    shared: &Shared,
+    login: &mut Login,
+    account: &AccountName,
+    origin: &Origin,
+) -> Result<Backend, BackendError> {
+    login.identity = identity_for(shared, account, origin);
+    let first = backend::connect(&shared.backend_addr, login, shared.max_packet).await;
+    let maybe_refused = match (&first, &login.identity) {
+        (Err(BackendError::Refused(err)), _) => is_proxy_header_refusal(&err.payload),
+        // MariaDB answers a header it does not accept with ERR 1130 and closes at once;
+        // the reset that our handshake response provokes can overtake the ERR.
+        (Err(BackendError::Proto(ProtoError::Io(_))), Identity::Proxied { .. }) => {
+            let opts = shared.accounts.service_opts();
+            !matches!(
+                super::server::proxy_protocol_allowed(opts, &shared.backend_addr).await,
+                Ok((true, _, _))
+            )
+        }
+        _ => false,
+    };
+    if !maybe_refused {
+        return first;
+    }
+    tracing::warn!(
+        "MariaDB no longer accepts PROXY protocol headers from this proxy; checking CURRENT_USER() instead"
+    );
+    shared.proxy_protocol.store(false, Ordering::Relaxed);
+    login.identity = identity_for(shared, account, origin);
+    backend::connect(&shared.backend_addr, login, shared.max_packet).await
+}
+
+fn is_proxy_header_refusal(err: &[u8]) -> bool {
+    err.get(1..3) == Some(&1130u16.to_le_bytes()[..])
+        && String::from_utf8_lossy(err).contains("Proxy header")
+}
+
+/// The ERR payload a client gets when its backend login fails.
+fn login_refusal(e: &BackendError, user: &str, client: &ClientHost, reply: &[u8]) -> Vec<u8> {
+    match e {
+        BackendError::Refused(err) => err.payload.to_vec(),
+        BackendError::WrongAccount { .. } => {
+            tracing::warn!(error = %e, "session refused");
+            ServerError::access_denied(user, &client.shown(), !reply.is_empty()).payload()
+        }
+        other => ServerError::backend_unavailable(&other.to_string()).payload(),
+    }
 }
 
 /// What a client sent to authenticate (in its handshake response or COM_CHANGE_USER).
@@ -157,17 +239,18 @@ struct Credentials<'a> {
     last_seq: u8,
 }
 
-/// Check a client's credentials against the account table, first switching the client
-/// to mysql_native_password if it answered with another plugin. Returns `SHA1(password)`
-/// (`None` for an empty password) and the client's last sequence id; on refusal the ERR
-/// has been sent and the error is `SessionError::Handshake`.
+/// Check a client's credentials against the account MariaDB would choose, first
+/// switching the client to mysql_native_password if it answered with another plugin.
+/// Returns the account, `SHA1(password)` (`None` for an empty password) and the client's
+/// last sequence id; on refusal the ERR has been sent and the error is
+/// `SessionError::Handshake`.
 async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut PacketConn<S>,
     shared: &Shared,
     creds: Credentials<'_>,
     scramble: &[u8; 20],
-    peer: SocketAddr,
-) -> Result<(Option<[u8; 20]>, u8), SessionError> {
+    host: &ClientHost,
+) -> Result<(AccountName, Option<Stage1>, u8), SessionError> {
     let (reply, seq) = if creds.plugin.is_none_or(|p| p == NATIVE_PASSWORD) {
         (creds.reply.to_vec(), creds.last_seq)
     } else {
@@ -181,13 +264,11 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let refusal = match shared
         .accounts
-        .verify(creds.user, peer.ip(), scramble, &reply)
+        .verify(creds.user, host, scramble, &reply)
         .await
     {
-        Verdict::Ok(stage1) => return Ok((stage1, seq)),
-        Verdict::Denied => {
-            ServerError::access_denied(creds.user, &client_host(peer), !reply.is_empty())
-        }
+        Verdict::Ok { account, stage1 } => return Ok((account, stage1, seq)),
+        Verdict::Denied => ServerError::access_denied(creds.user, &host.shown(), !reply.is_empty()),
         Verdict::Unsupported(p) => ServerError::plugin_unsupported(&p),
     };
     Err(refuse(client, seq, refusal).await)
@@ -206,16 +287,6 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     SessionError::Handshake(err)
 }
 
-/// How MariaDB names a client host in messages (`localhost` for loopback, as name
-/// resolution would give).
-fn client_host(peer: SocketAddr) -> String {
-    if peer.ip().is_loopback() {
-        "localhost".into()
-    } else {
-        peer.ip().to_string()
-    }
-}
-
 fn ok_status(payload: &[u8]) -> u16 {
     let mut r = Reader::new(payload.get(1..).unwrap_or_default());
     r.lenenc();
@@ -231,14 +302,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let stop = shutdown.wait_for(|stop| *stop);
         tokio::pin!(stop);
         loop {
-            let packet = tokio::select! {
+            let next = tokio::select! {
                 biased;
-                _ = &mut stop => return Ok(()),
-                p = self.client.read_packet() => p,
+                _ = &mut stop => None,
+                p = self.client.read_packet() => Some(Ok(p)),
+                spoke = self.backend.conn.fill() => Some(Err(spoke)),
             };
-            let packet = match packet {
-                Ok(p) => p,
-                Err(e) => return self.client_failed(e).await,
+            let packet = match next {
+                None => {
+                    self.quit_backend().await;
+                    return Ok(());
+                }
+                Some(Ok(Ok(p))) => p,
+                Some(Ok(Err(e))) => return self.client_failed(e).await,
+                Some(Err(spoke)) => return self.backend_went_away(spoke).await,
             };
             if packet.seq != 0 {
                 self.reply_err(packet.last_seq, ServerError::out_of_order())
@@ -255,6 +332,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Tell MariaDB we are leaving, so it does not count an aborted client.
+    async fn quit_backend(&mut self) {
+        let mut raw = bytes::BytesMut::new();
+        crate::protocol::packet::encode_packet(&mut raw, 0, &[COM_QUIT]);
+        self.backend.conn.write_raw(&raw).await.ok();
+    }
+
+    /// The backend sent something, or closed, while no command was running: MariaDB
+    /// ended the connection (KILL, `wait_timeout`, shutdown). Pass on whatever it said,
+    /// then close the client as a direct connection would be closed.
+    async fn backend_went_away(
+        &mut self,
+        spoke: Result<bool, ProtoError>,
+    ) -> Result<(), SessionError> {
+        let said = self.backend.conn.read_buffer().split();
+        if !said.is_empty() {
+            self.client.write_raw(&said).await.ok();
+        }
+        tracing::debug!(id = self.auth.id, result = ?spoke, "backend connection ended while idle");
+        Err(SessionError::Backend(match spoke {
+            Err(e) => e,
+            Ok(_) => ProtoError::Closed,
+        }))
+    }
+
     /// Whether a transaction is open on the backend (from the last server status);
     /// routing keeps such a session on one backend.
     fn in_transaction(&self) -> bool {
@@ -267,6 +369,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ if e.is_disconnect() => return Ok(()),
             ProtoError::TooLarge { .. } => ServerError::packet_too_large(),
             ProtoError::OutOfOrder { .. } => ServerError::out_of_order(),
+            ProtoError::ReadTimeout => ServerError::read_timeout(),
+            ProtoError::OutOfMemory { .. } => ServerError::out_of_memory(),
             _ => ServerError::malformed("unreadable packet"),
         };
         self.reply_err(0, reply).await.ok();
@@ -280,7 +384,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(Flow::Close);
         };
         match cmd {
-            COM_QUIT => Ok(Flow::Close),
+            COM_QUIT => {
+                self.backend.conn.write_raw(&p.raw).await.ok();
+                Ok(Flow::Close)
+            }
             COM_QUERY => self.query(p).await,
             COM_STMT_PREPARE => self.prepare(p).await,
             COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => {
@@ -305,17 +412,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.forward(&p, Some(Expect::Single)).await
             }
             COM_CHANGE_USER => self.change_user(p).await,
-            COM_PROCESS_KILL => {
-                let id = Reader::new(&p.payload[1..]).u32().unwrap_or(0);
-                self.kill(
-                    &p,
-                    registry::Kill {
-                        query_only: false,
-                        id: id as u64,
-                    },
-                )
-                .await
-            }
+            COM_PROCESS_KILL => match Reader::new(&p.payload[1..]).u32() {
+                Some(id) => self.kill(&p, None, false, id.into()).await,
+                None => self.forward(&p, Some(Expect::Single)).await,
+            },
             _ => {
                 self.reply_err(p.last_seq, ServerError::unknown_command())
                     .await?;
@@ -326,8 +426,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn query(&mut self, p: Packet) -> Result<Flow, SessionError> {
         let text = String::from_utf8_lossy(&p.payload[1..]);
-        if let Some(kill) = registry::parse_kill(&text) {
-            return self.kill(&p, kill).await;
+        match sql::kill_request(&text) {
+            KillRequest::None => {}
+            KillRequest::Connection {
+                mode,
+                query_only,
+                id,
+            } => return self.kill(&p, mode, query_only, id).await,
+            KillRequest::Refused(why) => {
+                self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
         }
         let class = sql::classify(&text);
         tracing::trace!(id = self.auth.id, class = %class, in_txn = self.in_transaction(), "query");
@@ -335,7 +445,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn prepare(&mut self, p: Packet) -> Result<Flow, SessionError> {
-        let class = sql::classify(&String::from_utf8_lossy(&p.payload[1..]));
+        let text = String::from_utf8_lossy(&p.payload[1..]);
+        if sql::kill_request(&text) != KillRequest::None {
+            let why = "KILL cannot be prepared here";
+            self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        let class = sql::classify(&text);
         self.send_backend(&p.raw).await?;
         let outcome = self.relay(Expect::Prepare).await?;
         if let Some(id) = outcome.stmt_id {
@@ -355,8 +472,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn send_backend(&mut self, raw: &[u8]) -> Result<(), SessionError> {
         if let Err(e) = self.backend.conn.write_raw(raw).await {
-            let lost = ServerError::new(2013, "HY000", "Lost connection to the local MariaDB");
-            self.reply_err(0, lost).await.ok();
+            self.reply_err(0, ServerError::lost_backend("")).await.ok();
             return Err(SessionError::Backend(e));
         }
         Ok(())
@@ -386,12 +502,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Step::NeedMore => match self.backend.conn.fill().await {
                     Ok(true) => {}
                     Ok(false) | Err(_) if !forwarded => {
-                        let lost = ServerError::new(
-                            2013,
-                            "HY000",
-                            "Lost connection to the local MariaDB during query",
-                        );
-                        self.reply_err(0, lost).await.ok();
+                        self.reply_err(0, ServerError::lost_backend("during query"))
+                            .await
+                            .ok();
                         return Err(SessionError::Backend(ProtoError::Closed));
                     }
                     Ok(false) => return Err(SessionError::Backend(ProtoError::Closed)),
@@ -406,22 +519,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(scanner.outcome)
     }
 
-    /// Pass the client's LOCAL INFILE contents to the backend, chunk by chunk, up to
-    /// and including the empty packet that ends them.
+    /// Pass the client's LOCAL INFILE contents to the backend as they arrive, up to and
+    /// including the empty packet that ends them, without buffering whole packets. A
+    /// client that stalls longer than `net_read_timeout` ends the session (the backend
+    /// has part of a packet, so the connection cannot be reused).
     async fn relay_infile(&mut self) -> Result<(), SessionError> {
+        let mut tracker = StreamTracker::default();
         loop {
-            let chunk = self
-                .client
-                .read_chunk()
-                .await
-                .map_err(SessionError::Client)?;
-            let last = chunk.len() == crate::protocol::packet::HEADER;
+            let bytes = match self.client.read_some().await {
+                Ok(Some(b)) => b,
+                Ok(None) => return Err(SessionError::Client(ProtoError::Closed)),
+                Err(ProtoError::ReadTimeout) => {
+                    self.reply_err(0, ServerError::read_timeout()).await.ok();
+                    return Err(SessionError::Client(ProtoError::ReadTimeout));
+                }
+                Err(e) => return Err(SessionError::Client(e)),
+            };
+            let (n, done) = tracker.advance(&bytes);
             self.backend
                 .conn
-                .write_raw(&chunk)
+                .write_raw(&bytes[..n])
                 .await
                 .map_err(SessionError::Backend)?;
-            if last {
+            if done {
+                self.client.unread(&bytes[n..]);
                 return Ok(());
             }
         }
@@ -437,19 +558,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// KILL naming a proxy connection id: rewrite it to the backend thread id.
-    async fn kill(&mut self, p: &Packet, kill: registry::Kill) -> Result<Flow, SessionError> {
-        let Some(target) = self.shared.registry.lookup(kill.id) else {
-            self.reply_err(p.last_seq, ServerError::unknown_thread(kill.id))
-                .await?;
-            return Ok(Flow::Continue);
+    /// KILL naming connection `id`: a session of this proxy (by proxy id or by its
+    /// backend thread) is killed through its backend thread; any other id is passed to
+    /// the local MariaDB as it is. Either way MariaDB runs the KILL as the client's
+    /// user and decides whether it is allowed.
+    async fn kill(
+        &mut self,
+        p: &Packet,
+        mode: Option<&str>,
+        query_only: bool,
+        id: u64,
+    ) -> Result<Flow, SessionError> {
+        let target = self.shared.registry.lookup(id);
+        let Some((proxy_id, entry)) = target else {
+            let expect = if p.first() == Some(COM_PROCESS_KILL) {
+                Expect::Single
+            } else {
+                Expect::Query
+            };
+            return self.forward(p, Some(expect)).await;
         };
-        let verb = if kill.query_only {
-            "QUERY"
-        } else {
-            "CONNECTION"
-        };
-        let sql = format!("KILL {verb} {}", target.backend_thread);
+        let verb = if query_only { "QUERY" } else { "CONNECTION" };
+        let sql = format!(
+            "KILL {} {verb} {}",
+            mode.unwrap_or(""),
+            entry.backend_thread
+        );
         let mut payload = Vec::with_capacity(1 + sql.len());
         payload.push(COM_QUERY);
         payload.extend_from_slice(sql.as_bytes());
@@ -458,15 +592,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.send_backend(&raw).await?;
         let outcome = self.relay(Expect::Query).await;
         // Killing one's own connection ends it, as on MariaDB.
-        if kill.id == self.auth.id as u64 && !kill.query_only {
+        if proxy_id == self.auth.id && !query_only {
             return Ok(Flow::Close);
         }
         outcome?;
         Ok(Flow::Continue)
     }
 
-    /// COM_CHANGE_USER: verify the new credentials against the session's scramble, then
-    /// switch the backend connection to that user.
+    /// COM_CHANGE_USER: verify the new credentials against the session's scramble and
+    /// the account MariaDB would choose, then switch the backend connection to it. The
+    /// backend part is bounded by the handshake timeout.
     async fn change_user(&mut self, p: Packet) -> Result<Flow, SessionError> {
         let Some(req) = ChangeUserRequest::parse(&p.payload, self.auth.login.capabilities) else {
             self.reply_err(p.last_seq, ServerError::malformed("COM_CHANGE_USER"))
@@ -479,12 +614,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             reply: &req.auth,
             last_seq: p.last_seq,
         };
-        let (stage1, seq) = match authenticate(
+        let (account, stage1, seq) = match authenticate(
             &mut self.client,
             &self.shared,
             creds,
             &self.auth.scramble,
-            self.auth.peer,
+            &self.auth.origin.client,
         )
         .await
         {
@@ -494,23 +629,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(e) => return Err(e),
         };
         let mut login = self.auth.login.clone();
-        login.user = req.user;
+        login.user = req.user.clone();
         login.stage1 = stage1;
         login.database = req.database;
+        login.identity = identity_for(&self.shared, &account, &self.auth.origin);
         if let Some(c) = req.collation {
             login.collation = c;
         }
         if req.connect_attrs.is_some() {
             login.connect_attrs = req.connect_attrs;
         }
-        let payload = backend::change_user_payload(&login, &self.backend.scramble);
-        self.backend
-            .conn
-            .send(0, &payload)
-            .await
-            .map_err(SessionError::Backend)?;
-        match backend::finish_auth(&mut self.backend.conn, &login).await {
-            Ok(ok) => {
+        let switched = tokio::time::timeout(
+            self.shared.handshake_timeout,
+            self.switch_backend_user(&login),
+        )
+        .await;
+        match switched {
+            Ok(Ok(ok)) => {
                 self.client
                     .send(seq.wrapping_add(1), &ok.payload)
                     .await
@@ -523,16 +658,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 };
                 self.registration.update(entry);
                 self.auth.login = login;
+                self.auth.account = account;
                 Ok(Flow::Continue)
             }
-            Err(BackendError::Refused(err)) => {
+            Ok(Err(e)) => {
+                let reply = login_refusal(&e, &req.user, &self.auth.origin.client, &req.auth);
                 self.client
-                    .send(seq.wrapping_add(1), &err.payload)
+                    .send(seq.wrapping_add(1), &reply)
                     .await
                     .map_err(SessionError::Client)?;
                 Ok(Flow::Close)
             }
-            Err(e) => Err(e.into()),
+            Err(_) => {
+                let err = ServerError::lost_backend("during COM_CHANGE_USER (timed out)");
+                self.client
+                    .send(seq.wrapping_add(1), &err.payload())
+                    .await
+                    .ok();
+                Err(BackendError::Timeout(self.shared.backend_addr.clone()).into())
+            }
         }
+    }
+
+    /// The backend half of COM_CHANGE_USER: re-authenticate and check the account.
+    async fn switch_backend_user(&mut self, login: &Login) -> Result<Packet, BackendError> {
+        let payload = backend::change_user_payload(login, &self.backend.scramble);
+        self.backend.conn.send(0, &payload).await?;
+        let ok = backend::finish_auth(&mut self.backend.conn, login).await?;
+        backend::verify_account(&mut self.backend.conn, &login.identity).await?;
+        Ok(ok)
     }
 }

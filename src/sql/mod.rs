@@ -15,6 +15,7 @@
 //! * `lexical.rs` — the keyword classifier: the fallback for what sqlparser
 //!   cannot parse, and the fast path for reads.
 //! * `determinism.rs` — constructs that make a write non-replayable.
+//! * `kill.rs` — KILL statements that name a connection id (for id mapping).
 //! * `stmt.rs` — one statement's tokens and text; `tests.rs` — the
 //!   cross-module rules, the fast-path equivalence and the no-panic properties.
 //!
@@ -89,6 +90,7 @@
 
 mod ast;
 mod determinism;
+mod kill;
 mod lexer;
 mod lexical;
 mod split;
@@ -98,6 +100,7 @@ mod versioned;
 use std::fmt;
 use std::str::FromStr;
 
+pub use kill::{kill_request, KillRequest};
 use lexical::Inner;
 use stmt::Stmt;
 

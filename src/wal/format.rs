@@ -1,6 +1,11 @@
 //! Byte layouts of segment headers and batch frames, and their encoders/decoders.
 //!
 //! ```text
+//! segment file <first_index:020>.wal
+//!   0            header       32 bytes, below
+//!   32           frames       batch frames back to back, below
+//!   data end     zero tail    zero bytes up to the preallocated length (segment_size)
+//!
 //! segment header (32 bytes)
 //!   0  magic        8  b"WOLFWAL\0"
 //!   8  version      2  u16 LE (= 1)
@@ -27,6 +32,27 @@
 //! The payload's first 16 bytes are never compressed, so the index can be rebuilt
 //! from frame headers alone. Every length is checked against the bytes present and
 //! against [`MAX_BATCH_BYTES`] before anything is allocated.
+//!
+//! # Zero tail
+//! A segment is created at its full `segment_size`, zero-filled (real zero bytes, not
+//! a sparse or `fallocate`d range, so that writing into it allocates nothing), and
+//! frames are written into it in place: an append's `fdatasync` then has no file size
+//! or extent to commit. The end of the data is where the bytes stop forming valid
+//! frames *and every byte after that is zero*; a zero length field can never start a
+//! frame (`len` is at least 16). A frame larger than the room left extends the file
+//! past `segment_size`. When a segment is sealed (the next one starts) it is cut to
+//! its data, so only the active (last) segment normally has a zero tail; a zero tail
+//! is accepted after the last frame of any segment. Non-zero bytes after the last
+//! valid frame are a torn tail or corruption, decided by the rule in
+//! [`super::segment`]. Older logs without a zero tail read the same way, and the
+//! version is still 1: a file ending right after its last frame is the same layout
+//! with an empty zero tail.
+//!
+//! # Other files in `wal/`
+//! `<first_index:020>.wal.tmp` is a segment being rewritten (a truncation inside a
+//! batch) and `spare.wal.tmp` the next segment being zero-filled ahead of need; both
+//! are renamed into place only once complete and synced, and any `*.wal.tmp` found at
+//! open is a leftover of a crash and is removed.
 
 use bytes::{BufMut, Bytes};
 

@@ -1,12 +1,20 @@
 //! Scanning one segment file: verify the header and every frame, build the batch index,
 //! and decide whether a bad frame is a torn tail or corruption.
 //!
+//! End of data: after the last valid frame, a segment either ends or continues with a
+//! zero tail (the preallocated, zero-filled rest of the file; see [`super::format`]).
+//! A position where no valid frame starts and every byte from there on is zero is the
+//! normal end of the data.
+//!
 //! Torn-tail rule: frames are written one at a time and each is synced before the
 //! next is written, so only the last frame of the last segment can be partly on disk
-//! after a crash. A frame that fails to parse or checksum is a torn tail when no
-//! checksum-valid frame continuing the log starts anywhere after it (its own length
-//! field may be the damaged part, so it is not trusted); if one does, the damage is in
-//! the middle and is `Corruption`.
+//! after a crash, and any of its pages may be missing (read back as the zeros that were
+//! there before). Non-zero bytes where a valid frame should start are a torn tail when
+//! no checksum-valid frame continuing the log starts anywhere after them (the frame's
+//! own length field may be the damaged part, so it is not trusted); if one does, the
+//! damage is in the middle and is `Corruption`. So a zeroed-out stretch followed by a
+//! valid frame (a lost write) is corruption too, while a zero tail after the last
+//! frame is not damage at all.
 
 use bytes::Bytes;
 
@@ -33,6 +41,9 @@ impl BatchLoc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     pub offset: u64,
+    /// End of the damaged bytes: one past the last non-zero byte of the segment. A
+    /// torn tail is cut by zeroing `offset..end` (the rest is zero already).
+    pub end: u64,
     pub error: FormatError,
     pub torn_tail: bool,
 }
@@ -42,7 +53,8 @@ pub struct Damage {
 pub struct Scan {
     pub header: SegmentHeader,
     pub batches: Vec<BatchLoc>,
-    /// Length of the valid prefix (header plus whole, valid frames).
+    /// Length of the valid prefix (header plus whole, valid frames): where the next
+    /// frame goes. Everything after it is zero unless `damage` says otherwise.
     pub valid_len: u64,
     pub damage: Option<Damage>,
     /// Term of the last valid entry (decoded from the last batch), if any.
@@ -70,9 +82,14 @@ pub fn scan(data: &[u8]) -> Result<Scan, FormatError> {
                 off += head.total_len;
             }
             Err(error) => {
-                let torn_tail = !valid_frame_follows(data, off, next);
+                let end = off + nonzero_len(&data[off..]);
+                if end == off {
+                    break; // a zero tail: the normal end of the data
+                }
+                let torn_tail = !valid_frame_follows(&data[..end], off, next);
                 damage = Some(Damage {
                     offset: off as u64,
+                    end: end as u64,
                     error,
                     torn_tail,
                 });
@@ -92,6 +109,7 @@ pub fn scan(data: &[u8]) -> Result<Scan, FormatError> {
                     let offset = b.offset;
                     let damage = Some(Damage {
                         offset,
+                        end: nonzero_len(data) as u64,
                         error,
                         torn_tail: false,
                     });
@@ -124,6 +142,23 @@ fn frame_at(data: &[u8], off: usize, expected: u64) -> Result<format::FrameHead,
         ));
     }
     Ok(head)
+}
+
+/// Length of `data` without its trailing zero bytes (0 when it is all zeros). Works a
+/// block at a time, since a fresh segment's zero tail is most of the file.
+pub fn nonzero_len(data: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let mut end = data.len();
+    // The partial block at the end first, then whole blocks, OR-folded (vectorizes).
+    while end > 0 {
+        let start = end - ((end - 1) % BLOCK + 1);
+        let block = &data[start..end];
+        if block.iter().fold(0u8, |a, &b| a | b) != 0 {
+            return start + block.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        }
+        end = start;
+    }
+    0
 }
 
 /// Whether a checksum-valid frame continuing the log (first index at least `next`)

@@ -134,17 +134,16 @@ impl Node {
 }
 
 pub fn settings_for(db_port: u16) -> ProxySettings {
-    ProxySettings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        backend_addr: format!("127.0.0.1:{db_port}"),
-        service_user: "root".into(),
-        service_password: String::new(),
-        max_connections: 200,
-        max_packet: 64 << 20,
-        handshake_timeout: Duration::from_secs(5),
-        shutdown_timeout: Duration::from_secs(5),
-        tls: None,
-    }
+    let mut s = ProxySettings::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        format!("127.0.0.1:{db_port}"),
+        "root",
+    );
+    s.max_connections = 200;
+    s.max_packet = 64 << 20;
+    s.handshake_timeout = Duration::from_secs(5);
+    s.shutdown_timeout = Duration::from_secs(5);
+    s
 }
 
 pub fn opts(port: u16, user: &str, pass: &str, db: Option<&str>) -> Opts {

@@ -1,9 +1,12 @@
 //! Throwaway `mariadbd` processes: used by `wolfscale demo` and by the integration
 //! test harness (`tests/common`).
 //!
-//! A server is installed with `mariadb-install-db` into its own directory (root gets a
-//! native-password account with an empty password), started on a free loopback port
-//! with a small buffer pool and no binlog, and stopped when the handle is dropped. The
+//! A server's data directory is a copy of one installed template (made once per
+//! machine and MariaDB version with `mariadb-install-db` under the system temp dir;
+//! root gets a native-password account with an empty password): copying takes a
+//! fraction of a second where an install takes seconds, which matters for tests that
+//! start a MariaDB per cluster node. The server runs on a free loopback port with a
+//! small buffer pool and no binlog, and is stopped when the handle is dropped. The
 //! child is also asked to die with its parent (`PR_SET_PDEATHSIG`), so a test process
 //! killed outright leaves no server behind. That signal follows the *thread* that
 //! forked the child, so every server is forked by one spawner thread that lives as long
@@ -34,6 +37,9 @@ pub enum LocalDbError {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub buffer_pool: &'static str,
+    /// Run with `skip_name_resolve = OFF` (MariaDB's default); off by default here,
+    /// because name lookups cost time and tests rarely need them.
+    pub resolve_names: bool,
     /// Extra `mariadbd` arguments.
     pub extra_args: Vec<String>,
 }
@@ -42,6 +48,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             buffer_pool: "32M",
+            resolve_names: false,
             extra_args: vec![],
         }
     }
@@ -60,7 +67,8 @@ impl LocalMariaDb {
         std::fs::create_dir_all(dir)?;
         let data = dir.join("data");
         if !data.join("mysql").exists() {
-            install(dir, &data, opts)?;
+            let template = template()?;
+            copy_dir(&template, &data)?;
         }
         let mut last = None;
         for _ in 0..3 {
@@ -132,6 +140,75 @@ fn common_args(data: &Path, opts: &Options) -> Vec<String> {
     ]
 }
 
+/// The installed template data directory for this MariaDB version, made on first use.
+/// Concurrent first uses (test processes) each install into a private directory and
+/// rename it into place; the first rename wins.
+fn template() -> Result<PathBuf, LocalDbError> {
+    let version = Command::new(mariadbd_path())
+        .arg("--version")
+        .output()
+        .map_err(|source| LocalDbError::Missing {
+            program: "mariadbd",
+            source,
+        })?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&version.stdout, &mut hasher);
+    std::hash::Hash::hash(TEMPLATE_FORMAT, &mut hasher);
+    let key = std::hash::Hasher::finish(&hasher);
+    let root = std::env::temp_dir();
+    let template = root.join(format!("wolfscale-mariadb-template-{key:016x}"));
+    if template.join("data").join("mysql").exists() {
+        return Ok(template.join("data"));
+    }
+    let staging = root.join(format!(
+        "wolfscale-mariadb-template-{key:016x}.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&staging)?;
+    let installed = install(&staging, &staging.join("data"), &Options::default());
+    if let Err(e) = installed {
+        std::fs::remove_dir_all(&staging).ok();
+        return Err(e);
+    }
+    if std::fs::rename(&staging, &template).is_err() {
+        // Another process published one first.
+        std::fs::remove_dir_all(&staging).ok();
+    }
+    if template.join("data").join("mysql").exists() {
+        Ok(template.join("data"))
+    } else {
+        Err(LocalDbError::Install {
+            dir: template,
+            log: "the template directory vanished after it was installed".into(),
+        })
+    }
+}
+
+/// Changes to how the template is installed invalidate old templates.
+const TEMPLATE_FORMAT: &str = "v1 log-file-size=16M";
+
+/// Copy a data directory (regular files and directories only), skipping what belongs to
+/// a running server.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let skip = name.to_string_lossy().ends_with(".pid") || name == "ibtmp1";
+        if skip {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 fn install(dir: &Path, data: &Path, opts: &Options) -> Result<(), LocalDbError> {
     let out = Command::new("mariadb-install-db")
         .args(common_args(data, opts))
@@ -161,11 +238,8 @@ fn spawn(dir: &Path, data: &Path, port: u16, opts: &Options) -> Result<LocalMari
         .arg(format!("--socket={}", dir.join("mariadbd.sock").display()))
         .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
         .arg(format!("--log-error={}", log.display()))
-        .args([
-            "--skip-log-bin",
-            "--skip-name-resolve",
-            "--max-connections=500",
-        ])
+        .args(["--skip-log-bin", "--max-connections=500"])
+        .args((!opts.resolve_names).then_some("--skip-name-resolve"))
         .args(&opts.extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -11,12 +11,14 @@
 //! proxy's own address (loopback or the socket, which MariaDB calls `localhost`) could
 //! give the client another, more privileged account. So a login says which identity it
 //! must end up with ([`Identity`]):
-//! * [`Identity::Proxied`]: the login starts with a PROXY protocol v1 header carrying the
-//!   client's address, so MariaDB itself matches the account as for a direct connection
-//!   (needs the proxy's address in MariaDB's `proxy_protocol_networks`; see [`probe`]);
-//! * [`Identity::Verify`]: after the login, `CURRENT_USER()` must be the account the
-//!   proxy matched for the client; otherwise the login fails with
-//!   [`BackendError::WrongAccount`] before the client can run anything.
+//! * a PROXY protocol v1 header carrying the client's address starts the login, so
+//!   MariaDB itself matches the account as for a direct connection (needs the proxy's
+//!   address in MariaDB's `proxy_protocol_networks`);
+//! * and/or, after the login, `CURRENT_USER()` must be the account the proxy matched for
+//!   the client; otherwise the login fails with [`BackendError::WrongAccount`] before
+//!   the client can run anything. (Over the Unix socket with `skip_name_resolve = ON`,
+//!   MariaDB still matches `localhost` accounts despite the header, so there both are
+//!   used.)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -61,24 +63,22 @@ pub enum BackendError {
     WrongAccount { expected: AccountName, got: String },
 }
 
-/// Which account the backend login must end up as.
-#[derive(Debug, Clone)]
-pub enum Identity {
-    /// Send a PROXY protocol header with the client's address (`client`) and the address
-    /// it connected to (`local`): MariaDB matches the account itself.
-    Proxied {
-        client: SocketAddr,
-        local: SocketAddr,
-    },
+/// How a backend login ends up as the account MariaDB gives the client.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// Send a PROXY protocol header with the client's address and the address it
+    /// connected to: MariaDB matches the account itself.
+    pub proxy_header: Option<(SocketAddr, SocketAddr)>,
     /// Check `CURRENT_USER()` after the login, unless the backend connection comes from
     /// the client's own address (then MariaDB sees what it would see directly).
-    Verify {
-        account: AccountName,
-        client_ip: IpAddr,
-    },
-    /// The proxy's own service account, or a backend that sees the client's own
-    /// address: nothing to check.
-    Trusted,
+    pub verify: Option<(AccountName, IpAddr)>,
+}
+
+impl Identity {
+    /// The proxy's own service account, or a login nothing needs to be proven for.
+    pub fn trusted() -> Self {
+        Identity::default()
+    }
 }
 
 /// Everything needed to log into a backend as a client's user.
@@ -202,10 +202,10 @@ async fn open(
             source,
         })?;
     let mut conn = PacketConn::new(stream, max_packet);
-    if let Identity::Proxied { client, local } = identity {
+    if let Some((client, local)) = identity.proxy_header {
         // MariaDB reads the header before the handshake response, whether it arrives
         // before or after the greeting; sending it first is simplest.
-        conn.write_raw(proxy_header(*client, *local).as_bytes())
+        conn.write_raw(proxy_header(client, local).as_bytes())
             .await?;
     }
     let hello = conn.read_packet().await?;
@@ -220,7 +220,7 @@ async fn open(
 /// capabilities, which the proxy then presents to clients.
 pub async fn probe(addr: &str) -> Result<ServerGreeting, BackendError> {
     let fut = async {
-        let (_conn, greeting) = open(addr, 1 << 20, &Identity::Trusted).await?;
+        let (_conn, greeting) = open(addr, 1 << 20, &Identity::trusted()).await?;
         Ok(greeting)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, fut)
@@ -342,11 +342,7 @@ pub async fn verify_account(
     conn: &mut PacketConn<BackendStream>,
     identity: &Identity,
 ) -> Result<(), BackendError> {
-    let Identity::Verify {
-        account: expected,
-        client_ip,
-    } = identity
-    else {
+    let Some((expected, client_ip)) = &identity.verify else {
         return Ok(());
     };
     if conn.stream().local_ip() == Some(super::acl::canonical_ip(*client_ip)) {

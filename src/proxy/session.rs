@@ -123,7 +123,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         collation: parsed.collation,
         max_packet: parsed.max_packet,
         connect_attrs: parsed.connect_attrs.clone(),
-        identity: Identity::Trusted,
+        identity: Identity::trusted(),
     };
     let backend = match login_backend(&shared, &mut login, &account, &origin).await {
         Ok(b) => b,
@@ -166,16 +166,14 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// How a backend login must prove that it runs as `account` (see [`Identity`]).
 fn identity_for(shared: &Shared, account: &AccountName, origin: &Origin) -> Identity {
-    if shared.proxy_protocol.load(Ordering::Relaxed) {
-        Identity::Proxied {
-            client: origin.peer,
-            local: origin.local,
-        }
-    } else {
-        Identity::Verify {
-            account: account.clone(),
-            client_ip: origin.peer.ip(),
-        }
+    let proxied = shared.proxy_protocol.load(Ordering::Relaxed);
+    // Over the socket with skip_name_resolve, MariaDB keeps calling the client
+    // `localhost` despite the header: check the account as well.
+    let header_is_enough =
+        !shared.backend_addr.starts_with('/') || !shared.accounts.table().skip_name_resolve;
+    Identity {
+        proxy_header: proxied.then_some((origin.peer, origin.local)),
+        verify: (!proxied || !header_is_enough).then(|| (account.clone(), origin.peer.ip())),
     }
 }
 
@@ -193,7 +191,7 @@ async fn login_backend(
         (Err(BackendError::Refused(err)), _) => is_proxy_header_refusal(&err.payload),
         // MariaDB answers a header it does not accept with ERR 1130 and closes at once;
         // the reset that our handshake response provokes can overtake the ERR.
-        (Err(BackendError::Proto(ProtoError::Io(_))), Identity::Proxied { .. }) => {
+        (Err(BackendError::Proto(ProtoError::Io(_))), id) if id.proxy_header.is_some() => {
             let opts = shared.accounts.service_opts();
             !matches!(
                 super::server::proxy_protocol_allowed(opts, &shared.backend_addr).await,
@@ -220,11 +218,17 @@ fn is_proxy_header_refusal(err: &[u8]) -> bool {
 
 /// The ERR payload a client gets when its backend login fails.
 fn login_refusal(e: &BackendError, user: &str, client: &ClientHost, reply: &[u8]) -> Vec<u8> {
+    let denied = || ServerError::access_denied(user, &client.shown(), !reply.is_empty()).payload();
     match e {
+        // MariaDB names the host it saw: the proxy's own, unless the PROXY header told
+        // it the client's. Either way the client must see its own host, as directly.
+        BackendError::Refused(err) if err.payload.get(1..3) == Some(&1045u16.to_le_bytes()[..]) => {
+            denied()
+        }
         BackendError::Refused(err) => err.payload.to_vec(),
         BackendError::WrongAccount { .. } => {
             tracing::warn!(error = %e, "session refused");
-            ServerError::access_denied(user, &client.shown(), !reply.is_empty()).payload()
+            denied()
         }
         other => ServerError::backend_unavailable(&other.to_string()).payload(),
     }

@@ -27,13 +27,17 @@ pub struct Db {
 impl Db {
     /// Start a server with an `app`@`%` account (all privileges) and a `test` database.
     pub async fn start() -> Db {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Start a server with `opts` (name resolution, extra arguments).
+    pub async fn start_with(opts: Options) -> Db {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().to_path_buf();
-        let server =
-            tokio::task::spawn_blocking(move || LocalMariaDb::start(&path, &Options::default()))
-                .await
-                .expect("join")
-                .expect("start mariadbd");
+        let server = tokio::task::spawn_blocking(move || LocalMariaDb::start(&path, &opts))
+            .await
+            .expect("join")
+            .expect("start mariadbd");
         let db = Db { server, _dir: dir };
         let mut c = db.root().await;
         c.query_drop(format!(
@@ -106,6 +110,15 @@ impl Node {
         }
     }
 
+    /// A proxy in front of an existing server, over TCP or its Unix socket.
+    pub async fn proxy_for(db: &Db, over_socket: bool) -> ProxyHandle {
+        let mut settings = settings_for(db.port());
+        if over_socket {
+            settings.backend_addr = db.socket().display().to_string();
+        }
+        Proxy::bind(settings).await.expect("bind proxy").spawn()
+    }
+
     pub fn proxy_port(&self) -> u16 {
         self.proxy
             .as_ref()
@@ -133,7 +146,23 @@ impl Node {
     }
 }
 
+/// Log to stderr when `RUST_LOG` is set (e.g. `RUST_LOG=wolfscale=debug`); nextest
+/// shows a failing test's output.
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init()
+                .ok();
+        }
+    });
+}
+
 pub fn settings_for(db_port: u16) -> ProxySettings {
+    init_logging();
     let mut s = ProxySettings::new(
         "127.0.0.1:0".parse().expect("addr"),
         format!("127.0.0.1:{db_port}"),

@@ -12,6 +12,8 @@ use wolfscale::protocol::response::{Expect, Scanner};
 pub struct Raw {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// The greeting's scramble, once logged in (COM_CHANGE_USER answers it again).
+    pub scramble: Vec<u8>,
 }
 
 /// What the peer did next.
@@ -35,6 +37,9 @@ impl Reply {
     }
 }
 
+/// A server's verdict on a login or a statement: `(code, message)` of its ERR.
+pub type ServerErr = (u16, String);
+
 impl Raw {
     pub async fn connect(port: u16) -> Raw {
         let stream = TcpStream::connect(("127.0.0.1", port))
@@ -43,7 +48,121 @@ impl Raw {
         Raw {
             stream,
             buf: BytesMut::new(),
+            scramble: vec![],
         }
+    }
+
+    /// Connect from a chosen local address (any 127.x.y.z works on Linux loopback).
+    pub async fn connect_from(port: u16, source: std::net::IpAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::new(source, 0))
+            .expect("bind source address");
+        let stream = socket
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("connect");
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+            scramble: vec![],
+        }
+    }
+
+    /// Log in from `source`; the server's ERR (code and message) if it refuses, also
+    /// when it refuses in place of its greeting.
+    pub async fn try_login_from(
+        port: u16,
+        source: std::net::IpAddr,
+        user: &str,
+        pass: &str,
+    ) -> Result<Raw, ServerErr> {
+        let mut raw = Raw::connect_from(port, source).await;
+        let greeting = match raw.read(Duration::from_secs(10)).await {
+            Reply::Packet(0, g) if g.first() == Some(&0xFF) => return Err(err_of(&g)),
+            Reply::Packet(0, g) => g,
+            other => panic!("no greeting: {other:?}"),
+        };
+        let g = ServerGreeting::parse(&greeting).expect("greeting");
+        raw.send(1, &handshake_response(&g.scramble, user, pass, 0))
+            .await;
+        raw.scramble = g.scramble;
+        match raw.read(Duration::from_secs(10)).await {
+            Reply::Packet(_, ok) if ok.first() == Some(&0) => Ok(raw),
+            Reply::Packet(_, err) if err.first() == Some(&0xFF) => Err(err_of(&err)),
+            other => panic!("login: unexpected {other:?}"),
+        }
+    }
+
+    /// COM_CHANGE_USER with a native-password answer to the session's scramble.
+    pub async fn change_user(&mut self, user: &str, pass: &str) -> Result<(), ServerErr> {
+        let answer = |scramble: &[u8]| {
+            mysql_common::auth::plugins::mysql_native_password::scramble_native(
+                scramble,
+                pass.as_bytes(),
+            )
+            .map(|r| r.to_vec())
+            .unwrap_or_default()
+        };
+        let reply = answer(&self.scramble);
+        let mut p = vec![0x11];
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        p.push(reply.len() as u8);
+        p.extend_from_slice(&reply);
+        p.push(0); // no database
+        p.extend_from_slice(&45u16.to_le_bytes());
+        p.extend_from_slice(NATIVE_PASSWORD.as_bytes());
+        p.push(0);
+        self.send(0, &p).await;
+        loop {
+            match self.read(Duration::from_secs(10)).await {
+                Reply::Packet(_, ok) if ok.first() == Some(&0) => return Ok(()),
+                Reply::Packet(_, err) if err.first() == Some(&0xFF) => return Err(err_of(&err)),
+                Reply::Packet(seq, switch) if switch.first() == Some(&0xFE) => {
+                    let (_, scramble) =
+                        wolfscale::protocol::handshake::parse_auth_switch(&switch).expect("switch");
+                    self.send(seq.wrapping_add(1), &answer(&scramble)).await;
+                }
+                other => panic!("change user: unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Run a text query: its rows as text (NULL as `None`), or its ERR.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ServerErr> {
+        let payload = [&[0x03][..], sql.as_bytes()].concat();
+        let reply = self.exchange(&payload, Some(Expect::Query)).await;
+        let first = &reply.first().expect("a reply").1;
+        match first.first() {
+            Some(0xFF) => return Err(err_of(first)),
+            Some(0x00) => return Ok(vec![]),
+            _ => {}
+        }
+        let columns = first[0] as usize;
+        let mut rows = Vec::new();
+        for (_, p) in &reply[columns + 2..] {
+            if p.first() == Some(&0xFE) && p.len() < 9 {
+                break;
+            }
+            if p.first() == Some(&0xFF) {
+                return Err(err_of(p));
+            }
+            let mut r = wolfscale::protocol::packet::Reader::new(p);
+            let row = (0..columns)
+                .map(|_| {
+                    if r.remaining().first() == Some(&0xFB) {
+                        r.u8();
+                        None
+                    } else {
+                        r.lenenc_bytes()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                    }
+                })
+                .collect();
+            rows.push(row);
+        }
+        Ok(rows)
     }
 
     pub async fn read(&mut self, timeout: Duration) -> Reply {
@@ -89,31 +208,49 @@ impl Raw {
             panic!("no greeting");
         };
         let g = ServerGreeting::parse(&greeting).expect("greeting");
-        let reply = mysql_common::auth::plugins::mysql_native_password::scramble_native(
-            &g.scramble,
-            pass.as_bytes(),
-        )
-        .map(|r| r.to_vec())
-        .unwrap_or_default();
-        let caps: u32 = 0x0000_0200 | 0x0000_8000 | 0x0008_0000 | 0x0001_0000 | 0x0002_0000;
-        let mut p = Vec::new();
-        p.extend_from_slice(&caps.to_le_bytes());
-        p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-        p.push(45);
-        p.extend_from_slice(&[0; 19]);
-        p.extend_from_slice(&ext.to_le_bytes());
-        p.extend_from_slice(user.as_bytes());
-        p.push(0);
-        p.push(reply.len() as u8);
-        p.extend_from_slice(&reply);
-        p.extend_from_slice(NATIVE_PASSWORD.as_bytes());
-        p.push(0);
-        raw.send(1, &p).await;
+        raw.send(1, &handshake_response(&g.scramble, user, pass, ext))
+            .await;
         match raw.read(Duration::from_secs(5)).await {
             Reply::Packet(2, ok) if ok.first() == Some(&0) => raw,
             other => panic!("login failed: {other:?}"),
         }
     }
+}
+
+/// `(code, message)` of an ERR payload.
+pub fn err_of(p: &[u8]) -> ServerErr {
+    let code = u16::from_le_bytes([p[1], p[2]]);
+    let text = if p.get(3) == Some(&b'#') {
+        &p[9..]
+    } else {
+        &p[3..]
+    };
+    (code, String::from_utf8_lossy(text).into_owned())
+}
+
+/// A HandshakeResponse41 for a native-password login (multi-statements and multi-results
+/// on, protocol 4.1, MariaDB extended capabilities `ext`).
+pub fn handshake_response(scramble: &[u8], user: &str, pass: &str, ext: u32) -> Vec<u8> {
+    let reply = mysql_common::auth::plugins::mysql_native_password::scramble_native(
+        scramble,
+        pass.as_bytes(),
+    )
+    .map(|r| r.to_vec())
+    .unwrap_or_default();
+    let caps: u32 = 0x0000_0200 | 0x0000_8000 | 0x0008_0000 | 0x0001_0000 | 0x0002_0000;
+    let mut p = Vec::new();
+    p.extend_from_slice(&caps.to_le_bytes());
+    p.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    p.push(45);
+    p.extend_from_slice(&[0; 19]);
+    p.extend_from_slice(&ext.to_le_bytes());
+    p.extend_from_slice(user.as_bytes());
+    p.push(0);
+    p.push(reply.len() as u8);
+    p.extend_from_slice(&reply);
+    p.extend_from_slice(NATIVE_PASSWORD.as_bytes());
+    p.push(0);
+    p
 }
 
 impl Raw {

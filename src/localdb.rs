@@ -99,6 +99,11 @@ impl LocalMariaDb {
         &self.dir
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stop with SIGTERM, then SIGKILL after ten seconds.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

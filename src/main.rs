@@ -45,8 +45,13 @@ enum Command {
         #[arg(long)]
         bootstrap: bool,
     },
-    /// Check the config file and report every problem with file, key and reason.
-    Validate,
+    /// Check the config file and report every problem with file, key and reason; then
+    /// connect to [database] and report how clients' accounts will be matched.
+    Validate {
+        /// Check the file only, without connecting to MariaDB.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Print the class of a SQL statement.
     Classify { sql: String },
     /// Start a throwaway MariaDB (mariadbd from PATH) and a proxy in front of it.
@@ -89,7 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             force,
         } => init(node_id, output.unwrap_or(path), force),
-        Command::Validate => Ok(validate(&path)),
+        Command::Validate { offline } => Ok(validate(&path, offline)),
         Command::Classify { sql } => {
             println!("{}", wolfscale::sql::classify(&sql));
             Ok(ExitCode::SUCCESS)
@@ -112,7 +117,7 @@ fn init(node_id: u16, output: PathBuf, force: bool) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn validate(path: &std::path::Path) -> ExitCode {
+fn validate(path: &std::path::Path, offline: bool) -> ExitCode {
     let diags = config::check_file(path);
     let errors = diags
         .iter()
@@ -123,11 +128,51 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
     if errors > 0 {
         eprintln!("{}: {errors} error(s)", path.display());
-        ExitCode::from(1)
-    } else {
-        println!("{}: ok ({} warning(s))", path.display(), diags.len());
-        ExitCode::SUCCESS
+        return ExitCode::from(1);
     }
+    println!("{}: ok ({} warning(s))", path.display(), diags.len());
+    if offline {
+        return ExitCode::SUCCESS;
+    }
+    let Ok((cfg, _)) = Config::load(path) else {
+        return ExitCode::SUCCESS;
+    };
+    let report = runtime().map(|rt| rt.block_on(database_report(&cfg)));
+    match report {
+        Ok(Ok(lines)) => lines.iter().for_each(|l| println!("{l}")),
+        Ok(Err(e)) => println!("warning: database: {e:#} (the file itself is valid)"),
+        Err(e) => println!("warning: database: {e:#}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// What `validate` can tell about `[database]`: reachable, and how accounts will match.
+async fn database_report(cfg: &Config) -> anyhow::Result<Vec<String>> {
+    let settings = ProxySettings::from_config(cfg);
+    let greeting = wolfscale::proxy::backend::probe(&settings.backend_addr).await?;
+    let opts = wolfscale::proxy::server::service_opts(&settings);
+    let (accepted, networks, from) =
+        wolfscale::proxy::server::proxy_protocol_allowed(&opts, &settings.backend_addr).await?;
+    let from = from.map_or("the Unix socket".to_string(), |ip| ip.to_string());
+    let version = String::from_utf8_lossy(&greeting.server_version).into_owned();
+    let mut lines = vec![format!(
+        "database: {} reachable as '{}' ({version})",
+        settings.backend_addr, settings.service_user
+    )];
+    lines.push(if accepted {
+        format!(
+            "database: PROXY protocol accepted from {from} (proxy_protocol_networks = '{networks}'): \
+             MariaDB matches each client's account by the client's own address"
+        )
+    } else {
+        format!(
+            "warning: database: PROXY protocol not accepted from {from} (proxy_protocol_networks = '{networks}'): \
+             a client is refused (ERR 1045) when MariaDB would give the proxy's own address another \
+             account than the client's; add {} to proxy_protocol_networks to avoid that",
+            if from.starts_with("the Unix") { "localhost" } else { from.as_str() }
+        )
+    });
+    Ok(lines)
 }
 
 fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {

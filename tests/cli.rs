@@ -28,7 +28,7 @@ fn init_writes_a_config_that_validates() {
     let out = Command::new(WOLFSCALE)
         .arg("-c")
         .arg(&path)
-        .arg("validate")
+        .args(["validate", "--offline"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -45,6 +45,51 @@ fn init_writes_a_config_that_validates() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// `validate` connects to [database] and says whether MariaDB takes the PROXY
+/// protocol from the proxy, and what happens to clients when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_reports_proxy_protocol_support() {
+    let db = Db::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wolfscale.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nid = 1\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"root\"\n",
+            db.port()
+        ),
+    )
+    .unwrap();
+    let validate = || {
+        let out = Command::new(WOLFSCALE)
+            .arg("-c")
+            .arg(&path)
+            .arg("validate")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = validate();
+    assert!(
+        text.contains("PROXY protocol not accepted from 127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add 127.0.0.1 to proxy_protocol_networks"),
+        "{text}"
+    );
+    let mut root = db.root().await;
+    root.query_drop("SET GLOBAL proxy_protocol_networks = '127.0.0.0/8'")
+        .await
+        .unwrap();
+    let text = validate();
+    assert!(
+        text.contains("PROXY protocol accepted from 127.0.0.1"),
+        "{text}"
+    );
 }
 
 #[test]

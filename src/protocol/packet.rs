@@ -568,6 +568,7 @@ pub fn put_lenenc(out: &mut impl BufMut, v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn encode_splits_at_max_chunk() {
@@ -647,6 +648,69 @@ mod tests {
             assert!(done, "step {step}");
             assert_eq!(consumed, end, "step {step}");
         }
+    }
+
+    /// Two connections whose large packets do not fit the budget together: the second
+    /// waits for the first packet to be dropped, and gives up after the budget's wait.
+    #[tokio::test]
+    async fn large_packets_share_the_budget() {
+        let budget = PacketBudget::new(1 << 20, Duration::from_millis(300));
+        let packet = |n: usize| {
+            let mut wire = BytesMut::new();
+            encode_packet(&mut wire, 0, &vec![b'x'; n]);
+            wire
+        };
+        let (mut a_client, a_server) = tokio::io::duplex(4 << 20);
+        let (mut b_client, b_server) = tokio::io::duplex(4 << 20);
+        let mut a = PacketConn::new(a_server, 2 << 20);
+        let mut b = PacketConn::new(b_server, 2 << 20);
+        a.set_budget(budget.clone());
+        b.set_budget(budget.clone());
+        a_client.write_all(&packet(700 << 10)).await.unwrap();
+        b_client.write_all(&packet(700 << 10)).await.unwrap();
+        let first = a.read_packet().await.unwrap();
+        assert!(first.reservation.is_some());
+        assert!(budget.available_kib() < 400);
+        // B cannot get 700 KiB while A's packet lives.
+        assert!(matches!(
+            b.read_packet().await,
+            Err(ProtoError::OutOfMemory { .. })
+        ));
+        drop(first);
+        assert_eq!(budget.available_kib(), 1024);
+        let second = b.read_packet().await.unwrap();
+        assert_eq!(second.payload.len(), 700 << 10);
+        // Small packets need no share at all.
+        drop(second);
+        a_client.write_all(&packet(1000)).await.unwrap();
+        assert!(a.read_packet().await.unwrap().reservation.is_none());
+        // A packet larger than the whole budget is refused outright.
+        let mut c = PacketConn::new(tokio::io::duplex(64).1, 4 << 20);
+        c.set_budget(budget.clone());
+        c.rbuf.extend_from_slice(&[0, 0, 0x18, 0]); // declares 1.5 MiB
+        assert!(matches!(
+            c.reserve_for_partial().await,
+            Err(ProtoError::OutOfMemory { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_packet_times_out() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut conn = PacketConn::new(server, 1 << 20);
+        conn.set_read_timeout(Duration::from_millis(100));
+        client.write_all(&[100, 0, 0, 0, 1, 2, 3]).await.unwrap();
+        assert!(matches!(
+            conn.read_packet().await,
+            Err(ProtoError::ReadTimeout)
+        ));
+        // Waiting for the *next* packet is not bounded by it (that is wait_timeout's
+        // business, on the server).
+        let (_client, server) = tokio::io::duplex(64);
+        let mut idle = PacketConn::new(server, 1 << 20);
+        idle.set_read_timeout(Duration::from_millis(50));
+        let waited = tokio::time::timeout(Duration::from_millis(300), idle.read_packet()).await;
+        assert!(waited.is_err(), "an idle connection must keep waiting");
     }
 
     #[test]

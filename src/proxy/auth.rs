@@ -82,6 +82,11 @@ impl Accounts {
         &self.opts
     }
 
+    /// Reload attempts so far.
+    pub fn reloads(&self) -> u64 {
+        *self.reloaded.borrow()
+    }
+
     /// The current table.
     pub fn table(&self) -> Arc<AclTable> {
         self.lock().table.clone()

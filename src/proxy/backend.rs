@@ -482,3 +482,49 @@ pub fn change_user_payload(login: &Login, scramble: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::handshake::{new_scramble, recover_stage1, stage2_of_password};
+
+    #[test]
+    fn secrets_never_print() {
+        let stage2 = stage2_of_password(b"hunter2");
+        let scramble = new_scramble();
+        let reply = mysql_common::auth::plugins::mysql_native_password::scramble_native(
+            &scramble, b"hunter2",
+        )
+        .unwrap();
+        let stage1 = recover_stage1(&scramble, &reply, &stage2).unwrap();
+        let login = Login {
+            user: "u".into(),
+            stage1: Some(stage1.clone()),
+            database: None,
+            capabilities: CapabilityFlags::empty(),
+            mariadb_capabilities: MariadbCapabilities::empty(),
+            collation: 45,
+            max_packet: 1 << 20,
+            connect_attrs: None,
+            identity: Identity::trusted(),
+        };
+        let shown = format!("{login:?} {stage1:?}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        // SHA1(password) appears neither as bytes nor as hex.
+        let secret: [u8; 20] = sha1::Digest::finalize(sha1::Digest::chain_update(
+            sha1::Sha1::default(),
+            b"hunter2",
+        ))
+        .into();
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let bytes = format!("{:?}", &secret[..4]);
+        assert!(!shown.contains(&hex) && !shown.contains(bytes.trim_end_matches(']')));
+        let mut settings = crate::proxy::ProxySettings::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:3306".into(),
+            "svc",
+        );
+        settings.service_password = "sekrit-pw".into();
+        assert!(!format!("{settings:?}").contains("sekrit"));
+    }
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 
-pub use server::{Proxy, ProxyError, ProxyHandle, ProxySettings};
+pub use server::{Proxy, ProxyError, ProxyHandle, ProxySettings, ProxyStats};
 
 /// State shared by every session of one proxy.
 pub struct Shared {
@@ -44,4 +44,17 @@ pub struct Shared {
     pub net_read_timeout: Duration,
     /// Also bounds the backend part of COM_CHANGE_USER.
     pub handshake_timeout: Duration,
+}
+
+impl Shared {
+    pub fn stats(&self) -> ProxyStats {
+        ProxyStats {
+            sessions: self.registry.len(),
+            account_reloads: self.accounts.reloads(),
+            packet_budget_free_kib: self.budget.available_kib(),
+            proxy_protocol: self
+                .proxy_protocol
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }

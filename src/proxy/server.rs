@@ -130,9 +130,26 @@ pub struct ProxyHandle {
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+/// Counters of a running proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Established sessions.
+    pub sessions: usize,
+    /// Times the account table was reloaded (attempts, successful or not).
+    pub account_reloads: u64,
+    /// KiB of the client packet budget not reserved right now.
+    pub packet_budget_free_kib: usize,
+    pub proxy_protocol: bool,
 }
 
 impl ProxyHandle {
+    pub fn stats(&self) -> ProxyStats {
+        self.shared.stats()
+    }
+
     /// Raise the shutdown flag and wait for the drain to finish.
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
@@ -198,11 +215,13 @@ impl Proxy {
     pub fn spawn(self) -> ProxyHandle {
         let (tx, rx) = watch::channel(false);
         let local_addr = self.local_addr();
+        let shared = self.shared.clone();
         let task = tokio::spawn(self.serve(rx));
         ProxyHandle {
             local_addr,
             shutdown: tx,
             task,
+            shared,
         }
     }
 
@@ -524,7 +543,8 @@ pub async fn proxy_protocol_allowed(
     ))
 }
 
-pub(crate) fn service_opts(s: &ProxySettings) -> mysql_async::Opts {
+/// How the service account connects to the backend.
+pub fn service_opts(s: &ProxySettings) -> mysql_async::Opts {
     let builder = mysql_async::OptsBuilder::default()
         .user(Some(s.service_user.clone()))
         .pass(Some(s.service_password.expose().to_string()));

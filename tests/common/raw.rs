@@ -210,6 +210,7 @@ impl Raw {
         let g = ServerGreeting::parse(&greeting).expect("greeting");
         raw.send(1, &handshake_response(&g.scramble, user, pass, ext))
             .await;
+        raw.scramble = g.scramble;
         match raw.read(Duration::from_secs(5)).await {
             Reply::Packet(2, ok) if ok.first() == Some(&0) => raw,
             other => panic!("login failed: {other:?}"),
@@ -237,7 +238,10 @@ pub fn handshake_response(scramble: &[u8], user: &str, pass: &str, ext: u32) -> 
     )
     .map(|r| r.to_vec())
     .unwrap_or_default();
-    let caps: u32 = 0x0000_0200 | 0x0000_8000 | 0x0008_0000 | 0x0001_0000 | 0x0002_0000;
+    // PROTOCOL_41, SECURE_CONNECTION, PLUGIN_AUTH, MULTI_STATEMENTS, MULTI_RESULTS,
+    // LOCAL_FILES.
+    let caps: u32 =
+        0x0000_0200 | 0x0000_8000 | 0x0008_0000 | 0x0001_0000 | 0x0002_0000 | 0x0000_0080;
     let mut p = Vec::new();
     p.extend_from_slice(&caps.to_le_bytes());
     p.extend_from_slice(&(16u32 << 20).to_le_bytes());

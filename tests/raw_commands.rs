@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::raw::Raw;
+use common::raw::{Raw, Reply};
 use common::{Node, APP_PASSWORD};
 use mysql_async::prelude::Queryable;
-use wolfscale::protocol::response::Expect;
+use wolfscale::protocol::response::{Expect, Scanner};
 
 fn stmt_id(reply: &[(u8, Vec<u8>)]) -> [u8; 4] {
     let ok = &reply[0].1;
@@ -64,7 +64,7 @@ async fn script(raw: &mut Raw) -> Vec<Vec<(u8, Vec<u8>)>> {
     exec.push(0); // no cursor
     exec.extend_from_slice(&1u32.to_le_bytes());
     exec.extend_from_slice(&[0, 1, 0xFE, 0]); // null bitmap, new params bound, MYSQL_TYPE_STRING
-    replies.push(raw.exchange(&exec, Some(Expect::Execute)).await);
+    replies.push(raw.exchange(&exec, Some(Expect::execute(&exec))).await);
     let mut reset = vec![0x1A];
     reset.extend_from_slice(&id);
     replies.push(raw.exchange(&reset, Some(Expect::Single)).await); // COM_STMT_RESET
@@ -73,7 +73,7 @@ async fn script(raw: &mut Raw) -> Vec<Vec<(u8, Vec<u8>)>> {
     cursor[5] = 1;
     cursor.truncate(10);
     cursor.extend_from_slice(&[0, 1, 0xFE, 0, 3, b'a', b'b', b'c']);
-    replies.push(raw.exchange(&cursor, Some(Expect::Execute)).await);
+    replies.push(raw.exchange(&cursor, Some(Expect::execute(&cursor))).await);
     let mut fetch = vec![0x1C];
     fetch.extend_from_slice(&id);
     fetch.extend_from_slice(&2u32.to_le_bytes());
@@ -83,7 +83,7 @@ async fn script(raw: &mut Raw) -> Vec<Vec<(u8, Vec<u8>)>> {
     let mut close = vec![0x19];
     close.extend_from_slice(&id);
     replies.push(raw.exchange(&close, None).await); // no reply
-    replies.push(raw.exchange(&exec, Some(Expect::Execute)).await); // unknown statement now
+    replies.push(raw.exchange(&exec, Some(Expect::execute(&exec))).await); // unknown statement now
     replies.push(
         raw.exchange(&q("SELECT * FROM missing"), Some(Expect::Query))
             .await,
@@ -180,11 +180,11 @@ async fn bulk_execute_matches_mariadb() {
             bulk.push(v.len() as u8);
             bulk.extend_from_slice(v.as_bytes());
         }
-        let reply = raw.exchange(&bulk, Some(Expect::Execute)).await;
+        let reply = raw.exchange(&bulk, Some(Expect::execute(&bulk))).await;
         assert_eq!(reply[0].1[0], 0x00, "bulk insert failed: {reply:?}");
         // A duplicate key in the batch is MariaDB's ERR 1062, forwarded as is (the
         // message names the key value, which differs between the two runs).
-        let dup = raw.exchange(&bulk, Some(Expect::Execute)).await;
+        let dup = raw.exchange(&bulk, Some(Expect::execute(&bulk))).await;
         assert_eq!(&dup[0].1[..3], &[0xFF, 0x26, 0x04], "{dup:?}");
         replies.push(reply);
     }
@@ -194,4 +194,155 @@ async fn bulk_execute_matches_mariadb() {
         .await
         .unwrap();
     assert_eq!(n, Some(50));
+}
+
+/// Read packets until the peer has been quiet for `idle`: everything the server sent,
+/// without asking the reply scanner where the reply ends.
+async fn read_until_quiet(raw: &mut Raw, idle: std::time::Duration) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        match raw.read(idle).await {
+            Reply::Packet(seq, p) => out.push((seq, p)),
+            Reply::Timeout => return out,
+            Reply::Closed => panic!("connection closed after {out:?}"),
+        }
+    }
+}
+
+/// After how many of `packets` the reply scanner says the reply is complete.
+fn scanned_len(expect: Expect, packets: &[(u8, Vec<u8>)]) -> Option<usize> {
+    let mut scanner = Scanner::new(expect);
+    for (i, (seq, p)) in packets.iter().enumerate() {
+        let mut framed = bytes::BytesMut::new();
+        wolfscale::protocol::packet::encode_packet(&mut framed, *seq, p);
+        scanner.scan(&framed).expect("scannable reply");
+        if scanner.is_done() {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// A prepared `CALL` of a procedure that opens a cursor of its own (MariaDB's
+/// main.sp-cursor): every EOF of the CALL's result sets carries
+/// SERVER_STATUS_CURSOR_EXISTS, from the procedure's cursor, yet rows and more results
+/// follow. With or without a client-requested cursor (flags 0 and CURSOR_TYPE_READ_ONLY)
+/// the proxy must forward the whole reply; a real cursor (a prepared SELECT with
+/// CURSOR_TYPE_READ_ONLY) still ends after its column definitions. MariaDB's reply is
+/// read without the scanner, until the connection goes quiet, so a scanner that stops
+/// early fails here instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_call_with_procedure_cursor_matches_mariadb() {
+    use std::time::Duration;
+    let node = Node::start().await;
+    let mut root = node.db.root().await;
+    root.query_drop(
+        "CREATE TABLE test.t1 (a INT);
+         INSERT INTO test.t1 VALUES (1), (2);
+         CREATE PROCEDURE test.p1(a INT)
+         BEGIN
+           DECLARE done INT DEFAULT 0;
+           DECLARE v_a INT;
+           DECLARE c CURSOR (p_a VARCHAR(32)) FOR SELECT p_a FROM t1;
+           DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+           OPEN c(a);
+           read_loop: LOOP
+             FETCH c INTO v_a;
+             IF done THEN LEAVE read_loop; END IF;
+             SELECT v_a;
+           END LOOP;
+           CLOSE c;
+         END;
+         CREATE PROCEDURE test.p2() SELECT a FROM t1",
+    )
+    .await
+    .unwrap();
+    // (statement, COM_STMT_EXECUTE flags byte, packets MariaDB sends)
+    let cases: [(&[u8], u8, usize); 8] = [
+        (b"CALL p1(1)", 0, 11),
+        (b"CALL p1(1)", 1, 11),
+        (b"CALL p2()", 0, 7),
+        (b"CALL p2()", 1, 7),
+        (b"SELECT a FROM t1", 0, 6),
+        (b"SELECT a FROM t1", 1, 3), // a real cursor: column definitions only
+        (b"SELECT 1", 0, 5),
+        (b"SELECT 1", 1, 3),
+    ];
+    let mut direct = Raw::login(node.db.port(), "app", APP_PASSWORD).await;
+    let mut proxied = Raw::login(node.proxy_port(), "app", APP_PASSWORD).await;
+    for raw in [&mut direct, &mut proxied] {
+        let init = raw.exchange(b"\x02test", Some(Expect::Single)).await;
+        assert_eq!(init[0].1[0], 0, "{init:?}");
+    }
+    for (sql, flags, packets) in cases {
+        let what = format!("{} flags={flags}", String::from_utf8_lossy(sql));
+        let prepare = [&[0x16][..], sql].concat();
+        let want_prep = direct.exchange(&prepare, Some(Expect::Prepare)).await;
+        let got_prep = proxied.exchange(&prepare, Some(Expect::Prepare)).await;
+        assert_eq!(want_prep, got_prep, "{what}: prepare");
+        let id = stmt_id(&want_prep);
+        let mut exec = vec![0x17];
+        exec.extend_from_slice(&id);
+        exec.push(flags);
+        exec.extend_from_slice(&1u32.to_le_bytes());
+        let expect = Expect::execute(&exec);
+        assert_eq!(expect, Expect::Execute { cursor: flags == 1 });
+        // What MariaDB itself sends, read until the connection goes quiet.
+        direct.send(0, &exec).await;
+        let want = read_until_quiet(&mut direct, Duration::from_millis(700)).await;
+        assert_eq!(want.len(), packets, "{what}: MariaDB's reply {want:?}");
+        assert_eq!(
+            scanned_len(expect, &want),
+            Some(want.len()),
+            "{what}: the scanner ends MariaDB's reply at its last packet"
+        );
+        // Through the proxy: the same packets, and the reply is complete.
+        let got = tokio::time::timeout(
+            Duration::from_secs(15),
+            proxied.exchange(&exec, Some(expect)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: reply through the proxy hangs"));
+        assert_eq!(got, want, "{what}: reply through the proxy");
+        let extra = read_until_quiet(&mut proxied, Duration::from_millis(200)).await;
+        assert!(extra.is_empty(), "{what}: stray packets {extra:?}");
+        if flags == 1 {
+            // libmariadb takes CURSOR_EXISTS plus its own request for a cursor to mean
+            // one was opened, so it may fetch: rows from a real cursor, ERR 1421 (no
+            // open cursor) after a CALL. Either way the same bytes.
+            let mut fetch = vec![0x1C];
+            fetch.extend_from_slice(&id);
+            fetch.extend_from_slice(&10u32.to_le_bytes());
+            let want = direct.exchange(&fetch, Some(Expect::Fetch)).await;
+            let got = tokio::time::timeout(
+                Duration::from_secs(15),
+                proxied.exchange(&fetch, Some(Expect::Fetch)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{what}: fetch through the proxy hangs"));
+            assert_eq!(got, want, "{what}: fetch");
+            if sql.starts_with(b"CALL") {
+                assert_eq!(Reply::Packet(1, want[0].1.clone()).err_code(), Some(1421));
+            }
+        }
+        let mut close = vec![0x19];
+        close.extend_from_slice(&id);
+        direct.exchange(&close, None).await;
+        proxied.exchange(&close, None).await;
+    }
+    // Both sessions are still in step: a plain query answers the same.
+    let last = [&[0x03][..], b"SELECT COUNT(*) FROM t1"].concat();
+    let want = tokio::time::timeout(
+        Duration::from_secs(15),
+        direct.exchange(&last, Some(Expect::Query)),
+    )
+    .await
+    .expect("direct query");
+    let got = tokio::time::timeout(
+        Duration::from_secs(15),
+        proxied.exchange(&last, Some(Expect::Query)),
+    )
+    .await
+    .expect("proxied query hangs");
+    assert_eq!(want, got);
 }

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some(p)) = try_take_packet(&mut buf, 1 << 20) {
         let _ = ClientHello::parse(&p.payload);
         let _ = handshake::is_ssl_request(&p.payload);
+        let _ = Expect::execute(&p.payload);
     }
     let _ = ClientHello::parse(data);
     let _ = ServerGreeting::parse(data);
@@ -22,7 +23,15 @@ fuzz_target!(|data: &[u8]| {
     for caps in [CapabilityFlags::empty(), CapabilityFlags::CLIENT_SECURE_CONNECTION] {
         let _ = ChangeUserRequest::parse(data, caps);
     }
-    for expect in [Expect::Query, Expect::Execute, Expect::Prepare, Expect::Fetch, Expect::FieldList, Expect::Single] {
+    for expect in [
+        Expect::Query,
+        Expect::Execute { cursor: false },
+        Expect::Execute { cursor: true },
+        Expect::Prepare,
+        Expect::Fetch,
+        Expect::FieldList,
+        Expect::Single,
+    ] {
         let mut s = Scanner::new(expect);
         let mut rest = data;
         // Feed in two uneven pieces, as reads would.

@@ -14,6 +14,7 @@ pub mod response;
 
 pub use codes::ServerError;
 pub use packet::{Packet, PacketConn, ProtoError};
+pub use response::execute_requests_cursor;
 
 /// Command bytes (first payload byte of a client command packet).
 pub mod command {

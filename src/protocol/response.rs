@@ -10,13 +10,25 @@
 //! ```text
 //! Query:    OK | ERR | 0xFB(LOCAL INFILE) | count, col*count, EOF, row*, EOF|ERR
 //!           (repeated while SERVER_MORE_RESULTS_EXISTS)
-//! Execute:  OK | ERR | count, col*count, EOF[cursor → done], row*, EOF|ERR (repeated)
+//! Execute:  OK | ERR | count, col*count, EOF[cursor opened → done], row*, EOF|ERR (repeated)
 //! Prepare:  ERR | OK(stmt, cols, params), param*params, EOF?, col*cols, EOF?
 //! Fetch:    row*, EOF|ERR
 //! FieldList: col*, EOF|ERR
 //! Single:   exactly one packet (OK, EOF, ERR or a string)
 //! ```
 //! An ERR packet with code 0xFFFF is a MariaDB progress report and never ends a reply.
+//!
+//! A COM_STMT_EXECUTE reply stops after the column definitions only when the server
+//! opened a cursor, which takes three things: the client asked for one
+//! ([`Expect::Execute`]'s `cursor`, from the request's flags byte), that EOF has
+//! `SERVER_STATUS_CURSOR_EXISTS`, and it lacks `SERVER_MORE_RESULTS_EXISTS`. The status
+//! flag alone is not enough: a stored procedure's own cursor sets it on every result
+//! set its `CALL` sends, rows and more results following, whatever the client asked
+//! for (CONC-424). libmariadb checks the first two (it ignores the flag unless it asked
+//! for a cursor), so a `CALL` executed with `CURSOR_TYPE_READ_ONLY` fools even it. The
+//! proxy must forward everything the server sends, hence the third: MariaDB never runs
+//! a `CALL` through a cursor, and every result set of a `CALL` announces more results
+//! (its own OK comes last), which a statement cursor's never does.
 
 use super::packet::{peek_header, ProtoError, Reader, HEADER, MAX_CHUNK};
 
@@ -25,15 +37,42 @@ pub const SERVER_STATUS_AUTOCOMMIT: u16 = 0x0002;
 pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 pub const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
 
+/// COM_STMT_EXECUTE flags bit that asks for a read-only cursor.
+pub const CURSOR_TYPE_READ_ONLY: u8 = 0x01;
+
 /// What kind of reply a command produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     Query,
-    Execute,
+    /// COM_STMT_EXECUTE or COM_STMT_BULK_EXECUTE. `cursor`: the client asked for a
+    /// read-only cursor (see [`execute_requests_cursor`]).
+    Execute {
+        cursor: bool,
+    },
     Prepare,
     Fetch,
     FieldList,
     Single,
+}
+
+impl Expect {
+    /// The reply to a COM_STMT_EXECUTE or COM_STMT_BULK_EXECUTE with this payload.
+    pub fn execute(payload: &[u8]) -> Expect {
+        Expect::Execute {
+            cursor: execute_requests_cursor(payload),
+        }
+    }
+}
+
+/// Whether a command payload is a COM_STMT_EXECUTE asking for a read-only cursor: the
+/// flags byte after the command byte and the 4-byte statement id has
+/// `CURSOR_TYPE_READ_ONLY`, the one bit MariaDB opens a cursor for. COM_STMT_BULK_EXECUTE
+/// and payloads too short to hold the flags never do.
+pub fn execute_requests_cursor(payload: &[u8]) -> bool {
+    payload.first() == Some(&super::command::COM_STMT_EXECUTE)
+        && payload
+            .get(5)
+            .is_some_and(|flags| flags & CURSOR_TYPE_READ_ONLY != 0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +206,7 @@ impl Scanner {
             (State::Columns(n), _) => State::Columns(n - 1),
             (State::ColumnsEof, _) => {
                 let status = self.note_eof(p);
-                if self.expect == Expect::Execute && status & SERVER_STATUS_CURSOR_EXISTS != 0 {
+                if self.cursor_opened(status) {
                     State::Done
                 } else {
                     State::Rows
@@ -201,6 +240,14 @@ impl Scanner {
         };
         self.state = next;
         Ok((next == State::Done).then_some(Step::Done))
+    }
+
+    /// After an execute's column definitions: did the server open a cursor, so that
+    /// rows only come with COM_STMT_FETCH? (See the module documentation.)
+    fn cursor_opened(&self, status: u16) -> bool {
+        matches!(self.expect, Expect::Execute { cursor: true })
+            && status & SERVER_STATUS_CURSOR_EXISTS != 0
+            && status & SERVER_MORE_RESULTS_EXISTS == 0
     }
 
     fn after_terminator(&self, status: u16) -> State {
@@ -338,8 +385,115 @@ mod tests {
     #[test]
     fn cursor_execute_ends_after_columns() {
         let buf = frames(&[&[1], b"coldef", &[0xFE, 0, 0, 0x42, 0]]);
-        let mut s = Scanner::new(Expect::Execute);
+        let mut s = Scanner::new(Expect::Execute { cursor: true });
         assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+    }
+
+    // Replies captured from MariaDB 10.11 (no CLIENT_DEPRECATE_EOF) to COM_STMT_EXECUTE.
+    // t1 holds the rows 1 and 2.
+
+    /// Column definition of `v_a` (INT) as sent for p1's `SELECT v_a`.
+    const COL_V_A: &[u8] =
+        b"\x03def\x00\x00\x00\x03v_a\x03v_a\x0c\x3f\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00";
+    /// Column definition of `t1.a` (INT).
+    const COL_A: &[u8] =
+        b"\x03def\x03cap\x02t1\x02t1\x01a\x01a\x0c\x3f\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00";
+    const ROW_1: &[u8] = &[0, 0, 1, 0, 0, 0];
+    const ROW_2: &[u8] = &[0, 0, 2, 0, 0, 0];
+
+    /// `CALL p1(1)`: p1 opens a cursor over t1, fetches it in a loop and `SELECT`s each
+    /// value (MariaDB's main.sp-cursor). Every EOF carries 0x006A: CURSOR_EXISTS (the
+    /// procedure's cursor), MORE_RESULTS, AUTOCOMMIT, NO_INDEX_USED. MariaDB sends the
+    /// same bytes with flags 0 and with CURSOR_TYPE_READ_ONLY.
+    fn call_p1() -> BytesMut {
+        const EOF_6A: &[u8] = &[0xFE, 0, 0, 0x6A, 0];
+        frames(&[
+            &[1],
+            COL_V_A,
+            EOF_6A,
+            ROW_1,
+            EOF_6A,
+            &[1],
+            COL_V_A,
+            EOF_6A,
+            ROW_1,
+            EOF_6A,
+            &[0x00, 0, 0, 0x22, 0, 0, 0],
+        ])
+    }
+
+    #[test]
+    fn call_with_procedure_cursor_is_read_to_the_end() {
+        let buf = call_p1();
+        for cursor in [false, true] {
+            let mut s = Scanner::new(Expect::Execute { cursor });
+            assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done), "{cursor}");
+            assert_eq!(s.outcome.status, Some(0x22));
+            // Fed packet by packet, nothing before the final OK completes it.
+            let mut s = Scanner::new(Expect::Execute { cursor });
+            let mut off = 0;
+            while off < buf.len() {
+                let len = HEADER + peek_header(&buf[off..]).unwrap().0;
+                let (n, step) = s.scan(&buf[off..off + len]).unwrap();
+                off += n;
+                assert_eq!(step == Step::Done, off == buf.len(), "{cursor} at {off}");
+            }
+        }
+    }
+
+    #[test]
+    fn call_without_procedure_cursor() {
+        // `CALL p2()`, p2 being `SELECT a FROM t1`: 0x002A, no cursor flag.
+        const EOF_2A: &[u8] = &[0xFE, 0, 0, 0x2A, 0];
+        let ok: &[u8] = &[0x00, 0, 0, 0x22, 0, 0, 0];
+        let buf = frames(&[&[1], COL_A, EOF_2A, ROW_1, ROW_2, EOF_2A, ok]);
+        for cursor in [false, true] {
+            let mut s = Scanner::new(Expect::Execute { cursor });
+            assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done), "{cursor}");
+        }
+    }
+
+    #[test]
+    fn prepared_select_opens_a_cursor_only_when_asked() {
+        // `SELECT a FROM t1` with CURSOR_TYPE_READ_ONLY: 0x0062, columns only.
+        let cursor = frames(&[&[1], COL_A, &[0xFE, 0, 0, 0x62, 0]]);
+        let mut s = Scanner::new(Expect::Execute { cursor: true });
+        assert_eq!(s.scan(&cursor).unwrap(), (cursor.len(), Step::Done));
+        assert_eq!(s.outcome.status, Some(0x62));
+        // Flags 0: 0x0022 and the rows.
+        const EOF_22: &[u8] = &[0xFE, 0, 0, 0x22, 0];
+        let rows = frames(&[&[1], COL_A, EOF_22, ROW_1, ROW_2, EOF_22]);
+        let mut s = Scanner::new(Expect::Execute { cursor: false });
+        assert_eq!(s.scan(&rows).unwrap(), (rows.len(), Step::Done));
+        // A cursor flag the client did not ask for never ends the reply.
+        let mut s = Scanner::new(Expect::Execute { cursor: false });
+        assert_eq!(s.scan(&cursor).unwrap(), (cursor.len(), Step::NeedMore));
+    }
+
+    #[test]
+    fn cursor_flag_in_text_results_is_ignored() {
+        let buf = frames(&[&[1], COL_V_A, &[0xFE, 0, 0, 0x42, 0]]);
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::NeedMore));
+    }
+
+    #[test]
+    fn execute_flags_byte() {
+        let exec = |flags: u8| [0x17, 1, 0, 0, 0, flags, 1, 0, 0, 0];
+        assert!(!execute_requests_cursor(&exec(0)));
+        assert!(execute_requests_cursor(&exec(1)));
+        assert!(!execute_requests_cursor(&exec(2))); // CURSOR_TYPE_FOR_UPDATE alone
+        assert!(!execute_requests_cursor(&exec(4))); // CURSOR_TYPE_SCROLLABLE alone
+        assert!(execute_requests_cursor(&exec(5)));
+        assert_eq!(Expect::execute(&exec(1)), Expect::Execute { cursor: true });
+        assert_eq!(Expect::execute(&exec(0)), Expect::Execute { cursor: false });
+        // COM_STMT_BULK_EXECUTE: the same offset holds bulk flags, never a cursor.
+        let bulk = [0xFA, 1, 0, 0, 0, 0x81, 0];
+        assert!(!execute_requests_cursor(&bulk));
+        assert_eq!(Expect::execute(&bulk), Expect::Execute { cursor: false });
+        for short in [&[][..], &[0x17], &[0x17, 1, 0, 0, 0]] {
+            assert!(!execute_requests_cursor(short), "{short:?}");
+        }
     }
 
     #[test]

@@ -395,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             COM_QUERY => self.query(p).await,
             COM_STMT_PREPARE => self.prepare(p).await,
             COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => {
-                self.forward(&p, Some(Expect::Execute)).await
+                self.forward(&p, Some(Expect::execute(&p.payload))).await
             }
             COM_STMT_FETCH => self.forward(&p, Some(Expect::Fetch)).await,
             COM_STMT_SEND_LONG_DATA => self.forward(&p, None).await,

@@ -1,6 +1,7 @@
 //! WolfScale: a MariaDB gateway and synchronization manager.
 //!
 //! # Layout
+//! - [`apply`]: committed log entries replayed on the local MariaDB, exactly once.
 //! - [`config`]: `wolfscale.toml`, validated into a checked [`config::Config`].
 //! - [`protocol`]: MySQL wire protocol: framing, handshake, OK/ERR, reply scanning.
 //! - [`proxy`]: the MySQL front end: listener, sessions, backend connections, accounts.
@@ -8,6 +9,7 @@
 //! - [`wal`]: the segmented, checksummed, group-committed write-ahead log.
 //! - [`state`]: the node's SQLite state database (purge marker; later vote, membership).
 //! - [`localdb`]: throwaway `mariadbd` processes for `wolfscale demo` and tests.
+pub mod apply;
 pub mod config;
 pub mod localdb;
 pub mod protocol;

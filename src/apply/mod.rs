@@ -1,0 +1,825 @@
+//! The applier: committed log entries applied to the local MariaDB, in log order,
+//! exactly once.
+//!
+//! # Data flow
+//! ```text
+//! cluster (openraft state machine) ── Vec<Item> in log order ──▶ Applier::apply
+//!    ├─ entry produced by this node, its session waiting ─▶ PendingCommits: the session
+//!    │     runs XA COMMIT on the connection that ran the transaction
+//!    ├─ entry produced by this node, no session (restart) ─▶ XA COMMIT by xid if still
+//!    │     prepared (XA RECOVER), else it was committed already
+//!    └─ entry from another node ─▶ replay: one MariaDB transaction for a run of entries,
+//!          statements sent many per round trip, `wolfscale.applied` moved in the same
+//!          transaction
+//! ```
+//!
+//! # Exactly once
+//! Replayed entries and the `wolfscale.applied` marker commit in one transaction, so
+//! after a crash the marker says exactly which entries are in the database. An entry
+//! this node produced ran as an XA transaction that was PREPARED before it was
+//! appended; it is committed once (by its session, or by xid) and the marker follows.
+//! A crash between the two leaves the xid either still prepared (commit it) or gone
+//! (already committed): the xid is the per-transaction marker, and it needs no privilege
+//! of the client's (ARCHITECTURE §2, "the exactly-once marker").
+//!
+//! # Divergence
+//! Each statement's affected (and, for UPDATE, matched) row count travels in the entry.
+//! A replay that fails with a deterministic error, or changes other rows than the leader
+//! did, stops the applier at that entry with [`ApplyError::Diverged`]; it is never
+//! skipped. Transient errors (lock waits against local readers, deadlocks, a lost
+//! connection, a full disk) are retried with the group shrunk to single entries.
+
+pub mod entry;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use tokio::sync::oneshot;
+
+pub use entry::{LogEntry, TxnId};
+use entry::{SessionVars, Statement, Value};
+use schema::AppliedRow;
+
+/// Statements sent in one round trip of a replay.
+const ROUND_TRIP_BYTES: usize = 1 << 20;
+/// Entries replayed in one MariaDB transaction.
+const GROUP_ENTRIES: usize = 512;
+/// How long a waiting session gets to commit its transaction.
+const LOCAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("entry {index} diverged: {reason}")]
+    Diverged { index: u64, reason: String },
+    #[error("cannot open the applier's connection to MariaDB: {0}")]
+    Connect(mysql_async::Error),
+    #[error("MariaDB: {0}")]
+    Sql(#[from] mysql_async::Error),
+}
+
+/// One committed log position, as the state machine hands it over.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Entry {
+        index: u64,
+        term: u64,
+        entry: Box<LogEntry>,
+    },
+    /// A leader's no-op, or an entry with nothing for MariaDB.
+    Blank { index: u64, term: u64 },
+    /// A membership change (its encoding, stored with the marker).
+    Membership {
+        index: u64,
+        term: u64,
+        membership: Vec<u8>,
+    },
+}
+
+impl Item {
+    pub fn index(&self) -> u64 {
+        match self {
+            Item::Entry { index, .. } | Item::Blank { index, .. } | Item::Membership { index, .. } => {
+                *index
+            }
+        }
+    }
+
+    fn term(&self) -> u64 {
+        match self {
+            Item::Entry { term, .. } | Item::Blank { term, .. } | Item::Membership { term, .. } => {
+                *term
+            }
+        }
+    }
+}
+
+/// What the applier tells a session whose transaction's turn has come.
+pub struct CommitOrder {
+    pub index: u64,
+    /// The session answers once its connection has run `XA COMMIT`, with the error
+    /// text if it could not.
+    pub done: oneshot::Sender<Result<(), String>>,
+}
+
+/// A session of this node waiting for its transaction's turn.
+pub struct Waiter {
+    pub order: oneshot::Sender<CommitOrder>,
+    /// The backend thread holding the prepared transaction, killed if the session
+    /// cannot commit in time so that the applier can commit it by xid.
+    pub backend_thread: u32,
+}
+
+/// Sessions waiting for their transactions to be applied, by transaction id.
+#[derive(Default)]
+pub struct PendingCommits {
+    waiting: Mutex<HashMap<TxnId, Waiter>>,
+}
+
+impl PendingCommits {
+    pub fn register(&self, id: TxnId, waiter: Waiter) {
+        self.lock().insert(id, waiter);
+    }
+
+    /// Withdraw a registration (the entry was discarded, or the session gave up
+    /// before appending). True if it was still registered.
+    pub fn withdraw(&self, id: &TxnId) -> bool {
+        self.lock().remove(id).is_some()
+    }
+
+    fn take(&self, id: &TxnId) -> Option<Waiter> {
+        self.lock().remove(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TxnId, Waiter>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether the applier runs or has stopped at a divergent entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyStatus {
+    Running,
+    Diverged { index: u64, reason: String },
+}
+
+/// The replay connection's current session state, so that it is only set on change.
+#[derive(Default)]
+struct ConnState {
+    db: Option<String>,
+    names: Option<(String, String)>,
+}
+
+pub struct Applier {
+    opts: mysql_async::Opts,
+    conn: Option<Conn>,
+    state: ConnState,
+    incarnation: u64,
+    pending: Arc<PendingCommits>,
+    applied: AppliedRow,
+    status: Arc<Mutex<ApplyStatus>>,
+    /// The first DDL replayed after opening may have run before a crash.
+    ddl_since_open: bool,
+}
+
+impl Applier {
+    /// Connect, create the `wolfscale` schema if needed and read the marker.
+    pub async fn open(
+        opts: mysql_async::Opts,
+        incarnation: u64,
+        pending: Arc<PendingCommits>,
+    ) -> Result<Self, ApplyError> {
+        let mut conn = Conn::new(opts.clone()).await.map_err(ApplyError::Connect)?;
+        schema::ensure(&mut conn).await?;
+        let applied = schema::read_applied(&mut conn).await?;
+        Ok(Applier {
+            opts,
+            conn: Some(conn),
+            state: ConnState::default(),
+            incarnation,
+            pending,
+            applied,
+            status: Arc::new(Mutex::new(ApplyStatus::Running)),
+            ddl_since_open: false,
+        })
+    }
+
+    /// The last entry whose effects are committed here.
+    pub fn applied(&self) -> &AppliedRow {
+        &self.applied
+    }
+
+    pub fn status(&self) -> Arc<Mutex<ApplyStatus>> {
+        self.status.clone()
+    }
+
+    /// Re-read the marker (after a snapshot was loaded into MariaDB).
+    pub async fn reload_marker(&mut self) -> Result<(), ApplyError> {
+        let conn = self.conn().await?;
+        self.applied = schema::read_applied(conn).await?;
+        Ok(())
+    }
+
+    /// Apply committed items, in order. Items at or below the marker are skipped
+    /// (they are replayed again after a restart). Returns once every item's effects
+    /// are committed; a divergent entry stops it with an error that names the entry.
+    pub async fn apply(&mut self, items: Vec<Item>) -> Result<(), ApplyError> {
+        let mut group: Vec<Item> = Vec::new();
+        for item in items {
+            if item.index() <= self.applied.index {
+                continue;
+            }
+            let local = matches!(&item, Item::Entry { entry, .. } if entry.id().incarnation == self.incarnation);
+            let ddl = matches!(&item, Item::Entry { entry, .. } if matches!(**entry, LogEntry::Ddl(_)));
+            if local || ddl || group.len() >= GROUP_ENTRIES {
+                self.flush(&mut group).await?;
+            }
+            if local {
+                self.apply_local(item).await?;
+            } else if ddl {
+                self.apply_ddl(item).await?;
+            } else {
+                group.push(item);
+            }
+        }
+        self.flush(&mut group).await
+    }
+
+    /// Replay a run of entries from other nodes in one transaction, retrying
+    /// transient failures one entry at a time.
+    async fn flush(&mut self, group: &mut Vec<Item>) -> Result<(), ApplyError> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(group);
+        let mut backoff = Duration::from_millis(10);
+        let mut size = items.len();
+        let mut at = 0;
+        while at < items.len() {
+            let end = (at + size).min(items.len());
+            match self.replay_group(&items[at..end]).await {
+                Ok(()) => {
+                    at = end;
+                    backoff = Duration::from_millis(10);
+                }
+                Err(Failure::Transient(e)) => {
+                    tracing::warn!(error = %e, first = items[at].index(), "transient replay error; retrying");
+                    size = 1;
+                    self.reset().await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(Failure::Diverged { index, reason }) => {
+                    self.reset().await;
+                    return Err(self.diverged(index, reason));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn diverged(&mut self, index: u64, reason: String) -> ApplyError {
+        tracing::error!(index, %reason, "replay diverged from the leader; applying stops here");
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = ApplyStatus::Diverged {
+            index,
+            reason: reason.clone(),
+        };
+        ApplyError::Diverged { index, reason }
+    }
+
+    async fn replay_group(&mut self, items: &[Item]) -> Result<(), Failure> {
+        let mut script = Script::default();
+        script.push_plain("START TRANSACTION".into());
+        let mut membership = None;
+        for item in items {
+            match item {
+                Item::Entry { index, entry, .. } => {
+                    if let LogEntry::Txn(txn) = &**entry {
+                        for st in &txn.statements {
+                            self.push_statement(&mut script, *index, &txn.session, st);
+                        }
+                    }
+                }
+                Item::Membership { membership: m, .. } => membership = Some(m.clone()),
+                Item::Blank { .. } => {}
+            }
+        }
+        let last = items.last().expect("non-empty group");
+        script.push_plain(schema::update_applied(
+            last.index(),
+            last.term(),
+            membership.as_deref(),
+        ));
+        script.push_plain("COMMIT".into());
+        self.run_script(script).await?;
+        self.applied.index = last.index();
+        self.applied.term = last.term();
+        if membership.is_some() {
+            self.applied.membership = membership;
+        }
+        Ok(())
+    }
+
+    /// Queue what a statement needs: connection state, user variables, the statement
+    /// with its pins.
+    fn push_statement(&mut self, script: &mut Script, index: u64, session: &SessionVars, st: &Statement) {
+        if let Some(db) = &st.db {
+            if self.state.db.as_deref() != Some(db.as_str()) {
+                script.push_plain(format!("USE {}", quote_ident(db)));
+                self.state.db = Some(db.clone());
+            }
+        }
+        let names = (session.charset.clone(), session.collation.clone());
+        if !names.0.is_empty() && self.state.names.as_ref() != Some(&names) && is_ident(&names.0) && is_ident(&names.1) {
+            script.push_plain(format!("SET NAMES {} COLLATE {}", names.0, names.1));
+            self.state.names = Some(names);
+        }
+        if !st.user_vars.is_empty() {
+            let sets: Vec<String> = st
+                .user_vars
+                .iter()
+                .map(|(name, v)| format!("@{} = {}", quote_ident(name), v.literal()))
+                .collect();
+            script.push_plain(format!("SET {}", sets.join(", ")));
+        }
+        let text = pinned_statement(session, st);
+        script.push_checked(Check {
+            index,
+            sql: text,
+            params: st.params.clone(),
+            expect: st.expect,
+        });
+    }
+
+    async fn run_script(&mut self, script: Script) -> Result<(), Failure> {
+        let conn = self.conn().await.map_err(|e| Failure::Transient(e.to_string()))?;
+        for chunk in script.chunks() {
+            match chunk {
+                Chunk::Text(parts) => run_text(conn, &parts).await?,
+                Chunk::Prepared(check) => run_prepared(conn, &check).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// An entry this node produced: commit its prepared XA transaction, through its
+    /// session when that still waits, else by xid.
+    async fn apply_local(&mut self, item: Item) -> Result<(), ApplyError> {
+        let Item::Entry { index, term, entry } = &item else {
+            unreachable!("only entries are local");
+        };
+        let id = entry.id();
+        if let LogEntry::Txn(_) = **entry {
+            let by_session = match self.pending.take(&id) {
+                Some(waiter) => self.commit_through_session(*index, waiter).await,
+                None => false,
+            };
+            if !by_session {
+                self.commit_by_xid(&id.xid()).await?;
+            }
+        }
+        // A DDL this node produced already ran here, before it was logged.
+        let conn = self.conn().await?;
+        conn.query_drop(schema::update_applied(*index, *term, None)).await?;
+        self.applied.index = *index;
+        self.applied.term = *term;
+        Ok(())
+    }
+
+    /// Hand the commit to the waiting session; false if it could not do it (then the
+    /// transaction is committed by xid).
+    async fn commit_through_session(&mut self, index: u64, waiter: Waiter) -> bool {
+        let (done_tx, done_rx) = oneshot::channel();
+        let order = CommitOrder {
+            index,
+            done: done_tx,
+        };
+        if waiter.order.send(order).is_err() {
+            return false;
+        }
+        match tokio::time::timeout(LOCAL_COMMIT_TIMEOUT, done_rx).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(index, error = %e, "session could not commit its transaction; committing by xid");
+                false
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(index, thread = waiter.backend_thread, "session did not commit in time; killing its connection to commit by xid");
+                if let Ok(conn) = self.conn().await {
+                    conn.query_drop(format!("KILL {}", waiter.backend_thread)).await.ok();
+                }
+                false
+            }
+        }
+    }
+
+    /// `XA COMMIT` a prepared transaction left by a session that is gone. If the xid is
+    /// not prepared any more, its commit already happened.
+    async fn commit_by_xid(&mut self, xid: &str) -> Result<(), ApplyError> {
+        let conn = self.conn().await?;
+        // The connection that prepared it may still be closing: give it a moment.
+        for attempt in 0..50 {
+            let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
+            let present = prepared.iter().any(|(_, g, _, data)| {
+                data.get(..*g as usize) == Some(xid.as_bytes())
+            });
+            if !present {
+                return Ok(());
+            }
+            match conn.query_drop(format!("XA COMMIT '{xid}'")).await {
+                Ok(()) => return Ok(()),
+                // XAER_RMFAIL / XAER_NOTA while the old connection still holds it.
+                Err(e) if attempt < 49 => {
+                    tracing::debug!(error = %e, xid, "XA COMMIT not possible yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A DDL or account statement from another node: run it alone.
+    async fn apply_ddl(&mut self, item: Item) -> Result<(), ApplyError> {
+        let Item::Entry { index, term, entry } = &item else {
+            unreachable!("only entries are DDL");
+        };
+        let LogEntry::Ddl(ddl) = &**entry else {
+            unreachable!("checked by the caller");
+        };
+        let first_since_open = !self.ddl_since_open;
+        self.ddl_since_open = true;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let mut script = Script::default();
+            self.push_statement(&mut script, *index, &ddl.session, &ddl.statement);
+            match self.run_script(script).await {
+                Ok(()) => break,
+                Err(Failure::Diverged { reason, .. })
+                    if first_since_open && is_already_done(&reason) =>
+                {
+                    tracing::info!(index, %reason, "DDL already applied before a restart");
+                    break;
+                }
+                Err(Failure::Diverged { index, reason }) => {
+                    self.reset().await;
+                    return Err(self.diverged(index, reason));
+                }
+                Err(Failure::Transient(e)) => {
+                    tracing::warn!(index, error = %e, "transient DDL error; retrying");
+                    self.reset().await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        let conn = self.conn().await?;
+        conn.query_drop(schema::update_applied(*index, *term, None)).await?;
+        self.applied.index = *index;
+        self.applied.term = *term;
+        Ok(())
+    }
+
+    async fn conn(&mut self) -> Result<&mut Conn, ApplyError> {
+        if self.conn.is_none() {
+            let conn = Conn::new(self.opts.clone()).await.map_err(ApplyError::Connect)?;
+            self.conn = Some(conn);
+            self.state = ConnState::default();
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    /// Drop the connection after a failure (rolling back whatever it had open).
+    async fn reset(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.disconnect().await.ok();
+        }
+        self.state = ConnState::default();
+    }
+}
+
+/// Why a replay attempt failed.
+enum Failure {
+    Transient(String),
+    Diverged { index: u64, reason: String },
+}
+
+/// MariaDB errors that say nothing about divergence: retry.
+fn is_transient(code: u16) -> bool {
+    matches!(
+        code,
+        1205 // lock wait timeout
+            | 1213 // deadlock
+            | 1021 | 1114 // disk full, table full
+            | 1040 | 1053 | 2006 | 2013 // too many connections, shutdown, gone, lost
+            | 1927 // connection killed
+            | 1637 // too many active concurrent transactions
+            | 4031 // client idle too long
+    )
+}
+
+/// "Already exists" / "already gone" errors of a DDL.
+fn is_already_done(reason: &str) -> bool {
+    [
+        "ERROR 1050", "ERROR 1007", "ERROR 1051", "ERROR 1008", "ERROR 1060", "ERROR 1061",
+        "ERROR 1091", "ERROR 1396", "ERROR 1304", "ERROR 1305", "ERROR 1359", "ERROR 1360",
+        "ERROR 4088",
+    ]
+    .iter()
+    .any(|code| reason.starts_with(code))
+}
+
+fn classify_error(index: u64, sql: &str, e: mysql_async::Error) -> Failure {
+    match &e {
+        mysql_async::Error::Server(s) if is_transient(s.code) => Failure::Transient(e.to_string()),
+        mysql_async::Error::Server(s) => Failure::Diverged {
+            index,
+            reason: format!(
+                "ERROR {} ({}): {} in: {}",
+                s.code,
+                s.state,
+                s.message,
+                truncate(sql, 300)
+            ),
+        },
+        // Driver, I/O and protocol failures: the connection, not the entry.
+        _ => Failure::Transient(e.to_string()),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// A statement whose outcome is compared with the leader's.
+struct Check {
+    index: u64,
+    sql: String,
+    params: Option<Vec<Value>>,
+    expect: entry::RowCounts,
+}
+
+enum Part {
+    Plain(String),
+    Checked(Check),
+}
+
+/// The statements of one replay attempt, in order.
+#[derive(Default)]
+struct Script {
+    parts: Vec<Part>,
+}
+
+enum Chunk {
+    /// Text statements sent as one multi-statement query.
+    Text(Vec<Part>),
+    /// A statement with typed parameters, run as a prepared statement.
+    Prepared(Check),
+}
+
+impl Script {
+    fn push_plain(&mut self, sql: String) {
+        self.parts.push(Part::Plain(sql));
+    }
+
+    fn push_checked(&mut self, check: Check) {
+        self.parts.push(Part::Checked(check));
+    }
+
+    /// Group into round trips: text statements together up to [`ROUND_TRIP_BYTES`],
+    /// prepared ones alone.
+    fn chunks(self) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        let mut text: Vec<Part> = Vec::new();
+        let mut bytes = 0;
+        for part in self.parts {
+            match part {
+                Part::Checked(c) if c.params.is_some() => {
+                    if !text.is_empty() {
+                        out.push(Chunk::Text(std::mem::take(&mut text)));
+                        bytes = 0;
+                    }
+                    out.push(Chunk::Prepared(c));
+                }
+                other => {
+                    let len = match &other {
+                        Part::Plain(s) => s.len(),
+                        Part::Checked(c) => c.sql.len(),
+                    };
+                    if bytes + len > ROUND_TRIP_BYTES && !text.is_empty() {
+                        out.push(Chunk::Text(std::mem::take(&mut text)));
+                        bytes = 0;
+                    }
+                    bytes += len + 1;
+                    text.push(other);
+                }
+            }
+        }
+        if !text.is_empty() {
+            out.push(Chunk::Text(text));
+        }
+        out
+    }
+}
+
+/// Send text statements in one query and check each result in turn.
+async fn run_text(conn: &mut Conn, parts: &[Part]) -> Result<(), Failure> {
+    let sql: Vec<&str> = parts
+        .iter()
+        .map(|p| match p {
+            Part::Plain(s) => s.as_str(),
+            Part::Checked(c) => c.sql.as_str(),
+        })
+        .collect();
+    let payload = sql.join(";\n");
+    let first_index = parts
+        .iter()
+        .find_map(|p| match p {
+            Part::Checked(c) => Some(c.index),
+            Part::Plain(_) => None,
+        })
+        .unwrap_or(0);
+    let mut result = match conn.query_iter(payload).await {
+        Ok(r) => r,
+        Err(e) => return Err(classify_error(first_index, sql[0], e)),
+    };
+    for (i, part) in parts.iter().enumerate() {
+        let affected = result.affected_rows();
+        let info = result.info().into_owned();
+        let drained: Result<Vec<mysql_async::Row>, _> = result.collect().await;
+        if let Err(e) = drained {
+            let index = match part {
+                Part::Checked(c) => c.index,
+                Part::Plain(_) => first_index,
+            };
+            return Err(classify_error(index, sql[i], e));
+        }
+        if let Part::Checked(c) = part {
+            compare_counts(c, affected, &info)?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_prepared(conn: &mut Conn, check: &Check) -> Result<(), Failure> {
+    let params: Vec<mysql_async::Value> = check
+        .params
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(to_driver_value)
+        .collect();
+    let result = conn
+        .exec_iter(check.sql.as_str(), params)
+        .await
+        .map_err(|e| classify_error(check.index, &check.sql, e))?;
+    let affected = result.affected_rows();
+    let info = result.info().into_owned();
+    result
+        .drop_result()
+        .await
+        .map_err(|e| classify_error(check.index, &check.sql, e))?;
+    compare_counts(check, affected, &info)
+}
+
+fn compare_counts(c: &Check, affected: u64, info: &str) -> Result<(), Failure> {
+    let matched = parse_matched(info);
+    let same = match (c.expect.matched, matched) {
+        // UPDATE: both counts are known, whatever CLIENT_FOUND_ROWS the leader had.
+        (Some(want), Some(got)) => want == got && c.expect.affected == affected,
+        _ => c.expect.affected == affected,
+    };
+    if same {
+        return Ok(());
+    }
+    Err(Failure::Diverged {
+        index: c.index,
+        reason: format!(
+            "row counts differ from the leader's: leader affected {} (matched {:?}), here {affected} (matched {matched:?}) in: {}",
+            c.expect.affected,
+            c.expect.matched,
+            truncate(&c.sql, 300)
+        ),
+    })
+}
+
+/// `Rows matched: N  Changed: M  Warnings: W` → N.
+pub fn parse_matched(info: &str) -> Option<u64> {
+    info.strip_prefix("Rows matched: ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The statement text with its session variables and pins in `SET STATEMENT … FOR`,
+/// which sets them for this one statement without a statement of its own (so they
+/// cannot leak into the next one).
+pub fn pinned_statement(session: &SessionVars, st: &Statement) -> String {
+    let mut sets: Vec<String> = session
+        .vars
+        .iter()
+        .filter(|(name, _)| is_ident(name))
+        .map(|(name, v)| format!("{name}={}", v.literal()))
+        .collect();
+    let p = &st.pins;
+    if p.timestamp_us != 0 {
+        let secs = p.timestamp_us.div_euclid(1_000_000);
+        let micros = p.timestamp_us.rem_euclid(1_000_000);
+        sets.push(format!("timestamp={secs}.{micros:06}"));
+    }
+    if p.rand_seed1 != 0 || p.rand_seed2 != 0 {
+        sets.push(format!("rand_seed1={}", p.rand_seed1));
+        sets.push(format!("rand_seed2={}", p.rand_seed2));
+    }
+    if let Some(v) = p.insert_id {
+        sets.push(format!("insert_id={v}"));
+    }
+    if let Some(v) = p.last_insert_id {
+        sets.push(format!("last_insert_id={v}"));
+    }
+    if sets.is_empty() {
+        st.sql.clone()
+    } else {
+        format!("SET STATEMENT {} FOR {}", sets.join(", "), st.sql)
+    }
+}
+
+fn to_driver_value(v: &Value) -> mysql_async::Value {
+    use mysql_async::Value as V;
+    match v {
+        Value::Null => V::NULL,
+        Value::Int(i) => V::Int(*i),
+        Value::UInt(u) => V::UInt(*u),
+        Value::Float(f) => V::Float(*f),
+        Value::Double(d) => V::Double(*d),
+        Value::Bytes(b) | Value::Text(_, b) => V::Bytes(b.clone()),
+        Value::Decimal(d) => V::Bytes(d.clone().into_bytes()),
+        Value::Date(y, mo, d, h, mi, s, us) => V::Date(*y, *mo, *d, *h, *mi, *s, *us),
+        Value::Time(neg, days, h, mi, s, us) => V::Time(*neg, *days, *h, *mi, *s, *us),
+    }
+}
+
+/// A plain identifier: letters, digits, `_`, `$` (no quoting needed or possible).
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+}
+
+/// Backquote an identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entry::{Pins, RowCounts};
+
+    fn st(sql: &str) -> Statement {
+        Statement {
+            db: None,
+            sql: sql.into(),
+            params: None,
+            pins: Pins::default(),
+            user_vars: vec![],
+            expect: RowCounts::default(),
+        }
+    }
+
+    #[test]
+    fn pins_go_into_set_statement() {
+        let mut s = st("INSERT INTO t VALUES (NOW(6), RAND())");
+        s.pins = Pins {
+            timestamp_us: 1_700_000_000_000_042,
+            rand_seed1: 5,
+            rand_seed2: 6,
+            insert_id: Some(10),
+            last_insert_id: None,
+        };
+        let session = SessionVars {
+            vars: vec![
+                ("sql_mode".into(), Value::Text("utf8mb4".into(), b"STRICT_ALL_TABLES".to_vec())),
+                ("bad name".into(), Value::Int(1)),
+            ],
+            ..SessionVars::default()
+        };
+        assert_eq!(
+            pinned_statement(&session, &s),
+            "SET STATEMENT sql_mode=_utf8mb4 X'5354524943545F414C4C5F5441424C4553', \
+             timestamp=1700000000.000042, rand_seed1=5, rand_seed2=6, insert_id=10 \
+             FOR INSERT INTO t VALUES (NOW(6), RAND())"
+        );
+        assert_eq!(pinned_statement(&SessionVars::default(), &st("DELETE FROM t")), "DELETE FROM t");
+    }
+
+    #[test]
+    fn matched_rows_from_info() {
+        assert_eq!(parse_matched("Rows matched: 3  Changed: 2  Warnings: 0"), Some(3));
+        assert_eq!(parse_matched("Records: 2  Duplicates: 0  Warnings: 0"), None);
+        assert_eq!(parse_matched(""), None);
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+        assert!(is_ident("utf8mb4_general_ci"));
+        assert!(!is_ident("x; DROP"));
+    }
+}

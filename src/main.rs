@@ -30,8 +30,8 @@ struct Cli {
 enum Command {
     /// Write a commented wolfscale.toml.
     Init {
-        #[arg(long, default_value_t = 1)]
-        node_id: u16,
+        #[arg(long, default_value = "node-1")]
+        node_id: String,
         /// Where to write it (default: the config path).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -104,14 +104,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init(node_id: u16, output: PathBuf, force: bool) -> anyhow::Result<ExitCode> {
+fn init(node_id: String, output: PathBuf, force: bool) -> anyhow::Result<ExitCode> {
     if output.exists() && !force {
         anyhow::bail!(
             "{} already exists (use --force to overwrite)",
             output.display()
         );
     }
-    std::fs::write(&output, config::template(node_id))
+    std::fs::write(&output, config::template(&node_id))
         .with_context(|| format!("cannot write {}", output.display()))?;
     println!("wrote {}", output.display());
     Ok(ExitCode::SUCCESS)

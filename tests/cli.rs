@@ -18,13 +18,13 @@ fn init_writes_a_config_that_validates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wolfscale.toml");
     let out = Command::new(WOLFSCALE)
-        .args(["init", "--node-id", "3", "--output"])
+        .args(["init", "--node-id", "node-3", "--output"])
         .arg(&path)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("id = 3"), "{text}");
+    assert!(text.contains("id = \"node-3\""), "{text}");
     let out = Command::new(WOLFSCALE)
         .arg("-c")
         .arg(&path)
@@ -57,7 +57,7 @@ async fn validate_reports_proxy_protocol_support() {
     std::fs::write(
         &path,
         format!(
-            "[node]\nid = 1\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"root\"\n",
+            "[node]\nid = \"node-1\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"root\"\n",
             db.port()
         ),
     )
@@ -98,7 +98,7 @@ fn validate_reports_file_key_and_reason() {
     let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
-        "[node]\nid = 1\ndvertise_address = \"10.0.0.1:7654\"\n[database]\nuser = \"u\"\nport = 70000\n\
+        "[node]\nid = \"node-1\"\ndvertise_address = \"10.0.0.1:7654\"\n[database]\nuser = \"u\"\nport = 70000\n\
          [cluster]\nbootstrap = true\n",
     )
     .unwrap();
@@ -174,7 +174,7 @@ async fn sigterm_finishes_in_flight_statements_then_exits() {
     std::fs::write(
         &cfg,
         format!(
-            "[node]\nid = 1\ndata_dir = \"data\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"root\"\n\
+            "[node]\nid = \"node-1\"\ndata_dir = \"data\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"root\"\n\
              password = \"\"\n[api]\nenabled = false\n[proxy]\nbind_address = \"127.0.0.1:{port}\"\n\
              shutdown_timeout_ms = 10000\n",
             db.port()

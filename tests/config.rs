@@ -15,7 +15,7 @@ const FILE: &str = "conf/wolfscale.toml";
 /// replaces a key, a value of `"-"` removes it. Sections come out in first-use order.
 fn toml_with(overrides: &[(&str, &str)]) -> String {
     let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
-    let base = [("node.id", "1"), ("database.user", "\"app\"")];
+    let base = [("node.id", "\"node-1\""), ("database.user", "\"app\"")];
     for (dotted, value) in base.iter().chain(overrides) {
         let (section, key) = dotted.split_once('.').expect("section.key");
         let index = match sections.iter().position(|(s, _)| s == section) {
@@ -77,7 +77,11 @@ fn error_for(overrides: &[(&str, &str)], key: &str) -> Diagnostic {
 fn the_base_config_is_valid() {
     let (config, warnings) = Config::from_toml_str(&toml_with(&[]), Path::new(FILE)).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(config.node.id, 1);
+    assert_eq!(config.node.id, "node-1");
+    assert_eq!(
+        (config.node.number, config.node.number_explicit),
+        (1, false)
+    );
     assert_eq!(config.database.user, "app");
     assert_eq!(config.proxy.bind_address, "0.0.0.0:8007".parse().unwrap());
 }
@@ -114,7 +118,7 @@ fn unknown_keys_suggest_the_closest_known_one() {
 
 #[test]
 fn unknown_keys_at_every_level() {
-    let text = "typo = 1\n[node]\nid = 1\n[node.extra]\nx = 1\n[database]\nuser = \"a\"\n\
+    let text = "typo = 1\n[node]\nid = \"n1\"\n[node.extra]\nx = 1\n[database]\nuser = \"a\"\n\
                 [api]\nnested = { a = 1 }\n";
     let all = diagnostics(text);
     only(&all, "typo");
@@ -184,7 +188,7 @@ fn a_peer_equal_to_our_own_address_is_an_error() {
 
     // Still found when [node] has problems of its own.
     let all = diagnostics(&toml_with(&[
-        ("node.id", "0"),
+        ("node.id", "\"\""),
         ("node.advertise_address", "\"10.0.0.1:7654\""),
         ("cluster.peers", "[\"10.0.0.1:7654\"]"),
     ]));
@@ -278,9 +282,10 @@ fn good_addresses() {
 #[test]
 fn out_of_range_values() {
     let cases: &[(&str, &str)] = &[
-        ("node.id", "0"),
-        ("node.id", "1024"),
-        ("node.id", "-3"),
+        ("node.number", "1024"),
+        ("node.number", "-1"),
+        ("cluster.election_timeout_ms", "0"),
+        ("cluster.election_timeout_ms", "300001"),
         ("database.port", "0"),
         ("database.port", "65536"),
         ("database.pool_size", "0"),
@@ -305,7 +310,8 @@ fn out_of_range_values() {
     }
     // The ends of each documented range are accepted.
     let text = toml_with(&[
-        ("node.id", "1023"),
+        ("node.number", "1023"),
+        ("cluster.election_timeout_ms", "300000"),
         ("database.pool_size", "1"),
         ("wal.segment_size_mb", "4096"),
         ("wal.flush_interval_ms", "0"),
@@ -372,9 +378,22 @@ fn wrong_types_name_both_types() {
     assert_eq!(d.message, "expected string, found integer");
     let all = diagnostics("node = 1\n[database]\nuser = \"u\"\n");
     assert_eq!(only(&all, "node").message, "expected table, found integer");
-    // A wrongly typed required key is not also reported as missing.
-    let all = diagnostics(&toml_with(&[("node.id", "\"one\"")]));
+    // A wrongly typed required key is not also reported as missing. An integer id (as
+    // earlier builds took) is told how to write it.
+    let all = diagnostics(&toml_with(&[("node.id", "3")]));
     assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(
+        only(&all, "node.id").message,
+        "expected string, found integer: a node id is a string such as \"node-1\"; \
+         write id = \"3\" to keep node number 3"
+    );
+    let d = error_for(&[("node.id", "true")], "node.id");
+    assert_eq!(
+        d.message,
+        "expected string, found boolean: a node id is a string such as \"node-1\""
+    );
+    let d = error_for(&[("node.number", "\"7\"")], "node.number");
+    assert_eq!(d.message, "expected integer, found string");
 }
 
 #[test]
@@ -423,7 +442,7 @@ fn tls_needs_both_files_and_they_must_exist() {
 
 #[test]
 fn syntax_errors_carry_line_and_column() {
-    let text = "[node]\nid = 1\n[database]\nuser = \"u\"\nport = 33 06\n";
+    let text = "[node]\nid = \"n1\"\n[database]\nuser = \"u\"\nport = 33 06\n";
     let all = diagnostics(text);
     assert_eq!(all.len(), 1, "{all:#?}");
     let d = &all[0];
@@ -438,7 +457,7 @@ fn syntax_errors_carry_line_and_column() {
     );
     assert!(!d.to_string().contains('\n'));
 
-    let d = &diagnostics("[node\nid = 1\n")[0];
+    let d = &diagnostics("[node\nid = \"n1\"\n")[0];
     assert_eq!(
         (d.problem, d.location.map(|l| l.line)),
         (Problem::Syntax, Some(1))
@@ -447,7 +466,7 @@ fn syntax_errors_carry_line_and_column() {
 
 #[test]
 fn every_problem_is_reported_in_one_run() {
-    let text = "[node]\nid = 0\ndvertise_address = \"x:1\"\n\
+    let text = "[node]\nid = \"bad id\"\ndvertise_address = \"x:1\"\n\
                 [databse]\nuser = \"u\"\n\
                 [database]\nport = \"abc\"\n\
                 [wal]\nsegment_size_mb = 0\n\
@@ -530,16 +549,23 @@ fn secrets_never_appear_in_debug_output() {
 fn template_round_trips_through_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wolfscale.toml");
-    std::fs::write(&file, template(42)).unwrap();
+    std::fs::write(&file, template("node-42")).unwrap();
     assert!(check_file(&file).is_empty(), "{:#?}", check_file(&file));
     let (config, warnings) = Config::load(&file).unwrap();
     assert!(warnings.is_empty());
-    assert_eq!(config.node.id, 42);
+    assert_eq!(config.node.id, "node-42");
+    assert_eq!(
+        (config.node.number, config.node.number_explicit),
+        (42, false)
+    );
     assert_eq!(config.node.data_dir, dir.path().join("data"));
     assert_eq!(config.source, file);
     // The template's values are the defaults.
     let (minimal, _) = Config::from_toml_str(
-        &toml_with(&[("node.id", "42"), ("database.user", "\"wolfscale\"")]),
+        &toml_with(&[
+            ("node.id", "\"node-42\""),
+            ("database.user", "\"wolfscale\""),
+        ]),
         &file,
     )
     .unwrap();
@@ -590,4 +616,323 @@ fn database_socket_must_be_absolute() {
         config.database.socket,
         Some(PathBuf::from("/run/mysqld/mysqld.sock"))
     );
+}
+
+#[test]
+fn node_ids_follow_the_documented_rule() {
+    // The ids the documentation uses.
+    for id in [
+        "node-1",
+        "wolftest1",
+        "db-dc1-001",
+        "db-dc1-002",
+        "primary",
+        "replica1",
+    ] {
+        let text = toml_with(&[("node.id", &format!("\"{id}\""))]);
+        let (config, warnings) = Config::from_toml_str(&text, Path::new(FILE)).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.node.id, id);
+    }
+    let long = "n".repeat(65);
+    let longest = "n".repeat(64);
+    assert!(Config::from_toml_str(
+        &toml_with(&[("node.id", &format!("\"{longest}\""))]),
+        Path::new(FILE)
+    )
+    .is_ok());
+    for (value, reason) in [
+        ("\"\"", "must not be empty"),
+        (&*format!("\"{long}\""), "too long (65 characters)"),
+        ("\"db 1\"", "contains ' '"),
+        ("\"node/1\"", "contains '/'"),
+        ("\"nöde\"", "contains 'ö'"),
+        ("\"node:1\"", "contains ':'"),
+        ("\"a\\nb\"", "`a\\nb` contains '\\n'"),
+    ] {
+        let d = error_for(&[("node.id", value)], "node.id");
+        assert_eq!(d.problem, Problem::InvalidValue, "{d}");
+        assert!(d.message.contains(reason), "{value}: {d}");
+        assert!(
+            d.message
+                .contains("1 to 64 characters, each an ASCII letter, digit, `.`, `_` or `-`"),
+            "the rule is explained: {d}"
+        );
+        assert!(!d.to_string().contains('\n'), "{d}");
+        assert_eq!(d.location.map(|l| l.line), Some(2), "{d}");
+    }
+    // A missing id says what it is.
+    let d = error_for(&[("node.id", "-")], "node.id");
+    assert!(d.message.contains("\"node-1\""), "{d}");
+}
+
+#[test]
+fn node_number_is_derived_from_the_id_unless_set() {
+    let number = |overrides: &[(&str, &str)]| {
+        let text = toml_with(overrides);
+        let node = Config::from_toml_str(&text, Path::new(FILE))
+            .unwrap()
+            .0
+            .node;
+        (node.number, node.number_explicit)
+    };
+    for (id, expected) in [
+        ("node-1", 1),
+        ("wolftest3", 3),
+        ("db-dc1-002", 2),
+        ("7", 7),
+        ("node-1024", 0),
+        ("primary", wolfscale::config::derive_node_number("primary")),
+    ] {
+        assert_eq!(
+            number(&[("node.id", &format!("\"{id}\""))]),
+            (expected, false),
+            "{id}"
+        );
+        assert_eq!(wolfscale::config::derive_node_number(id), expected);
+    }
+    // An explicit number wins, 0..=1023.
+    assert_eq!(number(&[("node.number", "7")]), (7, true));
+    assert_eq!(number(&[("node.number", "0")]), (0, true));
+    assert_eq!(number(&[("node.number", "1023")]), (1023, true));
+    assert_eq!(
+        number(&[("node.id", "\"primary\""), ("node.number", "1")]),
+        (1, true)
+    );
+    for bad in ["1024", "-1", "65536"] {
+        let d = error_for(&[("node.number", bad)], "node.number");
+        assert_eq!(d.problem, Problem::OutOfRange, "{d}");
+        assert_eq!(d.message, format!("must be between 0 and 1023, got {bad}"));
+    }
+    // A bad id is reported once, and not again through the number.
+    let all = diagnostics(&toml_with(&[("node.id", "\"a b\"")]));
+    assert_eq!(all.len(), 1, "{all:#?}");
+}
+
+#[test]
+fn election_timeout_ms_is_shorthand_for_min_and_max() {
+    let load = |overrides: &[(&str, &str)]| {
+        Config::from_toml_str(&toml_with(overrides), Path::new(FILE)).unwrap()
+    };
+    let (short, warnings) = load(&[("cluster.election_timeout_ms", "2000")]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(short.cluster.election_timeout_min_ms, 2000);
+    assert_eq!(short.cluster.election_timeout_max_ms, 4000);
+    let (long, _) = load(&[
+        ("cluster.election_timeout_min_ms", "2000"),
+        ("cluster.election_timeout_max_ms", "4000"),
+    ]);
+    assert_eq!(short, long);
+    // The largest shorthand keeps max within its bound.
+    let (config, _) = load(&[("cluster.election_timeout_ms", "300000")]);
+    assert_eq!(config.cluster.election_timeout_max_ms, 600_000);
+
+    // The heartbeat must still be below the minimum, named as it was written.
+    let d = error_for(
+        &[
+            ("cluster.election_timeout_ms", "500"),
+            ("cluster.heartbeat_interval_ms", "500"),
+        ],
+        "cluster.heartbeat_interval_ms",
+    );
+    assert_eq!(d.problem, Problem::OutOfRange);
+    assert!(
+        d.message
+            .starts_with("must be less than election_timeout_ms (500), got 500"),
+        "{d}"
+    );
+    let (config, _) = load(&[
+        ("cluster.election_timeout_ms", "501"),
+        ("cluster.heartbeat_interval_ms", "500"),
+    ]);
+    assert_eq!(config.cluster.election_timeout_min_ms, 501);
+}
+
+#[test]
+fn election_timeout_ms_conflicts_with_min_and_max() {
+    for (other, value) in [
+        ("cluster.election_timeout_min_ms", "1000"),
+        ("cluster.election_timeout_max_ms", "5000"),
+    ] {
+        let all = diagnostics(&toml_with(&[
+            ("cluster.election_timeout_ms", "2000"),
+            (other, value),
+        ]));
+        assert_eq!(all.len(), 1, "{all:#?}");
+        let d = only(&all, "cluster.election_timeout_ms");
+        assert_eq!(
+            (d.severity, d.problem),
+            (Severity::Error, Problem::Conflict)
+        );
+        assert!(
+            d.message
+                .starts_with(&format!("cannot be combined with {other}:")),
+            "{d}"
+        );
+        assert!(d.to_string().contains("cluster.election_timeout_ms"), "{d}");
+    }
+    let all = diagnostics(&toml_with(&[
+        ("cluster.election_timeout_ms", "2000"),
+        ("cluster.election_timeout_min_ms", "1000"),
+        ("cluster.election_timeout_max_ms", "5000"),
+    ]));
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let d = only(&all, "cluster.election_timeout_ms");
+    assert!(
+        d.message.starts_with(
+            "cannot be combined with cluster.election_timeout_min_ms and \
+             cluster.election_timeout_max_ms:"
+        ),
+        "{d}"
+    );
+    // Each value's own bounds are still checked alongside the conflict.
+    let all = diagnostics(&toml_with(&[
+        ("cluster.election_timeout_ms", "0"),
+        ("cluster.election_timeout_min_ms", "0"),
+    ]));
+    let keys: Vec<_> = all.iter().map(|d| (d.key.as_str(), d.problem)).collect();
+    assert_eq!(keys.len(), 3, "{all:#?}");
+    assert!(keys.contains(&("cluster.election_timeout_ms", Problem::OutOfRange)));
+    assert!(keys.contains(&("cluster.election_timeout_ms", Problem::Conflict)));
+    assert!(keys.contains(&("cluster.election_timeout_min_ms", Problem::OutOfRange)));
+}
+
+const DOC_CONFIGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/doc-configs");
+
+/// The `.toml` files in `dir`, sorted by name.
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn file_name(path: &Path) -> &str {
+    path.file_name().unwrap().to_str().unwrap()
+}
+
+/// Every complete `wolfscale.toml` in the product documentation, copied verbatim into
+/// tests/fixtures/doc-configs/, loads without errors; the warnings are the expected ones.
+#[test]
+fn documented_configs_validate() {
+    // File → (node id, derived number, proxy port, warnings by key in file order).
+    let expected: &[(&str, &str, u16, u16, &[&str])] = &[
+        ("adding-a-node.toml", "node-2", 2, 8007, &["cluster.secret"]),
+        (
+            "configuration-file.toml",
+            "node-1",
+            1,
+            3307,
+            &["cluster.secret"],
+        ),
+        (
+            "recommended-configuration.toml",
+            "wolftest1",
+            1,
+            8007,
+            &["cluster.secret", "cluster.bootstrap"],
+        ),
+    ];
+    let files = toml_files(Path::new(DOC_CONFIGS));
+    let names: Vec<&str> = files.iter().map(|f| file_name(f)).collect();
+    let listed: Vec<&str> = expected.iter().map(|e| e.0).collect();
+    assert_eq!(names, listed, "every fixture is checked here");
+    for (path, (_, id, number, proxy_port, warnings)) in files.iter().zip(expected) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let (config, found) = Config::from_toml_str(&text, path)
+            .unwrap_or_else(|e| panic!("documented config refused: {e}"));
+        assert!(found.iter().all(|d| !d.is_error()), "{found:#?}");
+        let keys: Vec<&str> = found.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, *warnings, "{}: {found:#?}", path.display());
+        assert!(found
+            .iter()
+            .all(|d| d.severity == Severity::Warning && d.problem == Problem::Discouraged));
+        assert_eq!(config.node.id, *id);
+        assert_eq!(
+            (config.node.number, config.node.number_explicit),
+            (*number, false)
+        );
+        assert_eq!(config.proxy.bind_address.port(), *proxy_port);
+        assert_eq!(config.database.host, "localhost");
+        // `wolfscale validate` sees the same.
+        assert_eq!(check_file(path), found);
+    }
+
+    // The reference configuration's values, including the election timeout shorthand.
+    let path = Path::new(DOC_CONFIGS).join("configuration-file.toml");
+    let (config, _) = Config::load(&path).unwrap();
+    assert_eq!(config.cluster.heartbeat_interval_ms, 500);
+    assert_eq!(config.cluster.election_timeout_min_ms, 2000);
+    assert_eq!(config.cluster.election_timeout_max_ms, 4000);
+    assert_eq!(config.wal.flush_interval_ms, 100);
+    assert_eq!(config.database.pool_size, 10);
+    assert_eq!(config.database.database.as_deref(), Some("myapp"));
+    assert_eq!(
+        config.node.data_dir,
+        PathBuf::from("/var/lib/wolfscale/node-1")
+    );
+    assert_eq!(config.cluster.peers, ["10.0.10.11:7654", "10.0.10.12:7654"]);
+}
+
+/// The documentation also shows sections that are not whole files (the 3-node example
+/// gives only `[node]` and `[cluster]`). Their own keys are all accepted: the only errors
+/// are the required keys they leave out.
+#[test]
+fn documented_config_sections_are_accepted() {
+    let expected: &[(&str, &[&str], &[&str])] = &[
+        (
+            "leader-election-cluster.toml",
+            &["node.id", "database.user"],
+            &[],
+        ),
+        (
+            "node-configuration-database.toml",
+            &["node.id", "database.user"],
+            &[],
+        ),
+        (
+            "three-node-cluster-node-1.toml",
+            &["database.user"],
+            &["cluster.secret", "cluster.bootstrap"],
+        ),
+        (
+            "three-node-cluster-node-2.toml",
+            &["database.user"],
+            &["cluster.secret"],
+        ),
+        (
+            "three-node-cluster-node-3.toml",
+            &["database.user"],
+            &["cluster.secret"],
+        ),
+    ];
+    let files = toml_files(&Path::new(DOC_CONFIGS).join("sections"));
+    let names: Vec<&str> = files.iter().map(|f| file_name(f)).collect();
+    let listed: Vec<&str> = expected.iter().map(|e| e.0).collect();
+    assert_eq!(names, listed, "every fixture is checked here");
+    for (path, (name, missing, warnings)) in files.iter().zip(expected) {
+        let found = check_file(path);
+        let mut errors: Vec<&str> = found
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.key.as_str())
+            .collect();
+        errors.sort();
+        let mut missing = missing.to_vec();
+        missing.sort();
+        assert_eq!(errors, missing, "{name}: {found:#?}");
+        assert!(found
+            .iter()
+            .filter(|d| d.is_error())
+            .all(|d| d.problem == Problem::MissingKey));
+        let found_warnings: Vec<&str> = found
+            .iter()
+            .filter(|d| !d.is_error())
+            .map(|d| d.key.as_str())
+            .collect();
+        assert_eq!(found_warnings, *warnings, "{name}: {found:#?}");
+    }
 }

@@ -52,7 +52,7 @@ async fn start_binary(db: &Db) -> Process {
     std::fs::write(
         &cfg,
         format!(
-            "[node]\nid = 1\ndata_dir = \"data\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\n\
+            "[node]\nid = \"node-1\"\ndata_dir = \"data\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\n\
              user = \"root\"\npassword = \"\"\n[api]\nenabled = false\n[proxy]\n\
              bind_address = \"127.0.0.1:{port}\"\n",
             db.port()

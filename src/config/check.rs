@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use super::raw::{RawApi, RawCluster, RawConfig, RawDatabase, RawNode, RawProxy, RawWal};
 use super::{
     ApiConfig, ClusterConfig, Config, DatabaseConfig, Diagnostic, NodeConfig, Problem, ProxyConfig,
-    Secret, Severity, WalConfig, DEFAULT_CLUSTER_PORT, DEFAULT_DATABASE_PORT,
+    Secret, Severity, WalConfig, DEFAULT_CLUSTER_PORT, DEFAULT_DATABASE_PORT, NODE_NUMBER_MAX,
 };
 
-const NODE_ID: RangeInclusive<i64> = 1..=1023;
+const NODE_NUMBER: RangeInclusive<i64> = 0..=NODE_NUMBER_MAX as i64;
 const PORT: RangeInclusive<i64> = 1..=65535;
 const POOL_SIZE: RangeInclusive<i64> = 1..=1024;
 const BATCH_SIZE: RangeInclusive<i64> = 1..=100_000;
@@ -25,6 +25,8 @@ const SEGMENT_SIZE_MB: RangeInclusive<i64> = 1..=4096;
 const RETENTION_HOURS: RangeInclusive<i64> = 1..=87_600;
 const HEARTBEAT_MS: RangeInclusive<i64> = 1..=60_000;
 const ELECTION_TIMEOUT_MS: RangeInclusive<i64> = 1..=600_000;
+/// `election_timeout_ms = N` sets the max to 2N, which must stay in [`ELECTION_TIMEOUT_MS`].
+const ELECTION_TIMEOUT_SHORTHAND_MS: RangeInclusive<i64> = 1..=300_000;
 const MAX_CONNECTIONS: RangeInclusive<i64> = 1..=100_000;
 const HANDSHAKE_TIMEOUT_MS: RangeInclusive<i64> = 100..=600_000;
 const MAX_ALLOWED_PACKET: RangeInclusive<i64> = 1024..=1_073_741_824;
@@ -88,7 +90,30 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn node(&mut self, raw: RawNode, has_peers: bool) -> Option<NodeConfig> {
-        let id = self.required_int("node.id", raw.id, NODE_ID);
+        let id = match raw.id {
+            Some(id) => match super::validate_node_id(&id) {
+                Ok(()) => Some(id),
+                Err(why) => {
+                    self.error("node.id", Problem::InvalidValue, why);
+                    None
+                }
+            },
+            None => {
+                self.missing(
+                    "node.id",
+                    "required: this node's name in the cluster, such as \"node-1\"",
+                );
+                None
+            }
+        };
+        let number = match raw.number {
+            Some(n) => self
+                .in_range("node.number", n, NODE_NUMBER)
+                .map(|n| (n, true)),
+            None => id
+                .as_deref()
+                .map(|id| (super::derive_node_number(id), false)),
+        };
         let default_bind = SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLUSTER_PORT));
         let written = raw.bind_address.is_some();
         let bind_address = self.bind_address("node.bind_address", raw.bind_address, default_bind);
@@ -111,8 +136,11 @@ impl Checker<'_> {
             None => Some(DEFAULT_DATA_DIR.to_owned()),
         }
         .map(|dir| self.resolve(&dir));
+        let (number, number_explicit) = number?;
         Some(NodeConfig {
             id: id?,
+            number,
+            number_explicit,
             bind_address: bind_address?,
             advertise_address: advertise_address?,
             data_dir: data_dir?,
@@ -218,19 +246,11 @@ impl Checker<'_> {
             d.heartbeat_interval_ms,
             HEARTBEAT_MS,
         );
-        let min = self.int(
-            "cluster.election_timeout_min_ms",
+        let (min, max, min_key, mut timing_ok) = self.election_timeout(
+            raw.election_timeout_ms,
             raw.election_timeout_min_ms,
-            d.election_timeout_min_ms,
-            ELECTION_TIMEOUT_MS,
-        );
-        let max = self.int(
-            "cluster.election_timeout_max_ms",
             raw.election_timeout_max_ms,
-            d.election_timeout_max_ms,
-            ELECTION_TIMEOUT_MS,
         );
-        let mut timing_ok = true;
         if let (Some(min), Some(max)) = (min, max) {
             if min >= max {
                 self.error(
@@ -247,7 +267,7 @@ impl Checker<'_> {
                     "cluster.heartbeat_interval_ms",
                     Problem::OutOfRange,
                     format!(
-                        "must be less than election_timeout_min_ms ({min}), got {heartbeat}: \
+                        "must be less than {min_key} ({min}), got {heartbeat}: \
                          followers would start elections between heartbeats"
                     ),
                 );
@@ -273,6 +293,61 @@ impl Checker<'_> {
             disable_auto_election: raw.disable_auto_election.unwrap_or(d.disable_auto_election),
             secret: secret?,
         })
+    }
+
+    /// The election timeout bounds, from `election_timeout_min_ms` / `election_timeout_max_ms`
+    /// or from the shorthand `election_timeout_ms = N` (min N, max 2N), which must not be
+    /// combined with them. Returns min, max, the key the min came from (for messages), and
+    /// `false` when the keys conflict.
+    fn election_timeout(
+        &mut self,
+        shorthand: Option<i64>,
+        min: Option<i64>,
+        max: Option<i64>,
+    ) -> (Option<u64>, Option<u64>, &'static str, bool) {
+        let d = ClusterConfig::default();
+        let (min_raw, max_raw) = (min, max);
+        let min = self.int(
+            "cluster.election_timeout_min_ms",
+            min_raw,
+            d.election_timeout_min_ms,
+            ELECTION_TIMEOUT_MS,
+        );
+        let max = self.int(
+            "cluster.election_timeout_max_ms",
+            max_raw,
+            d.election_timeout_max_ms,
+            ELECTION_TIMEOUT_MS,
+        );
+        let Some(shorthand) = shorthand else {
+            return (min, max, "election_timeout_min_ms", true);
+        };
+        let base: Option<u64> = self.in_range(
+            "cluster.election_timeout_ms",
+            shorthand,
+            ELECTION_TIMEOUT_SHORTHAND_MS,
+        );
+        let also: Vec<&str> = [
+            ("cluster.election_timeout_min_ms", min_raw),
+            ("cluster.election_timeout_max_ms", max_raw),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|_| key))
+        .collect();
+        if !also.is_empty() {
+            self.error(
+                "cluster.election_timeout_ms",
+                Problem::Conflict,
+                format!(
+                    "cannot be combined with {}: election_timeout_ms = N is shorthand for \
+                     election_timeout_min_ms = N and election_timeout_max_ms = 2N; set either \
+                     it or the min/max keys",
+                    also.join(" and ")
+                ),
+            );
+            return (None, None, "election_timeout_ms", false);
+        }
+        (base, base.map(|n| 2 * n), "election_timeout_ms", true)
     }
 
     fn peers(&mut self, peers: Vec<String>, own: Option<&(String, u16)>) -> Option<Vec<String>> {
@@ -483,22 +558,6 @@ impl Checker<'_> {
         match value {
             Some(value) => self.in_range(key, value, range),
             None => Some(default),
-        }
-    }
-
-    fn required_int<T: TryFrom<i64>>(
-        &mut self,
-        key: &str,
-        value: Option<i64>,
-        range: RangeInclusive<i64>,
-    ) -> Option<T> {
-        match value {
-            Some(value) => self.in_range(key, value, range),
-            None => {
-                let why = format!("required, between {} and {}", range.start(), range.end());
-                self.missing(key, &why);
-                None
-            }
         }
     }
 

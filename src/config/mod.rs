@@ -70,6 +70,79 @@ pub const DEFAULT_PROXY_PORT: u16 = 8007;
 /// Default port of the local MariaDB, `database.port`.
 pub const DEFAULT_DATABASE_PORT: u16 = 3306;
 
+/// Longest `node.id`, in characters.
+pub const NODE_ID_MAX_LEN: usize = 64;
+/// Largest `node.number`: node numbers are 10 bits.
+pub const NODE_NUMBER_MAX: u16 = 1023;
+
+/// The rule for `node.id`, as stated in diagnostics.
+const NODE_ID_RULE: &str =
+    "a node id is 1 to 64 characters, each an ASCII letter, digit, `.`, `_` or `-`";
+
+/// Checks a node id against the rule of `node.id`: 1 to [`NODE_ID_MAX_LEN`] characters,
+/// each an ASCII letter or digit, `.`, `_` or `-`. The error is a one-line reason that
+/// states the rule (for ids from the file, and from peers).
+pub fn validate_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err(format!("must not be empty: {NODE_ID_RULE}"));
+    }
+    let len = id.chars().count();
+    if len > NODE_ID_MAX_LEN {
+        return Err(format!("too long ({len} characters): {NODE_ID_RULE}"));
+    }
+    match id
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(bad) => {
+            // Control characters escaped, so the diagnostic stays on one line.
+            let shown: String = id
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_debug().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            Err(format!(
+                "`{shown}` contains {bad:?}, which is not allowed: {NODE_ID_RULE}"
+            ))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The node number a node gets when its file sets `node.id` but not `node.number`.
+///
+/// * An id that ends in decimal digits gets that number modulo 1024: `"node-1"` → 1,
+///   `"wolftest3"` → 3, `"db-dc1-002"` → 2, `"7"` → 7, `"node-1025"` → 1.
+/// * Any other id gets the CRC-32C (Castagnoli) of its UTF-8 bytes, modulo 1024.
+///
+/// The mapping is part of the configuration format and stays the same across WolfScale
+/// versions: CRC-32C is a fixed, standardized function (not a seeded or
+/// implementation-defined hash such as std's `DefaultHasher`), and the tests pin its
+/// values. Changing it would renumber running nodes.
+///
+/// Two ids can map to the same number (`"node-1"` and `"node-1025"`, or two names whose
+/// hashes collide). Numbers must be unique in a cluster, which is checked when nodes
+/// meet, not here; setting `node.number` explicitly on one of the two resolves it.
+pub fn derive_node_number(id: &str) -> u16 {
+    const MODULUS: u32 = NODE_NUMBER_MAX as u32 + 1;
+    let digits = id.len() - id.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let number = if digits > 0 {
+        // Digit by digit, so a run of any length cannot overflow.
+        id.as_bytes()[id.len() - digits..]
+            .iter()
+            .fold(0, |n, d| (n * 10 + u32::from(d - b'0')) % MODULUS)
+    } else {
+        crc32c::crc32c(id.as_bytes()) % MODULUS
+    };
+    // Below 1024, so it fits.
+    number as u16
+}
+
 /// The config file to use: `cli` (`-c/--config PATH`) if given, else `$WOLFSCALE_CONFIG` if
 /// set and not empty, else `./wolfscale.toml`.
 pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
@@ -101,9 +174,17 @@ pub struct Config {
 /// `[node]`: who this node is and where it listens for peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
-    /// `id`. **Required.** 1..=1023: it is the 10-bit node field of Snowflake ids, so it must
-    /// be unique in the cluster.
-    pub id: u16,
+    /// `id`: this node's name in the cluster, such as `"node-1"` or `"db-dc1-001"`.
+    /// **Required.** 1 to 64 characters, each an ASCII letter, digit, `.`, `_` or `-`
+    /// ([`validate_node_id`]). Unique in the cluster.
+    pub id: String,
+    /// `number`: this node's 10-bit number, 0..=1023 ([`NODE_NUMBER_MAX`]). It is the node
+    /// field of Snowflake ids and of connection ids, and will be the Raft node id, so it must
+    /// be unique in the cluster (checked when nodes meet, not here). When the file does not
+    /// set it, it is [`derive_node_number`] of `id`.
+    pub number: u16,
+    /// Whether `number` was written in the file (`false`: derived from `id`).
+    pub number_explicit: bool,
     /// `bind_address`: where the cluster (Raft) listener binds, as `IP:port` (no host
     /// names). Default `0.0.0.0:7654`. Port 0 asks the OS for a free port (tests).
     pub bind_address: SocketAddr,
@@ -189,6 +270,10 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// `election_timeout_min_ms`: lower bound of the randomized election timeout. Default
     /// 1500, 1..=600000, less than `election_timeout_max_ms`.
+    ///
+    /// The file may instead set `election_timeout_ms = N` (1..=300000), shorthand for
+    /// `election_timeout_min_ms = N` and `election_timeout_max_ms = 2N`; setting it together
+    /// with either of those is an error. Only the two bounds are kept here.
     pub election_timeout_min_ms: u64,
     /// `election_timeout_max_ms`: upper bound of the randomized election timeout. Default
     /// 3000, 1..=600000.

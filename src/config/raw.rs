@@ -68,7 +68,8 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
     (
         "node",
         &[
-            ("id", Kind::Integer),
+            ("id", Kind::String),
+            ("number", Kind::Integer),
             ("bind_address", Kind::String),
             ("advertise_address", Kind::String),
             ("data_dir", Kind::String),
@@ -103,6 +104,7 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("bootstrap", Kind::Boolean),
             ("peers", Kind::StringArray),
             ("heartbeat_interval_ms", Kind::Integer),
+            ("election_timeout_ms", Kind::Integer),
             ("election_timeout_min_ms", Kind::Integer),
             ("election_timeout_max_ms", Kind::Integer),
             ("disable_auto_election", Kind::Boolean),
@@ -155,7 +157,8 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawNode {
-    pub id: Option<i64>,
+    pub id: Option<String>,
+    pub number: Option<i64>,
     pub bind_address: Option<String>,
     pub advertise_address: Option<String>,
     pub data_dir: Option<String>,
@@ -190,6 +193,8 @@ pub(crate) struct RawCluster {
     pub bootstrap: Option<bool>,
     pub peers: Option<Vec<String>>,
     pub heartbeat_interval_ms: Option<i64>,
+    /// Shorthand for `election_timeout_min_ms = N`, `election_timeout_max_ms = 2N`.
+    pub election_timeout_ms: Option<i64>,
     pub election_timeout_min_ms: Option<i64>,
     pub election_timeout_max_ms: Option<i64>,
     pub disable_auto_election: Option<bool>,
@@ -302,7 +307,7 @@ impl Walk<'_> {
                     clean.insert(section, Value::Table(entries));
                 }
                 other => {
-                    self.wrong_type(section.clone(), "table", other.type_str());
+                    self.wrong_type(section.clone(), "table", other.type_str(), None);
                     self.parsed.shadowed.insert(section);
                 }
             }
@@ -320,8 +325,10 @@ impl Walk<'_> {
                     if mismatches.is_empty() {
                         clean.insert(key, value);
                     } else {
+                        let hint = type_hint(&dotted, &value);
                         for (suffix, expected, found) in mismatches {
-                            self.wrong_type(format!("{dotted}{suffix}"), expected, found);
+                            let key = format!("{dotted}{suffix}");
+                            self.wrong_type(key, expected, found, hint.as_deref());
                         }
                         self.parsed.shadowed.insert(dotted);
                     }
@@ -375,8 +382,12 @@ impl Walk<'_> {
         );
     }
 
-    fn wrong_type(&mut self, key: String, expected: &str, found: &str) {
-        let message = format!("expected {expected}, found {found}");
+    fn wrong_type(&mut self, key: String, expected: &str, found: &str, hint: Option<&str>) {
+        let mut message = format!("expected {expected}, found {found}");
+        if let Some(hint) = hint {
+            message += ": ";
+            message += hint;
+        }
         self.push(key, Problem::WrongType, message, None);
     }
 
@@ -390,6 +401,18 @@ impl Walk<'_> {
             problem,
             location: None,
         });
+    }
+}
+
+/// Advice for a wrongly typed value that has an obvious fix. Earlier builds took `node.id`
+/// as an integer; a quoted id keeps the same node number (see `derive_node_number`).
+fn type_hint(dotted: &str, value: &Value) -> Option<String> {
+    match (dotted, value) {
+        ("node.id", Value::Integer(n)) if (0..=1023).contains(n) => Some(format!(
+            "a node id is a string such as \"node-1\"; write id = \"{n}\" to keep node number {n}"
+        )),
+        ("node.id", _) => Some("a node id is a string such as \"node-1\"".to_owned()),
+        _ => None,
     }
 }
 
@@ -537,7 +560,7 @@ mod tests {
 
     #[test]
     fn walk_reports_every_problem_and_keeps_the_rest() {
-        let text = "id = 1\n[node]\nid = 2\ndvertise_address = \"a:1\"\npeers = []\n\
+        let text = "id = 1\n[node]\nid = \"n2\"\ndvertise_address = \"a:1\"\npeers = []\n\
                     [databse]\nuser = \"u\"\n[database]\nport = \"abc\"\nuser = \"u\"\n\
                     [cluster]\npeers = [\"a:1\", 2]\n[wal]\nfsync = 1.5\n";
         let parsed = parse(text, Path::new("w.toml"));
@@ -555,7 +578,7 @@ mod tests {
         assert!(keys.contains(&("wal.fsync", None)));
         assert_eq!(parsed.diagnostics.len(), 7);
         let raw = parsed.raw.unwrap();
-        assert_eq!(raw.node.id, Some(2));
+        assert_eq!(raw.node.id.as_deref(), Some("n2"));
         assert_eq!(raw.database.user.as_deref(), Some("u"));
         assert_eq!(raw.database.port, None);
         assert!(parsed.shadowed.contains("database.port"));
@@ -564,7 +587,7 @@ mod tests {
 
     #[test]
     fn spans_point_at_keys() {
-        let text = "[node]\nid = 1\n\n[cluster]\npeers = [\"a:1\"]\n";
+        let text = "[node]\nid = \"node-1\"\n\n[cluster]\npeers = [\"a:1\"]\n";
         let spans = Spans::collect(text);
         let at = |key| spans.find(key).map(|s| Location::of_offset(text, s.start));
         assert_eq!(at("node"), Some(Location { line: 1, column: 2 }));

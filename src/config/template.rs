@@ -1,25 +1,45 @@
 //! [`template`]: the commented `wolfscale.toml` that `wolfscale init` writes.
 
-/// A complete `wolfscale.toml` for node `node_id`: every key with its default and a comment
-/// giving its meaning and bounds. Optional keys without a default are present but commented
-/// out. `database.user` is set to `wolfscale`, a placeholder to replace.
+/// A complete `wolfscale.toml` for the node named `node_id`: every key with its default and
+/// a comment giving its meaning and bounds. Optional keys without a default, and keys that
+/// are alternatives to others, are present but commented out. `database.user` is set to
+/// `wolfscale`, a placeholder to replace.
 ///
-/// The result passes validation without warnings when `node_id` is in 1..=1023; the id is
-/// written as given, so an out-of-range one is reported when the file is loaded.
-pub fn template(node_id: u16) -> String {
-    TEMPLATE.replace("{node_id}", &node_id.to_string())
+/// The id is written as a TOML string exactly as given (quoted and escaped), so the result
+/// passes validation without warnings when `node_id` is a valid id
+/// ([`super::validate_node_id`]), and an invalid one is reported, at `node.id`, when the file
+/// is loaded. The commented-out `number` shows the number derived from the id
+/// ([`super::derive_node_number`]).
+pub fn template(node_id: &str) -> String {
+    let quoted = toml::Value::String(node_id.to_owned()).to_string();
+    TEMPLATE
+        .replace(
+            "{node_number}",
+            &super::derive_node_number(node_id).to_string(),
+        )
+        .replace("{node_id}", &quoted)
 }
 
 const TEMPLATE: &str = r#"# wolfscale.toml: configuration of one WolfScale node.
 #
-# Every key is shown with its default value. Commented-out keys are optional
-# and have no default. Relative paths are resolved against the directory that
+# Every key is shown with its default value. Commented-out keys are optional:
+# they have no fixed default, or they stand in for other keys, as their
+# comments say. Relative paths are resolved against the directory that
 # contains this file. Check the file with `wolfscale validate`.
 
 [node]
-# This node's id, unique in the cluster: 1..=1023 (it is the 10-bit node
-# field of Snowflake ids). Required.
+# This node's name, unique in the cluster, such as "node-1" or "db-dc1-001":
+# 1 to 64 characters, each a letter (A-Z, a-z), digit, ".", "_" or "-".
+# Required.
 id = {node_id}
+# This node's number, 0..=1023, unique in the cluster: it goes into the
+# Snowflake ids and connection ids this node makes (and will be its Raft
+# node id).
+# Default: taken from the id. An id ending in digits gets that number modulo
+# 1024 ("node-1" is 1, "db-dc1-002" is 2); any other id gets a fixed hash of
+# itself (CRC-32C modulo 1024, the same in every version). Set it when two
+# ids would get the same number.
+# number = {node_number}
 # Where the cluster (Raft) listener binds, as IP:port. Default "0.0.0.0:7654".
 bind_address = "0.0.0.0:7654"
 # How the other nodes reach this one, as host:port (IPv6 as [addr]:port), not
@@ -78,6 +98,9 @@ heartbeat_interval_ms = 500
 # min less than max. Defaults 1500 and 3000.
 election_timeout_min_ms = 1500
 election_timeout_max_ms = 3000
+# Shorthand for the two keys above: election_timeout_ms = N means min N and
+# max 2N, N in 1..=300000. Use either it or the min/max keys, not both.
+# election_timeout_ms = 1500
 # Never start an election on its own; leadership changes only through
 # wolfctl. Default false.
 disable_auto_election = false

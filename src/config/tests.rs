@@ -12,10 +12,21 @@ fn load(text: &str) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
 
 #[test]
 fn template_loads_without_any_diagnostic() {
-    for id in [1, 7, 1023] {
+    for (id, number) in [
+        ("node-1", 1),
+        ("7", 7),
+        ("db-dc1-1023", 1023),
+        ("primary", derive_node_number("primary")),
+        ("a", derive_node_number("a")),
+        (&"x".repeat(64), derive_node_number(&"x".repeat(64))),
+    ] {
         let (config, diagnostics) = load(&template(id)).expect("template must validate");
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
         assert_eq!(config.node.id, id);
+        assert_eq!(
+            (config.node.number, config.node.number_explicit),
+            (number, false)
+        );
     }
 }
 
@@ -23,8 +34,8 @@ fn template_loads_without_any_diagnostic() {
 /// only sets the required keys.
 #[test]
 fn template_values_are_the_defaults() {
-    let (from_template, _) = load(&template(5)).unwrap();
-    let (minimal, _) = load("[node]\nid = 5\n[database]\nuser = \"wolfscale\"\n").unwrap();
+    let (from_template, _) = load(&template("node-5")).unwrap();
+    let (minimal, _) = load("[node]\nid = \"node-5\"\n[database]\nuser = \"wolfscale\"\n").unwrap();
     assert_eq!(from_template, minimal);
     assert_eq!(minimal.wal, WalConfig::default());
     assert_eq!(minimal.cluster, ClusterConfig::default());
@@ -38,7 +49,7 @@ fn template_values_are_the_defaults() {
 /// Every known key appears in the template, set or commented out.
 #[test]
 fn template_mentions_every_key() {
-    let text = template(1);
+    let text = template("node-1");
     for (section, keys) in SCHEMA {
         let header = format!("[{section}]");
         let body = text
@@ -57,7 +68,8 @@ fn template_mentions_every_key() {
 
 #[test]
 fn template_optional_keys_load_when_uncommented() {
-    let text = template(3)
+    let text = template("node-3")
+        .replace("# number = ", "number = ")
         .replace("# database = ", "database = ")
         .replace("# secret = ", "secret = ")
         .replace("# token = ", "token = ");
@@ -66,6 +78,124 @@ fn template_optional_keys_load_when_uncommented() {
     assert_eq!(config.database.database.as_deref(), Some("app"));
     assert_eq!(config.cluster.secret.unwrap().expose(), "change-me");
     assert_eq!(config.api.token.unwrap().expose(), "change-me");
+    assert_eq!((config.node.number, config.node.number_explicit), (3, true));
+    // The shorthand instead of the min/max pair it stands for: the same config.
+    let shorthand = template("node-3")
+        .replace("election_timeout_min_ms = 1500\n", "")
+        .replace("election_timeout_max_ms = 3000\n", "")
+        .replace("# election_timeout_ms = ", "election_timeout_ms = ");
+    let (from_shorthand, diagnostics) = load(&shorthand).unwrap();
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    assert_eq!(from_shorthand, load(&template("node-3")).unwrap().0);
+}
+
+/// Ids that need quoting or escaping in TOML are written so that they load as given, and
+/// refused ones are reported at node.id, never as a syntax error.
+#[test]
+fn template_writes_any_id_as_a_toml_string() {
+    for id in ["node-1", "a.b_c-D"] {
+        assert_eq!(load(&template(id)).unwrap().0.node.id, id);
+    }
+    for bad in [
+        "",
+        "a b",
+        "quote\"",
+        "back\\slash",
+        "new\nline",
+        "tab\t",
+        "é",
+        "'",
+    ] {
+        let err = load(&template(bad)).unwrap_err();
+        let keys: Vec<_> = err.diagnostics().iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["node.id"], "{bad:?}: {err}");
+        assert_eq!(err.diagnostics()[0].problem, Problem::InvalidValue);
+        assert!(!err.diagnostics()[0].to_string().contains('\n'), "{err}");
+    }
+}
+
+#[test]
+fn node_numbers_from_trailing_digits() {
+    for (id, number) in [
+        ("node-1", 1),
+        ("node-2", 2),
+        ("wolftest1", 1),
+        ("wolftest3", 3),
+        ("db-dc1-001", 1),
+        ("db-dc1-002", 2),
+        ("0", 0),
+        ("7", 7),
+        ("1023", 1023),
+        ("1024", 0),
+        ("node-1025", 1),
+        (
+            "n-00000000000000000000000000000000000000000000000000000000000000000000001",
+            1,
+        ),
+        // 10^k is a multiple of 1024 for k >= 10, so any long run of nines is 1023.
+        ("n-99999999999999999999999999999999999999999", 1023),
+    ] {
+        assert_eq!(derive_node_number(id), number, "{id}");
+    }
+    // Digits anywhere but at the end do not count.
+    assert_eq!(derive_node_number("1a"), 327);
+    assert_eq!(derive_node_number("1a"), derive_node_number_by_hash("1a"));
+}
+
+fn derive_node_number_by_hash(id: &str) -> u16 {
+    (crc32c::crc32c(id.as_bytes()) % 1024) as u16
+}
+
+/// Ids without trailing digits are hashed with CRC-32C. The values are pinned: they must
+/// never change, or an upgrade would renumber nodes.
+#[test]
+fn node_numbers_from_the_stable_hash() {
+    // The standard CRC-32C check value: this is the Castagnoli CRC, not some other hash.
+    assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    for (id, number) in [
+        ("primary", 905),
+        ("replica", 335),
+        ("db-dc1-main", 508),
+        ("a", 816),
+    ] {
+        assert_eq!(derive_node_number(id), number, "{id}");
+        assert_eq!(derive_node_number_by_hash(id), number, "{id}");
+    }
+    // Every derived number is a 10-bit one.
+    for i in 0..5000 {
+        assert!(derive_node_number(&format!("n{i}x")) <= NODE_NUMBER_MAX);
+    }
+}
+
+#[test]
+fn node_id_rules() {
+    for good in ["node-1", "a", "A.b_c-9", &"z".repeat(NODE_ID_MAX_LEN)] {
+        assert_eq!(validate_node_id(good), Ok(()), "{good}");
+    }
+    let why = |id: &str| validate_node_id(id).unwrap_err();
+    assert!(why("").starts_with("must not be empty"), "{}", why(""));
+    let long = "z".repeat(NODE_ID_MAX_LEN + 1);
+    assert!(
+        why(&long).starts_with("too long (65 characters)"),
+        "{}",
+        why(&long)
+    );
+    assert!(why("db 1").contains("contains ' '"), "{}", why("db 1"));
+    assert!(why("a/b").contains("contains '/'"), "{}", why("a/b"));
+    assert!(why("é").contains("contains 'é'"), "{}", why("é"));
+    assert!(
+        why("a\nb").contains("`a\\nb` contains '\\n'"),
+        "{}",
+        why("a\nb")
+    );
+    // Every reason states the whole rule.
+    for bad in ["", &long, "db 1"] {
+        assert!(
+            why(bad).ends_with("1 to 64 characters, each an ASCII letter, digit, `.`, `_` or `-`"),
+            "{}",
+            why(bad)
+        );
+    }
 }
 
 #[test]
@@ -89,7 +219,7 @@ fn resolve_path_precedence() {
 
 #[test]
 fn relative_paths_follow_the_config_file() {
-    let text = "[node]\nid = 1\ndata_dir = \"state/here\"\n[database]\nuser = \"u\"\n";
+    let text = "[node]\nid = \"n1\"\ndata_dir = \"state/here\"\n[database]\nuser = \"u\"\n";
     let at = |path: &str| {
         Config::from_toml_str(text, Path::new(path))
             .unwrap()
@@ -103,14 +233,14 @@ fn relative_paths_follow_the_config_file() {
     );
     assert_eq!(at("wolfscale.toml"), PathBuf::from("state/here"));
     assert_eq!(at(MEMORY_SOURCE), PathBuf::from("state/here"));
-    let abs = "[node]\nid = 1\ndata_dir = \"/var/lib/ws\"\n[database]\nuser = \"u\"\n";
+    let abs = "[node]\nid = \"n1\"\ndata_dir = \"/var/lib/ws\"\n[database]\nuser = \"u\"\n";
     let (config, _) = Config::from_toml_str(abs, Path::new("/etc/w.toml")).unwrap();
     assert_eq!(config.node.data_dir, PathBuf::from("/var/lib/ws"));
 }
 
 #[test]
 fn diagnostics_are_in_file_order_and_located() {
-    let text = "[wal]\nbatch_size = 0\n[node]\nid = 0\n[database]\nuser = \"u\"\nport = 0\n";
+    let text = "[wal]\nbatch_size = 0\n[node]\nid = \"\"\n[database]\nuser = \"u\"\nport = 0\n";
     let err = load(text).unwrap_err();
     let keys: Vec<_> = err.diagnostics().iter().map(|d| d.key.as_str()).collect();
     assert_eq!(keys, ["wal.batch_size", "node.id", "database.port"]);
@@ -127,7 +257,7 @@ fn diagnostics_are_in_file_order_and_located() {
 /// name the file.
 #[test]
 fn mutated_templates_never_panic() {
-    let base = template(9).into_bytes();
+    let base = template("node-9").into_bytes();
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = move || {
         // xorshift64*: no dependency, reproducible.

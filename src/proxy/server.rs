@@ -92,7 +92,7 @@ impl ProxySettings {
             handshake_timeout: Duration::from_millis(c.proxy.handshake_timeout_ms),
             shutdown_timeout: Duration::from_millis(c.proxy.shutdown_timeout_ms),
             tls: c.proxy.tls_cert.clone().zip(c.proxy.tls_key.clone()),
-            node_number: c.node.id,
+            node_number: c.node.number,
             client_buffer_limit: c.proxy.client_buffer_limit_mb << 20,
             net_read_timeout: Duration::from_millis(c.proxy.net_read_timeout_ms),
         }

@@ -8,11 +8,15 @@
 # and cold, LZ4 ratio on SQL text) all come from the same filesystem. Prints the
 # bench's tables and ends with one machine-readable line:
 #
-#   RESULT entries_per_s_fsync=<n> fsyncs_per_s_raw=<n> large_write_vs_raw=<ratio> read_mb_s=<n>
+#   RESULT entries_per_s_fsync=<n> fsyncs_per_s_raw=<n> single_appends_per_s=<n> single_vs_raw=<ratio> large_write_vs_raw=<ratio> read_mb_s=<n>
 #
 # entries_per_s_fsync: best of the nine small-entry append runs; fsyncs_per_s_raw: the
-# 4 KiB loop through a preallocated file; large_write_vs_raw: 64 KiB-entry append MB/s
-# over raw sequential MB/s; read_mb_s: payload MB/s reading the large log back (warm).
+# 4 KiB write + fdatasync loop through a preallocated file; single_appends_per_s: one
+# appender, one entry per append (one fdatasync each), fsync on; single_vs_raw: the
+# two in the same run, single_appends_per_s / fsyncs_per_s_raw (the WAL appends into
+# zero-filled, preallocated segments, so near 1 is the target); large_write_vs_raw:
+# 64 KiB-entry append MB/s over raw sequential MB/s; read_mb_s: payload MB/s reading
+# the large log back (warm).
 # The scratch directory is removed on exit.
 #
 # Usage:

@@ -173,7 +173,10 @@ mod tests {
         }
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.get(keys::WAL_VOTE).unwrap().as_deref(), Some(&b"v3"[..]));
-        assert_eq!(db.get(keys::WAL_COMMITTED).unwrap().as_deref(), Some(&b"c1"[..]));
+        assert_eq!(
+            db.get(keys::WAL_COMMITTED).unwrap().as_deref(),
+            Some(&b"c1"[..])
+        );
         assert_eq!(db.get(keys::WAL_MEMBERSHIP).unwrap(), None);
     }
 }

@@ -12,7 +12,7 @@ fn write_log(dir: &std::path::Path) {
         segment_size: 2048,
         ..WalOptions::new(dir)
     };
-    let wal = Wal::open(opts).unwrap();
+    let wal = Wal::open_blocking(opts).unwrap();
     for c in 0..30u64 {
         let entries = (1 + c * 5..6 + c * 5)
             .map(|i| Entry {

@@ -4,10 +4,14 @@
 //! A log of several segments is written and closed, then files are damaged and the log
 //! reopened. Sealed (non-last) segments tolerate nothing: any damage is an error naming
 //! the file and the offset of the damaged frame. The last segment may have a torn tail
-//! (a partly written last frame, or a header that was never completed), which is cut.
+//! (a partly written last frame, or a header that was never completed), which is cut:
+//! its bytes are zeroed (the segment keeps its preallocated length) or, for a header,
+//! the file is removed. The last segment is preallocated: zeros follow its last frame up
+//! to `segment_size`, and that zero tail is the normal end of the data.
 //! Expected offsets are computed by walking frames with the layout documented in
 //! `wal::format` (32-byte segment header, then frames of a 9-byte header
-//! `len u32 | crc u32 | flags u8` and `len` payload bytes), independently of the code.
+//! `len u32 | crc u32 | flags u8` and `len` payload bytes, then zeros), independently
+//! of the code.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,10 +24,11 @@ use wolfscale::wal::{segment_files, Entry, Wal, WalError, WalOptions};
 const SEGMENT_HEADER: usize = 32;
 const FRAME_HEADER: usize = 9;
 const ENTRIES: u64 = 90;
+const SEGMENT_SIZE: u64 = 1024;
 
 fn options(dir: &Path) -> WalOptions {
     WalOptions {
-        segment_size: 1024,
+        segment_size: SEGMENT_SIZE,
         flush_interval: Duration::ZERO,
         compression: true,
         fsync: false,
@@ -63,13 +68,17 @@ impl Frame {
     }
 }
 
-/// Walk the frames of an intact segment by the documented layout.
+/// Walk the frames of an intact segment by the documented layout, up to the end of the
+/// file or a zero tail (a zero length field, and only zeros after it).
 fn frames(data: &[u8]) -> Vec<Frame> {
     let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as u64;
     let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap());
     let mut out = Vec::new();
     let mut off = SEGMENT_HEADER;
     while off < data.len() {
+        if data[off..].iter().all(|&b| b == 0) {
+            return out;
+        }
         let total = FRAME_HEADER as u64 + u32_at(off);
         out.push(Frame {
             offset: off as u64,
@@ -101,6 +110,11 @@ impl Seg {
     fn last(&self) -> u64 {
         self.frames.last().unwrap().last()
     }
+
+    /// End of the frames; zeros follow up to `data.len()`.
+    fn data_end(&self) -> u64 {
+        self.frames.last().unwrap().end()
+    }
 }
 
 impl Fixture {
@@ -108,7 +122,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path());
         {
-            let wal = Wal::open(opts.clone()).unwrap();
+            let wal = Wal::open_blocking(opts.clone()).unwrap();
             let mut next = 1;
             while next <= ENTRIES {
                 let end = (next + next % 3).min(ENTRIES);
@@ -140,6 +154,21 @@ impl Fixture {
             );
         }
         assert_eq!(segments.last().unwrap().last(), ENTRIES);
+        let (last, sealed) = segments.split_last().unwrap();
+        for s in sealed {
+            assert_eq!(
+                s.data_end(),
+                s.data.len() as u64,
+                "sealed {:?} is cut",
+                s.path
+            );
+        }
+        assert!(
+            last.data.len() as u64 == SEGMENT_SIZE && last.data_end() < SEGMENT_SIZE,
+            "the last segment has a zero tail: {} of {} bytes",
+            last.data_end(),
+            last.data.len()
+        );
         Fixture {
             _dir: dir,
             opts,
@@ -170,8 +199,8 @@ impl Fixture {
 
     /// Open, never panicking.
     fn open(&self, what: &str) -> Result<Wal, WalError> {
-        catch_unwind(AssertUnwindSafe(|| Wal::open(self.opts.clone())))
-            .unwrap_or_else(|_| panic!("Wal::open panicked: {what}"))
+        catch_unwind(AssertUnwindSafe(|| Wal::open_blocking(self.opts.clone())))
+            .unwrap_or_else(|_| panic!("Wal::open_blocking panicked: {what}"))
     }
 
     fn open_err(&self, what: &str) -> WalError {
@@ -273,7 +302,10 @@ fn flipped_byte_in_sealed_segment_is_corruption_at_its_frame() {
     }
     // Undamaged again, the log opens whole.
     let wal = fx.open("restored").unwrap();
-    assert_eq!(wal.read(1..ENTRIES + 1).unwrap(), entries(1..=ENTRIES));
+    assert_eq!(
+        wal.read_blocking(1..ENTRIES + 1).unwrap(),
+        entries(1..=ENTRIES)
+    );
 }
 
 /// Byte positions in a frame worth damaging, relative to the frame start: every byte of
@@ -403,17 +435,34 @@ fn damaged_last_frame_is_cut_as_torn_tail() {
             "{what}"
         );
         assert_eq!(
-            wal.read(1..u64::MAX).unwrap(),
+            wal.read_blocking(1..u64::MAX).unwrap(),
             entries(1..=frame.first - 1),
             "{what}"
         );
         drop(wal);
-        assert_eq!(
-            std::fs::read(&seg.path).unwrap().len() as u64,
-            frame.offset,
-            "{what}: cut at the frame"
-        );
+        assert_cut_at(&seg.path, &seg.data, frame.offset, &what);
         fx.restore();
+    }
+}
+
+/// After a torn tail was cut: the file holds `original[..at]`, then only zeros, and is
+/// at least `segment_size` long (the zero tail is refilled).
+#[track_caller]
+fn assert_cut_at(path: &Path, original: &[u8], at: u64, what: &str) {
+    let data = std::fs::read(path).unwrap();
+    let at = at as usize;
+    assert!(
+        data.len() >= at.max(SEGMENT_SIZE as usize),
+        "{what}: {} bytes on disk, want at least {}",
+        data.len(),
+        at.max(SEGMENT_SIZE as usize)
+    );
+    assert!(
+        data[..at] == original[..at],
+        "{what}: the kept prefix changed"
+    );
+    if let Some(p) = data[at..].iter().position(|&b| b != 0) {
+        panic!("{what}: non-zero byte at {} after the cut at {at}", at + p);
     }
 }
 
@@ -446,15 +495,14 @@ fn check_tail_cuts(append_after: bool) {
         );
         assert_eq!(wal.state().first_index, Some(1), "{what}");
         assert_eq!(
-            wal.read(1..u64::MAX).unwrap(),
+            wal.read_blocking(1..u64::MAX).unwrap(),
             entries(1..=want_last),
             "{what}"
         );
-        let on_disk = std::fs::metadata(&seg.path).ok().map(|m| m.len());
-        assert_eq!(
-            on_disk, want_size,
-            "{what}: size of the last segment after recovery"
-        );
+        match want_size {
+            Some(size) => assert_cut_at(&seg.path, &seg.data, size, &what),
+            None => assert!(!seg.path.exists(), "{what}: headerless segment kept"),
+        }
         let mut want_all = want_last;
         if append_after {
             let more = entries(want_last + 1..=want_last + 3);
@@ -462,7 +510,7 @@ fn check_tail_cuts(append_after: bool) {
             assert!(r.is_ok(), "{what}: append after recovery: {r:?}");
             want_all += 3;
             assert_eq!(
-                wal.read(1..u64::MAX).unwrap(),
+                wal.read_blocking(1..u64::MAX).unwrap(),
                 entries(1..=want_all),
                 "{what}"
             );
@@ -477,7 +525,7 @@ fn check_tail_cuts(append_after: bool) {
             "{what}: reopened"
         );
         assert_eq!(
-            wal.read(1..u64::MAX).unwrap(),
+            wal.read_blocking(1..u64::MAX).unwrap(),
             entries(1..=want_all),
             "{what}: reopened"
         );
@@ -560,7 +608,10 @@ fn first_segment_cut_to_its_header_is_refused() {
         Ok(wal) => panic!(
             "opened: state {:?}, read(1..) starts at {:?}",
             wal.state(),
-            wal.read(1..u64::MAX).unwrap().first().map(|e| e.index)
+            wal.read_blocking(1..u64::MAX)
+                .unwrap()
+                .first()
+                .map(|e| e.index)
         ),
     }
 }
@@ -689,18 +740,18 @@ fn garbage_segment_files_are_refused() {
             // A valid header: whatever follows it is a torn first frame, or a valid frame
             // of the right index (practically impossible for random bytes).
             let wal = r.unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert_eq!(wal.read(1..end).unwrap(), entries(1..=ENTRIES), "{what}");
+            assert_eq!(
+                wal.read_blocking(1..end).unwrap(),
+                entries(1..=ENTRIES),
+                "{what}"
+            );
             assert_eq!(
                 wal.state().last,
                 Some((ENTRIES, entry(ENTRIES).term)),
                 "{what}"
             );
             drop(wal);
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().len(),
-                32,
-                "{what}: torn tail cut"
-            );
+            assert_cut_at(&path, &data, 32, &format!("{what}: torn tail cut"));
         } else {
             assert!(r.is_err(), "{what}: opened");
         }
@@ -730,7 +781,7 @@ fn random_damage_never_panics_or_returns_garbled_entries() {
             Err(_) => *outcomes.entry("refused").or_default() += 1,
             Ok(wal) => {
                 *outcomes.entry("opened").or_default() += 1;
-                let got = catch_unwind(AssertUnwindSafe(|| wal.read(1..u64::MAX)))
+                let got = catch_unwind(AssertUnwindSafe(|| wal.read_blocking(1..u64::MAX)))
                     .unwrap_or_else(|_| panic!("{what}: read panicked"));
                 let got = got.unwrap_or_else(|e| panic!("{what}: opened but read failed: {e}"));
                 let n = got.len() as u64;
@@ -762,21 +813,174 @@ fn read_of_damaged_batch_is_corruption() {
     ] {
         fx.damage(1, &flipped(&seg.data, frame.offset as usize + rel, mask));
         let what = format!("frame at {} byte {rel} ^ {mask:#04x}", frame.offset);
-        let e = wal.read(frame.first..frame.first + 1).unwrap_err();
+        let e = wal.read_blocking(frame.first..frame.first + 1).unwrap_err();
         assert_corruption(&e, &seg.path, frame.offset, &what);
-        let e = wal.read(1..u64::MAX).unwrap_err();
+        let e = wal.read_blocking(1..u64::MAX).unwrap_err();
         assert_corruption(&e, &seg.path, frame.offset, &what);
         assert_eq!(
-            wal.read(frame.last() + 1..frame.last() + 4).unwrap(),
+            wal.read_blocking(frame.last() + 1..frame.last() + 4)
+                .unwrap(),
             entries(frame.last() + 1..=frame.last() + 3),
             "{what}"
         );
         assert_eq!(
-            wal.read(1..seg.first).unwrap(),
+            wal.read_blocking(1..seg.first).unwrap(),
             entries(1..=seg.first - 1),
             "{what}"
         );
         fx.restore();
     }
-    assert_eq!(wal.read(1..u64::MAX).unwrap(), entries(1..=ENTRIES));
+    assert_eq!(
+        wal.read_blocking(1..u64::MAX).unwrap(),
+        entries(1..=ENTRIES)
+    );
+}
+
+/// (i) The zero tail after the last frame is the normal end of the data: the log opens
+/// whole and nothing on disk changes.
+#[test]
+fn zero_tail_after_the_last_frame_is_the_normal_end() {
+    let fx = Fixture::new();
+    let wal = fx.open("clean").unwrap();
+    assert_eq!(wal.state().last, Some((ENTRIES, entry(ENTRIES).term)));
+    assert_eq!(
+        wal.read_blocking(1..u64::MAX).unwrap(),
+        entries(1..=ENTRIES)
+    );
+    drop(wal);
+    for s in &fx.segments {
+        assert!(
+            std::fs::read(&s.path).unwrap() == s.data,
+            "{:?} changed",
+            s.path
+        );
+    }
+}
+
+/// The frame a crash could have torn: the next entries, encoded as the writer would.
+fn next_frame() -> Vec<u8> {
+    let mut frame = Vec::new();
+    wolfscale::wal::format::encode_frame(&entries(ENTRIES + 1..=ENTRIES + 3), true, &mut frame);
+    frame
+}
+
+/// `data` with its zero tail extended to at least `len` bytes (a frame larger than the
+/// room left extends the file).
+fn with_room(data: &[u8], len: usize) -> Vec<u8> {
+    let mut d = data.to_vec();
+    d.resize(d.len().max(len), 0);
+    d
+}
+
+/// (i) A frame torn while being written into the zero tail, in any of the ways a power
+/// cut leaves one (any prefix of it; its first part missing and only a later part on
+/// disk; a stretch in its middle missing): a torn tail, zeroed, and the entries before
+/// it all survive; a second open agrees.
+#[test]
+fn torn_frame_in_the_zero_tail_is_cut() {
+    let fx = Fixture::new();
+    let last = fx.segments.len() - 1;
+    let seg = fx.last_seg();
+    let at = seg.data_end() as usize;
+    let frame = next_frame();
+    let n = frame.len();
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for keep in (1..n).step_by(7).chain([n - 1]) {
+        let mut torn = vec![0u8; n];
+        torn[..keep].copy_from_slice(&frame[..keep]);
+        cases.push((format!("first {keep} of {n} bytes"), torn));
+        let mut late = frame.clone();
+        late[..keep].fill(0);
+        cases.push((format!("bytes {keep}.. only"), late));
+    }
+    for hole in [(0, 9), (9, 25), (n / 3, n / 2), (n - 10, n - 1)] {
+        let mut holed = frame.clone();
+        holed[hole.0..hole.1].fill(0);
+        cases.push((format!("bytes {}..{} missing", hole.0, hole.1), holed));
+    }
+    for (what, torn) in cases {
+        let mut data = with_room(&seg.data, at + n);
+        data[at..at + n].copy_from_slice(&torn);
+        fx.damage(last, &data);
+        let what = format!("torn next frame, {what}");
+        for pass in 0..2 {
+            let wal = fx
+                .open(&what)
+                .unwrap_or_else(|e| panic!("{what}: open {pass}: {e}"));
+            assert_eq!(
+                wal.state().last,
+                Some((ENTRIES, entry(ENTRIES).term)),
+                "{what}"
+            );
+            assert_eq!(
+                wal.read_blocking(1..u64::MAX).unwrap(),
+                entries(1..=ENTRIES),
+                "{what}"
+            );
+            drop(wal);
+            assert_cut_at(&seg.path, &seg.data, at as u64, &what);
+        }
+        fx.restore();
+    }
+}
+
+/// (i) Stray bits anywhere in the zero tail: cut like a torn tail, nothing lost.
+#[test]
+fn flipped_byte_in_the_zero_tail_is_cut() {
+    let fx = Fixture::new();
+    let last = fx.segments.len() - 1;
+    let seg = fx.last_seg();
+    let end = seg.data_end() as usize;
+    for at in [
+        end,
+        end + 1,
+        end + 8,
+        (end + seg.data.len()) / 2,
+        seg.data.len() - 1,
+    ] {
+        fx.damage(last, &flipped(&seg.data, at, 0x10));
+        let what = format!("zero tail byte {at} ^ 0x10");
+        let wal = fx.open(&what).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            wal.read_blocking(1..u64::MAX).unwrap(),
+            entries(1..=ENTRIES),
+            "{what}"
+        );
+        drop(wal);
+        assert_cut_at(&seg.path, &seg.data, end as u64, &what);
+        fx.restore();
+    }
+}
+
+/// (i) Zeros where a frame should be, followed by a valid frame that continues the log,
+/// are a lost write, not the end of the data: corruption at the zeros, and nothing is
+/// cut. Both a zeroed-out middle frame, and the next frame written after a zero gap.
+#[test]
+fn valid_frame_after_zeros_is_corruption() {
+    let fx = Fixture::new();
+    let last = fx.segments.len() - 1;
+    let seg = fx.last_seg();
+    let mut cases = Vec::new();
+    for f in &seg.frames[..seg.frames.len() - 1] {
+        let mut d = seg.data.clone();
+        d[f.offset as usize..f.end() as usize].fill(0);
+        cases.push((format!("frame at {} zeroed", f.offset), d, f.offset));
+    }
+    let end = seg.data_end() as usize;
+    let frame = next_frame();
+    for gap in [1, 9, 100] {
+        let mut d = with_room(&seg.data, end + gap + frame.len());
+        d[end + gap..end + gap + frame.len()].copy_from_slice(&frame);
+        cases.push((format!("next frame after {gap} zeros"), d, end as u64));
+    }
+    for (what, data, offset) in cases {
+        fx.damage(last, &data);
+        let e = fx.open_err(&what);
+        assert_corruption(&e, &seg.path, offset, &what);
+        assert!(
+            std::fs::read(&seg.path).unwrap() == data,
+            "{what}: the refused open changed the file"
+        );
+        fx.restore();
+    }
 }

@@ -3,12 +3,17 @@
 //! The test re-executes its own binary to run [`child_appender`], which opens the log
 //! (fsync on, 64 KiB segments, compression on) and appends from several threads at once,
 //! printing `SUBMIT <last>` before it queues an append and `ACK <last>` once the append
-//! is durable. The parent kills it with SIGKILL at a random moment, sometimes adds the
-//! torn start of a frame that was never acknowledged to the last segment, then reopens
-//! the log and checks that it holds exactly entries `1..=last` with their deterministic
-//! payloads and terms, that every acknowledged index is there, and that nothing beyond
-//! what was submitted is. Rounds either continue the same log (the next child appends on
-//! top of the recovered one) or start fresh.
+//! is durable. One thread also queues `save_committed(<last>)` right behind each of its
+//! appends and prints `COMMIT <last>` once that is durable. The parent kills the child
+//! with SIGKILL at a random moment (often while a segment is being created, since
+//! segments are small), sometimes adds the torn start of a frame that was never
+//! acknowledged to the last segment (where the next frame would go, in its zero tail, or
+//! at the end of the file), then reopens the log and checks that it holds exactly
+//! entries `1..=last` with their deterministic payloads and terms, that every
+//! acknowledged index is there, that nothing beyond what was submitted is, and that the
+//! saved committed index is at least the last acknowledged one and never ahead of the
+//! log (it is saved in order with the appends). Rounds either continue the same log
+//! (the next child appends on top of the recovered one) or start fresh.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
-use wolfscale::wal::{format, segment_files, Entry, Wal, WalOptions};
+use wolfscale::wal::{format, segment_files, Entry, MetaKey, Wal, WalOptions};
 
 const DIR_ENV: &str = "WAL_CRASH_DIR";
 const TERM_ENV: &str = "WAL_CRASH_TERM";
@@ -80,7 +85,7 @@ fn child_appender() {
         return;
     };
     let term: u64 = std::env::var(TERM_ENV).unwrap().parse().unwrap();
-    let wal = Arc::new(Wal::open(options(Path::new(&dir))).unwrap());
+    let wal = Arc::new(Wal::open_blocking(options(Path::new(&dir))).unwrap());
     let start = wal.state().last.map_or(1, |(l, _)| l + 1);
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let say = |out: &Mutex<std::io::Stdout>, line: String| {
@@ -99,16 +104,29 @@ fn child_appender() {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(t);
                 while Instant::now() < deadline {
                     // Queue under the lock so appends reach the writer in index order.
-                    let (rx, last) = {
+                    let (rx, commit, last) = {
                         let mut n = next.lock().unwrap();
                         let count = rng.random_range(1..=4);
                         let last = *n + count - 1;
                         say(&out, format!("SUBMIT {last}\n"));
                         let entries = (*n..=last).map(|i| entry(i, term)).collect();
                         let rx = wal.append_with_notice(entries);
+                        let commit = (t == 0).then(|| {
+                            let value = Bytes::from(last.to_le_bytes().to_vec());
+                            wal.save_meta_with_notice(MetaKey::Committed, value)
+                        });
                         *n = last + 1;
-                        (rx, last)
+                        (rx, commit, last)
                     };
+                    if let Some(commit) = commit {
+                        match commit.blocking_recv() {
+                            Ok(Ok(())) => say(&out, format!("COMMIT {last}\n")),
+                            other => {
+                                say(&out, format!("ERR commit {last}: {other:?}\n"));
+                                std::process::exit(2);
+                            }
+                        }
+                    }
                     match rx.blocking_recv() {
                         Ok(Ok(())) => say(&out, format!("ACK {last}\n")),
                         Ok(Err(e)) => {
@@ -135,6 +153,7 @@ struct Seen {
     ready: Option<u64>,
     max_submit: Option<u64>,
     max_ack: Option<u64>,
+    max_commit: Option<u64>,
     acks: usize,
     errors: Vec<String>,
 }
@@ -152,6 +171,7 @@ impl Seen {
                 self.max_ack = self.max_ack.max(num());
                 self.acks += 1;
             }
+            "COMMIT" => self.max_commit = self.max_commit.max(num()),
             "ERR" => self.errors.push(rest.to_string()),
             _ => {}
         }
@@ -217,8 +237,23 @@ fn run_child(dir: &Path, term: u64, kill: Kill) -> Seen {
     Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
 }
 
-/// Add the first bytes of a frame that was never acknowledged to the last segment, as a
-/// write torn by a power cut would leave it.
+/// Where the frames of a segment end (by the documented layout: 32-byte header, frames
+/// of `9 + len` bytes, then zeros); stops at anything that does not fit.
+fn data_end(data: &[u8]) -> usize {
+    let mut off = 32;
+    while off + 9 <= data.len() {
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        if len == 0 || off + 9 + len > data.len() {
+            break;
+        }
+        off += 9 + len;
+    }
+    off.min(data.len())
+}
+
+/// Write the first bytes of a frame that was never acknowledged into the last segment,
+/// as a write torn by a power cut would leave it: where the next frame goes (in the zero
+/// tail), or at the end of the file.
 fn tear_tail(dir: &Path, next: u64, term: u64, rng: &mut impl Rng) {
     let Some((_, path)) = segment_files(&dir.join("wal")).unwrap().pop() else {
         return;
@@ -227,8 +262,14 @@ fn tear_tail(dir: &Path, next: u64, term: u64, rng: &mut impl Rng) {
     let entries: Vec<Entry> = (next..next + 3).map(|i| entry(i, term)).collect();
     format::encode_frame(&entries, true, &mut frame);
     let keep = rng.random_range(1..frame.len());
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    f.write_all(&frame[..keep]).unwrap();
+    let data = std::fs::read(&path).unwrap();
+    let at = if rng.random_bool(0.75) {
+        data_end(&data)
+    } else {
+        data.len()
+    };
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &frame[..keep], at as u64).unwrap();
 }
 
 /// Frames on disk, and how many of them are LZ4-compressed.
@@ -236,8 +277,9 @@ fn frame_counts(dir: &Path) -> (usize, usize) {
     let (mut frames, mut lz4) = (0, 0);
     for (_, path) in segment_files(&dir.join("wal")).unwrap() {
         let data = std::fs::read(path).unwrap();
+        let end = data_end(&data);
         let mut off = 32;
-        while off + 9 <= data.len() {
+        while off < end {
             let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
             frames += 1;
             lz4 += usize::from(data[off + 8] & 1 != 0);
@@ -255,7 +297,7 @@ fn verify(dir: &Path, round: u64, term: u64, seen: &Seen, terms: &mut Vec<u64>) 
     let mut last = 0;
     // Twice: recovery must leave a log that recovers to the same thing.
     for pass in 0..2 {
-        let wal = Wal::open(options(dir))
+        let wal = Wal::open_blocking(options(dir))
             .unwrap_or_else(|e| panic!("round {round} pass {pass}: open after SIGKILL: {e}"));
         let state = wal.state();
         last = state.last.map_or(0, |(l, _)| l);
@@ -274,13 +316,26 @@ fn verify(dir: &Path, round: u64, term: u64, seen: &Seen, terms: &mut Vec<u64>) 
         if let Some(ready) = seen.ready {
             assert_eq!(ready, before, "{what}: the child started elsewhere");
         }
+        let committed = wal
+            .meta(MetaKey::Committed)
+            .map(|v| u64::from_le_bytes(v[..].try_into().unwrap()));
+        if let Some(c) = seen.max_commit {
+            assert!(
+                committed >= Some(c),
+                "{what}: committed {committed:?} is behind the acknowledged {c}"
+            );
+        }
+        assert!(
+            committed.unwrap_or(0) <= last,
+            "{what}: committed {committed:?} is ahead of the log"
+        );
         terms.truncate(before as usize);
         terms.resize(last as usize, term);
         assert_eq!(state.first_index, (last > 0).then_some(1), "{what}");
         if last > 0 {
             assert_eq!(state.last, Some((last, terms[last as usize - 1])), "{what}");
         }
-        let got = wal.read(1..u64::MAX).unwrap();
+        let got = wal.read_blocking(1..u64::MAX).unwrap();
         assert_eq!(got.len() as u64, last, "{what}: entry count");
         for (e, want_term) in got.iter().zip(terms.iter()) {
             assert!(

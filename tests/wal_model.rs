@@ -204,7 +204,7 @@ fn options(dir: &Path, c: &Config) -> WalOptions {
 }
 
 fn check_read(wal: &Wal, model: &Model, range: Range<u64>) -> Result<(), TestCaseError> {
-    let got = wal.read(range.clone());
+    let got = wal.read_blocking(range.clone());
     match (model.read(range.clone()), got) {
         (Ok(want), Ok(got)) => {
             prop_assert_eq!(got.len(), want.len(), "read {:?}: entry count", range);
@@ -240,7 +240,8 @@ fn pick(raw: u64, lo: u64, hi: u64) -> u64 {
 fn run(config: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let opts = options(dir.path(), &config);
-    let mut wal = Some(Wal::open(opts.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?);
+    let mut wal =
+        Some(Wal::open_blocking(opts.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?);
     let mut model = Model::default();
     for (step, op) in ops.into_iter().enumerate() {
         let w = wal.as_ref().unwrap();
@@ -367,7 +368,7 @@ fn run(config: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen => {
                 drop(wal.take());
-                let reopened = Wal::open(opts.clone());
+                let reopened = Wal::open_blocking(opts.clone());
                 prop_assert!(
                     reopened.is_ok(),
                     "step {}: reopen: {:?}",
@@ -398,7 +399,8 @@ fn run(config: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let readable = model.state().first_index.unwrap_or(u64::MAX - 1)..u64::MAX;
     check_read(wal.as_ref().unwrap(), &model, readable.clone())?;
     drop(wal.take());
-    let wal = Wal::open(opts).map_err(|e| TestCaseError::fail(format!("final reopen: {e}")))?;
+    let wal =
+        Wal::open_blocking(opts).map_err(|e| TestCaseError::fail(format!("final reopen: {e}")))?;
     prop_assert_eq!(wal.state(), model.state(), "state after the final reopen");
     check_read(&wal, &model, readable)?;
     Ok(())
@@ -490,23 +492,23 @@ fn append_and_truncate_after_reopen() {
         flush_interval: Duration::ZERO,
         ..WalOptions::new(dir.path())
     };
-    Wal::open(opts.clone())
+    Wal::open_blocking(opts.clone())
         .unwrap()
         .append_blocking(entries(1..=5, 1))
         .unwrap();
-    let wal = Wal::open(opts.clone()).unwrap();
+    let wal = Wal::open_blocking(opts.clone()).unwrap();
     wal.append_blocking(entries(6..=6, 1))
         .expect("append after reopen");
     drop(wal);
-    let wal = Wal::open(opts.clone()).unwrap();
+    let wal = Wal::open_blocking(opts.clone()).unwrap();
     wal.truncate_from_blocking(3)
         .expect("truncate after reopen");
     wal.append_blocking(entries(3..=4, 2)).unwrap();
     drop(wal);
-    let wal = Wal::open(opts).unwrap();
+    let wal = Wal::open_blocking(opts).unwrap();
     let mut want = entries(1..=2, 1);
     want.extend(entries(3..=4, 2));
-    assert_eq!(wal.read(1..100).unwrap(), want);
+    assert_eq!(wal.read_blocking(1..100).unwrap(), want);
 }
 
 /// A follower installs a snapshot past its log (purge past the end), appends, and later
@@ -522,7 +524,7 @@ fn reopen_after_purge_that_follows_a_snapshot_install() {
         ..WalOptions::new(dir.path())
     };
     {
-        let wal = Wal::open(opts.clone()).unwrap();
+        let wal = Wal::open_blocking(opts.clone()).unwrap();
         for c in 0..20 {
             wal.append_blocking(entries(1 + c * 10..=10 + c * 10, 1))
                 .unwrap();
@@ -530,9 +532,9 @@ fn reopen_after_purge_that_follows_a_snapshot_install() {
         wal.purge_blocking(500, 2).unwrap();
         wal.append_blocking(entries(501..=600, 2)).unwrap();
         wal.purge_blocking(550, 2).unwrap();
-        assert_eq!(wal.read(551..1000).unwrap(), entries(551..=600, 2));
+        assert_eq!(wal.read_blocking(551..1000).unwrap(), entries(551..=600, 2));
     }
-    let wal = Wal::open(opts).expect("reopen");
+    let wal = Wal::open_blocking(opts).expect("reopen");
     assert_eq!(
         wal.state(),
         LogState {
@@ -541,5 +543,5 @@ fn reopen_after_purge_that_follows_a_snapshot_install() {
             first_index: Some(551),
         }
     );
-    assert_eq!(wal.read(551..1000).unwrap(), entries(551..=600, 2));
+    assert_eq!(wal.read_blocking(551..1000).unwrap(), entries(551..=600, 2));
 }

@@ -18,6 +18,7 @@ pub struct SegmentReport {
     pub last_index: Option<u64>,
     pub batches: usize,
     pub entries: u64,
+    /// Header and frames: the segment's data, without its zero tail.
     pub bytes: u64,
     /// A torn tail of the last segment (the next open cuts it); anything else is an error.
     pub torn_tail: Option<Damage>,
@@ -62,7 +63,7 @@ pub fn check(dir: &Path) -> Result<Vec<SegmentReport>, WalError> {
             last_index: scan.batches.last().map(|b| b.last_index()),
             batches: scan.batches.len(),
             entries,
-            bytes: data.len() as u64,
+            bytes: scan.valid_len,
             torn_tail,
             path,
         });

@@ -243,6 +243,68 @@ mod tests {
     }
 
     #[test]
+    fn zero_tail_is_the_normal_end() {
+        let data = segment(&[(5, 3), (8, 2)]);
+        let clean = scan(&data).unwrap();
+        for tail in [1, 8, 9, 100, 5000] {
+            let mut d = data.clone();
+            d.resize(data.len() + tail, 0);
+            let s = scan(&d).unwrap();
+            assert_eq!(s.damage, None, "tail {tail}");
+            assert_eq!(s.batches, clean.batches);
+            assert_eq!(s.valid_len, data.len() as u64);
+        }
+        // A header and nothing but zeros: an empty, preallocated segment.
+        let mut empty = data[..SEGMENT_HEADER].to_vec();
+        empty.resize(4096, 0);
+        let s = scan(&empty).unwrap();
+        assert!(s.batches.is_empty() && s.damage.is_none());
+        assert_eq!(s.valid_len, SEGMENT_HEADER as u64);
+    }
+
+    #[test]
+    fn torn_frame_in_zero_tail_is_torn_and_bounded() {
+        let full = segment(&[(1, 3), (4, 3)]);
+        let two = segment(&[(1, 3)]);
+        for cut in (two.len() + 1..full.len()).step_by(3) {
+            let mut d = full[..cut].to_vec();
+            d.resize(full.len() + 3000, 0);
+            let s = scan(&d).unwrap();
+            let dmg = s.damage.expect("damage");
+            assert!(dmg.torn_tail, "cut {cut}");
+            assert_eq!(dmg.offset, two.len() as u64);
+            assert_eq!(dmg.end, nonzero_len(&full[..cut]) as u64);
+            assert_eq!(s.valid_len, two.len() as u64);
+        }
+    }
+
+    #[test]
+    fn zeros_then_a_valid_frame_is_corruption() {
+        let mut data = segment(&[(1, 3), (4, 3), (7, 1)]);
+        let s = scan(&data).unwrap();
+        let b = s.batches[1];
+        data[b.offset as usize..(b.offset + b.len as u64) as usize].fill(0);
+        let d = scan(&data).unwrap().damage.unwrap();
+        assert_eq!(d.offset, b.offset);
+        assert!(!d.torn_tail);
+    }
+
+    #[test]
+    fn nonzero_len_finds_the_last_nonzero_byte() {
+        for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
+            let mut d = vec![0u8; len];
+            assert_eq!(nonzero_len(&d), 0);
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if at < len {
+                    d[at] = 1;
+                    assert_eq!(nonzero_len(&d), at + 1, "len {len}, at {at}");
+                    d[at] = 0;
+                }
+            }
+        }
+    }
+
+    #[test]
     fn gap_between_batches_is_caught() {
         let data = segment(&[(1, 3), (5, 3)]);
         let d = scan(&data).unwrap().damage.unwrap();

@@ -591,7 +591,7 @@ def run_mysqltest(server, target, test, proto, outdir, timeout):
     text += out.decode(errors="replace")
     text += "\n----- stderr -----\n" + err.decode(errors="replace")
     if rc == RC_HANG:
-        text += f"\n----- killed after {timeout} s -----\n"
+        text += f"\n----- killed after {timeout:.0f} s -----\n"
     return rc, text
 
 
@@ -708,6 +708,12 @@ def main():
         if proxy:
             proxy.stop()
         server.stop()
+        # Keep the two servers' logs with the results.
+        for src, name in ((server.log, "mariadbd.err"),
+                          (os.path.join(root, "wolfscale", "wolfscale.log"),
+                           "wolfscale.log")):
+            if os.path.exists(src):
+                shutil.copy(src, os.path.join(outdir, name))
         if os.environ.get("MTR_DIFF_KEEP"):
             print(f"kept {root}")
         else:

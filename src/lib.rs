@@ -10,6 +10,7 @@
 //! - [`state`]: the node's SQLite state database (purge marker; later vote, membership).
 //! - [`localdb`]: throwaway `mariadbd` processes for `wolfscale demo` and tests.
 pub mod apply;
+pub mod cluster;
 pub mod config;
 pub mod localdb;
 pub mod protocol;

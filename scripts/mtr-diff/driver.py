@@ -730,6 +730,9 @@ def compare(test, proto, runs, outdir):
         kind = "differ"
     elif rc_d == rc_p and out_d == out_p:
         kind = {"ok": "identical", "skip": "skipped"}.get(outcome(rc_d), "fail-both")
+        if kind == "fail-both":  # keep the (common) output: why did it fail?
+            with open(base + ".both.out", "w") as f:
+                f.write(out_d)
         return kind, summary
     else:
         kind = "differ"

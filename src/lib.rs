@@ -1,6 +1,7 @@
 //! WolfScale: a MariaDB gateway and synchronization manager.
 //!
 //! # Layout
+//! - [`api`]: the HTTP API (status, cluster).
 //! - [`apply`]: committed log entries replayed on the local MariaDB, exactly once.
 //! - [`config`]: `wolfscale.toml`, validated into a checked [`config::Config`].
 //! - [`protocol`]: MySQL wire protocol: framing, handshake, OK/ERR, reply scanning.
@@ -8,13 +9,16 @@
 //! - [`sql`]: statement classification and determinism analysis.
 //! - [`wal`]: the segmented, checksummed, group-committed write-ahead log.
 //! - [`state`]: the node's SQLite state database (purge marker; later vote, membership).
+//! - [`run`]: a whole node (proxy, cluster, API) from its configuration.
 //! - [`localdb`]: throwaway `mariadbd` processes for `wolfscale demo` and tests.
+pub mod api;
 pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod localdb;
 pub mod protocol;
 pub mod proxy;
+pub mod run;
 pub mod sql;
 pub mod state;
 pub mod wal;

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
 use wolfscale::config::{self, Config, Severity};
-use wolfscale::proxy::{Proxy, ProxySettings};
+use wolfscale::run::RunningNode;
 
 #[derive(Parser)]
 #[command(
@@ -39,11 +38,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Run this node: the MySQL proxy in front of the local MariaDB.
+    /// Run this node: the MySQL proxy, the cluster member and the HTTP API.
     Start {
-        /// Bootstrap a new cluster from this node (cluster mode is not in this build yet).
+        /// Create a new cluster of this node and `[cluster] peers` (first start of the
+        /// first node only; a node that already has a log resumes from it).
         #[arg(long)]
         bootstrap: bool,
+    },
+    /// Print this node's and the cluster's status (from the node's HTTP API).
+    Status {
+        /// The API to ask (default: this config's [api] bind_address).
+        #[arg(short, long)]
+        endpoint: Option<String>,
     },
     /// Check the config file and report every problem with file, key and reason; then
     /// connect to [database] and report how clients' accounts will be matched.
@@ -54,12 +60,15 @@ enum Command {
     },
     /// Print the class of a SQL statement.
     Classify { sql: String },
-    /// Start a throwaway MariaDB (mariadbd from PATH) and a proxy in front of it.
+    /// A local cluster to try: N throwaway MariaDBs and N nodes on loopback ports.
     Demo {
-        /// Proxy listen address.
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// The first node's MySQL port; the others get free ports.
         #[arg(long, default_value = "127.0.0.1:8007")]
         listen: std::net::SocketAddr,
-        /// Directory for the throwaway server (default: a new temporary directory).
+        /// Directory for the throwaway servers (default: a new temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -100,7 +109,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Start { bootstrap } => start(&path, bootstrap),
-        Command::Demo { listen, dir } => demo(listen, dir),
+        Command::Status { endpoint } => status(&path, endpoint),
+        Command::Demo { nodes, listen, dir } => demo(nodes, listen, dir),
     }
 }
 
@@ -148,7 +158,7 @@ fn validate(path: &std::path::Path, offline: bool) -> ExitCode {
 
 /// What `validate` can tell about `[database]`: reachable, and how accounts will match.
 async fn database_report(cfg: &Config) -> anyhow::Result<Vec<String>> {
-    let settings = ProxySettings::from_config(cfg);
+    let settings = wolfscale::proxy::ProxySettings::from_config(cfg);
     let greeting = wolfscale::proxy::backend::probe(&settings.backend_addr).await?;
     let opts = wolfscale::proxy::server::service_opts(&settings);
     let (accepted, networks, from) =
@@ -186,17 +196,99 @@ fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    if bootstrap {
-        tracing::warn!("--bootstrap: clustering is not part of this build; running a single node");
-    }
     if !cfg.proxy.enabled {
         anyhow::bail!(
             "{}: proxy.enabled = false leaves nothing to run in this build",
             path.display()
         );
     }
-    let settings = ProxySettings::from_config(&cfg);
-    runtime()?.block_on(serve_until_signal(settings))?;
+    runtime()?.block_on(async {
+        let node = RunningNode::start(&cfg, bootstrap).await?;
+        tracing::info!(
+            node = %cfg.node.id,
+            proxy = %node.proxy_addr,
+            api = ?node.api_addr,
+            "node started"
+        );
+        wait_for_signal().await?;
+        tracing::info!("signal received: shutting down");
+        node.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// GET a path of a node's HTTP API and parse the JSON answer.
+async fn api_get(endpoint: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(hostport)
+        .await
+        .with_context(|| format!("cannot reach the API at {hostport}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{path}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+fn status(path: &std::path::Path, endpoint: Option<String>) -> anyhow::Result<ExitCode> {
+    let endpoint = match endpoint {
+        Some(e) => e,
+        None => {
+            let (cfg, _) = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let a = cfg.api.bind_address;
+            let host = if a.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                a.ip().to_string()
+            };
+            format!("{host}:{}", a.port())
+        }
+    };
+    runtime()?.block_on(async {
+        let node = api_get(&endpoint, "/status").await?;
+        let cluster = api_get(&endpoint, "/cluster").await?;
+        let s = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        println!(
+            "node {} ({}), {}, term {}, leader {}, log {}, applied {}",
+            s(&node["node_id"]),
+            s(&node["status"]),
+            s(&node["role"]),
+            s(&node["term"]),
+            s(&node["leader_id"]),
+            s(&node["last_log_index"]),
+            s(&node["applied_index"])
+        );
+        println!(
+            "{:<16} {:<9} {:<14} {:<22} {:<22} {:>8} {:>6}",
+            "member", "role", "status", "cluster", "proxy", "matched", "lag"
+        );
+        for m in cluster["members"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} {:<9} {:<14} {:<22} {:<22} {:>8} {:>6}",
+                s(&m["node_id"]),
+                s(&m["role"]),
+                s(&m["status"]),
+                s(&m["cluster_addr"]),
+                s(&m["proxy_addr"]),
+                s(&m["matched_index"]),
+                s(&m["lag"])
+            );
+        }
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -204,17 +296,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-async fn serve_until_signal(settings: ProxySettings) -> anyhow::Result<()> {
-    let proxy = Proxy::bind(settings).await?;
-    let (tx, rx) = watch::channel(false);
-    let serve = tokio::spawn(proxy.serve(rx));
-    wait_for_signal().await?;
-    tracing::info!("signal received: shutting down");
-    tx.send_replace(true);
-    serve.await?;
-    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -228,7 +309,12 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo(listen: std::net::SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn demo(
+    nodes: u16,
+    listen: std::net::SocketAddr,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!((1..=9).contains(&nodes), "--nodes must be 1..=9");
     let (dir, temp) = match dir {
         Some(d) => (d, false),
         None => (
@@ -236,19 +322,92 @@ fn demo(listen: std::net::SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<Ex
             true,
         ),
     };
-    let db = wolfscale::localdb::LocalMariaDb::start(&dir, &Default::default())
-        .context("starting the demo MariaDB")?;
-    tracing::info!(dir = %dir.display(), port = db.port(), "throwaway MariaDB started");
-    let settings = ProxySettings::new(listen, db.addr(), "root");
-    println!(
-        "WolfScale demo: connect with  mariadb -h{} -P{} -uroot",
-        listen.ip(),
-        listen.port()
-    );
-    let result = runtime()?.block_on(serve_until_signal(settings));
-    drop(db);
+    let result = runtime()?.block_on(run_demo(nodes, listen, &dir));
     if temp {
         std::fs::remove_dir_all(&dir).ok();
     }
     result.map(|_| ExitCode::SUCCESS)
+}
+
+async fn run_demo(
+    nodes: u16,
+    listen: std::net::SocketAddr,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use wolfscale::localdb::{free_port, LocalMariaDb, Options};
+    let opts = Options {
+        extra_args: vec!["--proxy-protocol-networks=127.0.0.0/8,localhost".into()],
+        ..Options::default()
+    };
+    let mut dbs = Vec::new();
+    for i in 1..=nodes {
+        let d = dir.join(format!("node-{i}"));
+        let o = opts.clone();
+        let db = tokio::task::spawn_blocking(move || LocalMariaDb::start(&d.join("mariadb"), &o))
+            .await?
+            .context("starting a demo MariaDB")?;
+        dbs.push(db);
+    }
+    let cluster_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let mut configs = Vec::new();
+    for i in 0..nodes as usize {
+        let proxy = if i == 0 {
+            listen.to_string()
+        } else {
+            format!("127.0.0.1:{}", free_port()?)
+        };
+        let peers: Vec<String> = (0..nodes as usize)
+            .filter(|j| *j != i)
+            .map(|j| format!("\"127.0.0.1:{}\"", cluster_ports[j]))
+            .collect();
+        let text = format!(
+            "[node]\nid = \"node-{n}\"\nbind_address = \"127.0.0.1:{cp}\"\nadvertise_address = \"127.0.0.1:{cp}\"\n\
+             data_dir = \"{data}\"\n[database]\nhost = \"127.0.0.1\"\nport = {db}\nuser = \"root\"\n\
+             [cluster]\npeers = [{peers}]\nsecret = \"demo-secret\"\n[api]\nbind_address = \"127.0.0.1:{api}\"\n\
+             [proxy]\nbind_address = \"{proxy}\"\n",
+            n = i + 1,
+            cp = cluster_ports[i],
+            data = dir.join(format!("node-{}", i + 1)).join("data").display(),
+            db = dbs[i].port(),
+            peers = peers.join(", "),
+            api = free_port()?,
+        );
+        let (cfg, _) = Config::from_toml_str(&text, std::path::Path::new(config::MEMORY_SOURCE))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        configs.push(cfg);
+    }
+    // Followers first, then the bootstrapping node, which contacts them.
+    let mut running = Vec::new();
+    for (i, cfg) in configs.iter().enumerate().skip(1) {
+        let cfg = cfg.clone();
+        running.push((
+            i,
+            tokio::spawn(async move { RunningNode::start(&cfg, false).await }),
+        ));
+    }
+    let first = RunningNode::start(&configs[0], true).await?;
+    let mut started = vec![first];
+    for (_, h) in running {
+        started.push(h.await??);
+    }
+    println!(
+        "WolfScale demo: {nodes} nodes, each with its own MariaDB (data in {})",
+        dir.display()
+    );
+    for (i, n) in started.iter().enumerate() {
+        println!(
+            "  node-{}: mariadb -h127.0.0.1 -P{} -uroot      HTTP API http://{}  (its MariaDB: port {})",
+            i + 1,
+            n.proxy_addr.port(),
+            n.api_addr.map(|a| a.to_string()).unwrap_or_default(),
+            dbs[i].port()
+        );
+    }
+    println!("Writes go through the leader's port; Ctrl-C stops everything.");
+    wait_for_signal().await?;
+    for n in started {
+        n.shutdown().await;
+    }
+    drop(dbs);
+    Ok(())
 }

@@ -117,6 +117,32 @@ impl StateDb {
         tx.commit().map_err(err)
     }
 
+    pub fn delete(&self, key: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM kv WHERE key = ?1", params![key])
+            .map(|_| ())
+            .map_err(|source| StateError::Sql {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Every `(key, value)` whose key starts with `prefix`.
+    pub fn with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let err = |source| StateError::Sql {
+            path: self.path.clone(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
     /// A `(u64, u64)` pair stored as 16 little-endian bytes.
     pub fn get_pair(&self, key: &str) -> Result<Option<(u64, u64)>, StateError> {
         Ok(self.get(key)?.and_then(|v| {

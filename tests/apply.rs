@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use common::Db;
 use mysql_async::prelude::*;
-use wolfscale::apply::entry::{Ddl, LogEntry, Pins, RowCounts, SessionVars, Statement, Txn, TxnId, Value};
+use wolfscale::apply::entry::{
+    Ddl, LogEntry, Pins, RowCounts, SessionVars, Statement, Txn, TxnId, Value,
+};
 use wolfscale::apply::{Applier, ApplyError, CommitOrder, Item, PendingCommits, Waiter};
 
 const ME: u64 = 0xAAAA;
@@ -21,7 +23,10 @@ fn session() -> SessionVars {
     SessionVars {
         charset: "utf8mb4".into(),
         collation: "utf8mb4_general_ci".into(),
-        vars: vec![("sql_mode".into(), Value::Text("utf8mb4".into(), b"STRICT_ALL_TABLES".to_vec()))],
+        vars: vec![(
+            "sql_mode".into(),
+            Value::Text("utf8mb4".into(), b"STRICT_ALL_TABLES".to_vec()),
+        )],
     }
 }
 
@@ -32,20 +37,30 @@ fn stmt(sql: &str, affected: u64) -> Statement {
         params: None,
         pins: Pins::default(),
         user_vars: vec![],
-        expect: RowCounts { affected, matched: None },
+        expect: RowCounts {
+            affected,
+            matched: None,
+        },
     }
 }
 
 fn txn(origin: u64, seq: u64, statements: Vec<Statement>) -> Box<LogEntry> {
     Box::new(LogEntry::Txn(Txn {
-        id: TxnId { incarnation: origin, seq },
+        id: TxnId {
+            incarnation: origin,
+            seq,
+        },
         session: session(),
         statements,
     }))
 }
 
 fn item(index: u64, entry: Box<LogEntry>) -> Item {
-    Item::Entry { index, term: 1, entry }
+    Item::Entry {
+        index,
+        term: 1,
+        entry,
+    }
 }
 
 async fn setup(db: &Db) {
@@ -60,9 +75,14 @@ async fn replays_with_pins_in_one_transaction_and_exactly_once() {
     let db = Db::start().await;
     setup(&db).await;
     let pending = Arc::new(PendingCommits::default());
-    let mut a = Applier::open(service_opts(&db), ME, pending.clone()).await.unwrap();
-    assert_eq!(a.applied().index, 0);
-    let mut pinned = stmt("INSERT INTO t (v, ts, r) VALUES ('x', NOW(6), RAND()), ('y', NOW(6), RAND())", 2);
+    let mut a = Applier::open(service_opts(&db), ME, pending.clone())
+        .await
+        .unwrap();
+    assert_eq!(a.applied().index, None);
+    let mut pinned = stmt(
+        "INSERT INTO t (v, ts, r) VALUES ('x', NOW(6), RAND()), ('y', NOW(6), RAND())",
+        2,
+    );
     pinned.pins = Pins {
         timestamp_us: 1_600_000_000_250_000,
         rand_seed1: 11,
@@ -75,39 +95,48 @@ async fn replays_with_pins_in_one_transaction_and_exactly_once() {
     let mut typed = stmt("INSERT INTO t (v, r) VALUES (?, ?)", 1);
     typed.params = Some(vec![Value::Bytes(b"typed".to_vec()), Value::Double(2.5)]);
     let mut from_var = stmt("INSERT INTO t (v) VALUES (@who)", 1);
-    from_var.user_vars = vec![("who".into(), Value::Text("utf8mb4".into(), "zoë".as_bytes().to_vec()))];
+    from_var.user_vars = vec![(
+        "who".into(),
+        Value::Text("utf8mb4".into(), "zoë".as_bytes().to_vec()),
+    )];
     let items = vec![
         item(1, txn(OTHER, 1, vec![pinned])),
         Item::Blank { index: 2, term: 1 },
         item(3, txn(OTHER, 2, vec![update, typed, from_var])),
     ];
     a.apply(items.clone()).await.unwrap();
-    assert_eq!(a.applied().index, 3);
+    assert_eq!(a.applied().index, Some(3));
     let mut c = db.root().await;
     let rows: Vec<(i64, String, Option<String>)> = c
         .query("SELECT id, v, CAST(ts AS CHAR) FROM test.t ORDER BY id")
         .await
         .unwrap();
-    assert_eq!(rows[0], (100, "x!".into(), Some("2020-09-13 12:26:40.250000".into())));
+    assert_eq!(
+        rows[0],
+        (100, "x!".into(), Some("2020-09-13 12:26:40.250000".into()))
+    );
     assert_eq!(rows[1].0, 101);
     assert_eq!(rows[2].1, "typed");
     assert_eq!(rows[3].1, "zoë");
     // RAND() with the pinned seeds gives what MariaDB gives for those seeds.
-    let r: Vec<f64> = c.query("SELECT r FROM test.t WHERE id IN (100, 101) ORDER BY id").await.unwrap();
+    let r: Vec<f64> = c
+        .query("SELECT r FROM test.t WHERE id IN (100, 101) ORDER BY id")
+        .await
+        .unwrap();
     let want: Vec<f64> = c
         .query("SET STATEMENT rand_seed1=11, rand_seed2=22 FOR SELECT RAND() UNION ALL SELECT 0")
         .await
         .unwrap();
     assert_eq!(r[0], want[0]);
-    let marker: Option<(u64, u64)> = c
+    let marker: Option<(Option<u64>, u64)> = c
         .query_first("SELECT log_index, log_term FROM wolfscale.applied")
         .await
         .unwrap();
-    assert_eq!(marker, Some((3, 1)));
+    assert_eq!(marker, Some((Some(3), 1)));
     // Re-applying after a "restart" changes nothing.
     drop(a);
     let mut b = Applier::open(service_opts(&db), ME, pending).await.unwrap();
-    assert_eq!(b.applied().index, 3);
+    assert_eq!(b.applied().index, Some(3));
     b.apply(items).await.unwrap();
     let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM test.t").await.unwrap();
     assert_eq!(n, Some(4));
@@ -120,26 +149,49 @@ async fn divergence_stops_the_applier() {
     let mut a = Applier::open(service_opts(&db), ME, Arc::new(PendingCommits::default()))
         .await
         .unwrap();
-    a.apply(vec![item(1, txn(OTHER, 1, vec![stmt("INSERT INTO t (id, v) VALUES (1, 'a')", 1)]))])
-        .await
-        .unwrap();
+    a.apply(vec![item(
+        1,
+        txn(
+            OTHER,
+            1,
+            vec![stmt("INSERT INTO t (id, v) VALUES (1, 'a')", 1)],
+        ),
+    )])
+    .await
+    .unwrap();
     // The leader changed 1 row; here 0 rows match.
     let err = a
-        .apply(vec![item(2, txn(OTHER, 2, vec![stmt("UPDATE t SET v = 'b' WHERE id = 7", 1)]))])
+        .apply(vec![item(
+            2,
+            txn(OTHER, 2, vec![stmt("UPDATE t SET v = 'b' WHERE id = 7", 1)]),
+        )])
         .await
         .unwrap_err();
-    assert!(matches!(err, ApplyError::Diverged { index: 2, .. }), "{err}");
+    assert!(
+        matches!(err, ApplyError::Diverged { index: 2, .. }),
+        "{err}"
+    );
     // A deterministic error is divergence too, never skipped.
     let err = a
-        .apply(vec![item(2, txn(OTHER, 2, vec![stmt("INSERT INTO t (id, v) VALUES (1, 'dup')", 1)]))])
+        .apply(vec![item(
+            2,
+            txn(
+                OTHER,
+                2,
+                vec![stmt("INSERT INTO t (id, v) VALUES (1, 'dup')", 1)],
+            ),
+        )])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("1062"), "{err}");
     // Nothing of the failed entries was committed, and the marker did not move.
     let mut c = db.root().await;
-    let v: Option<String> = c.query_first("SELECT v FROM test.t WHERE id = 1").await.unwrap();
+    let v: Option<String> = c
+        .query_first("SELECT v FROM test.t WHERE id = 1")
+        .await
+        .unwrap();
     assert_eq!(v.as_deref(), Some("a"));
-    assert_eq!(a.applied().index, 1);
+    assert_eq!(a.applied().index, Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,9 +199,14 @@ async fn own_transactions_commit_through_their_session_or_by_xid() {
     let db = Db::start().await;
     setup(&db).await;
     let pending = Arc::new(PendingCommits::default());
-    let mut a = Applier::open(service_opts(&db), ME, pending.clone()).await.unwrap();
+    let mut a = Applier::open(service_opts(&db), ME, pending.clone())
+        .await
+        .unwrap();
     // A "session" prepared its transaction and waits for its turn.
-    let id = TxnId { incarnation: ME, seq: 1 };
+    let id = TxnId {
+        incarnation: ME,
+        seq: 1,
+    };
     let mut session = db.root().await;
     let thread = session.id();
     session
@@ -160,7 +217,13 @@ async fn own_transactions_commit_through_their_session_or_by_xid() {
         .await
         .unwrap();
     let (order_tx, order_rx) = tokio::sync::oneshot::channel::<CommitOrder>();
-    pending.register(id, Waiter { order: order_tx, backend_thread: thread });
+    pending.register(
+        id,
+        Waiter {
+            order: order_tx,
+            backend_thread: thread,
+        },
+    );
     let xid = id.xid();
     let waiter = tokio::spawn(async move {
         let order = order_rx.await.unwrap();
@@ -168,12 +231,22 @@ async fn own_transactions_commit_through_their_session_or_by_xid() {
         order.done.send(r.map_err(|e| e.to_string())).ok();
         order.index
     });
-    a.apply(vec![item(1, txn(ME, 1, vec![stmt("INSERT INTO t (id, v) VALUES (1, 'mine')", 1)]))])
-        .await
-        .unwrap();
+    a.apply(vec![item(
+        1,
+        txn(
+            ME,
+            1,
+            vec![stmt("INSERT INTO t (id, v) VALUES (1, 'mine')", 1)],
+        ),
+    )])
+    .await
+    .unwrap();
     assert_eq!(waiter.await.unwrap(), 1);
     // A prepared transaction whose session is gone: committed by xid.
-    let id2 = TxnId { incarnation: ME, seq: 2 };
+    let id2 = TxnId {
+        incarnation: ME,
+        seq: 2,
+    };
     let mut gone = db.root().await;
     gone.query_drop(format!(
         "XA START '{x}'; INSERT INTO test.t (id, v) VALUES (2, 'orphan'); XA END '{x}'; XA PREPARE '{x}'",
@@ -183,20 +256,40 @@ async fn own_transactions_commit_through_their_session_or_by_xid() {
     .unwrap();
     drop(gone);
     // An entry of ours whose xid is no longer prepared was committed already: skipped.
-    let id3 = TxnId { incarnation: ME, seq: 3 };
+    let id3 = TxnId {
+        incarnation: ME,
+        seq: 3,
+    };
     a.apply(vec![
-        item(2, txn(ME, 2, vec![stmt("INSERT INTO t (id, v) VALUES (2, 'orphan')", 1)])),
-        item(3, txn(ME, 3, vec![stmt("INSERT INTO t (id, v) VALUES (3, 'never')", 1)])),
+        item(
+            2,
+            txn(
+                ME,
+                2,
+                vec![stmt("INSERT INTO t (id, v) VALUES (2, 'orphan')", 1)],
+            ),
+        ),
+        item(
+            3,
+            txn(
+                ME,
+                3,
+                vec![stmt("INSERT INTO t (id, v) VALUES (3, 'never')", 1)],
+            ),
+        ),
     ])
     .await
     .unwrap();
     let _ = id3;
     let mut c = db.root().await;
-    let rows: Vec<(i64, String)> = c.query("SELECT id, v FROM test.t ORDER BY id").await.unwrap();
+    let rows: Vec<(i64, String)> = c
+        .query("SELECT id, v FROM test.t ORDER BY id")
+        .await
+        .unwrap();
     assert_eq!(rows, vec![(1, "mine".into()), (2, "orphan".into())]);
     let prepared: Vec<mysql_async::Row> = c.query("XA RECOVER").await.unwrap();
     assert!(prepared.is_empty());
-    assert_eq!(a.applied().index, 3);
+    assert_eq!(a.applied().index, Some(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +297,10 @@ async fn ddl_from_another_node_runs_and_a_repeat_after_restart_is_done() {
     let db = Db::start().await;
     let ddl = |seq, sql: &str| {
         Box::new(LogEntry::Ddl(Ddl {
-            id: TxnId { incarnation: OTHER, seq },
+            id: TxnId {
+                incarnation: OTHER,
+                seq,
+            },
             session: session(),
             statement: stmt(sql, 0),
         }))
@@ -212,16 +308,28 @@ async fn ddl_from_another_node_runs_and_a_repeat_after_restart_is_done() {
     let mut a = Applier::open(service_opts(&db), ME, Arc::new(PendingCommits::default()))
         .await
         .unwrap();
-    a.apply(vec![item(1, ddl(1, "CREATE TABLE d (a INT)"))]).await.unwrap();
+    a.apply(vec![item(1, ddl(1, "CREATE TABLE d (a INT)"))])
+        .await
+        .unwrap();
     // The marker write after a DDL can be lost in a crash: the DDL comes again.
     let mut c = db.root().await;
-    c.query_drop("UPDATE wolfscale.applied SET log_index = 0").await.unwrap();
+    c.query_drop("UPDATE wolfscale.applied SET log_index = NULL")
+        .await
+        .unwrap();
     let mut b = Applier::open(service_opts(&db), ME, Arc::new(PendingCommits::default()))
         .await
         .unwrap();
-    b.apply(vec![item(1, ddl(1, "CREATE TABLE d (a INT)"))]).await.unwrap();
-    assert_eq!(b.applied().index, 1);
+    b.apply(vec![item(1, ddl(1, "CREATE TABLE d (a INT)"))])
+        .await
+        .unwrap();
+    assert_eq!(b.applied().index, Some(1));
     // Later, the same error is divergence.
-    let err = b.apply(vec![item(2, ddl(2, "CREATE TABLE d (a INT)"))]).await.unwrap_err();
-    assert!(matches!(err, ApplyError::Diverged { index: 2, .. }), "{err}");
+    let err = b
+        .apply(vec![item(2, ddl(2, "CREATE TABLE d (a INT)"))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Diverged { index: 2, .. }),
+        "{err}"
+    );
 }

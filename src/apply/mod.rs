@@ -82,9 +82,9 @@ pub enum Item {
 impl Item {
     pub fn index(&self) -> u64 {
         match self {
-            Item::Entry { index, .. } | Item::Blank { index, .. } | Item::Membership { index, .. } => {
-                *index
-            }
+            Item::Entry { index, .. }
+            | Item::Blank { index, .. }
+            | Item::Membership { index, .. } => *index,
         }
     }
 
@@ -217,11 +217,12 @@ impl Applier {
     pub async fn apply(&mut self, items: Vec<Item>) -> Result<(), ApplyError> {
         let mut group: Vec<Item> = Vec::new();
         for item in items {
-            if item.index() <= self.applied.index {
+            if self.applied.index.is_some_and(|a| item.index() <= a) {
                 continue;
             }
             let local = matches!(&item, Item::Entry { entry, .. } if entry.id().incarnation == self.incarnation);
-            let ddl = matches!(&item, Item::Entry { entry, .. } if matches!(**entry, LogEntry::Ddl(_)));
+            let ddl =
+                matches!(&item, Item::Entry { entry, .. } if matches!(**entry, LogEntry::Ddl(_)));
             if local || ddl || group.len() >= GROUP_ENTRIES {
                 self.flush(&mut group).await?;
             }
@@ -303,7 +304,7 @@ impl Applier {
         ));
         script.push_plain("COMMIT".into());
         self.run_script(script).await?;
-        self.applied.index = last.index();
+        self.applied.index = Some(last.index());
         self.applied.term = last.term();
         if membership.is_some() {
             self.applied.membership = membership;
@@ -313,7 +314,13 @@ impl Applier {
 
     /// Queue what a statement needs: connection state, user variables, the statement
     /// with its pins.
-    fn push_statement(&mut self, script: &mut Script, index: u64, session: &SessionVars, st: &Statement) {
+    fn push_statement(
+        &mut self,
+        script: &mut Script,
+        index: u64,
+        session: &SessionVars,
+        st: &Statement,
+    ) {
         if let Some(db) = &st.db {
             if self.state.db.as_deref() != Some(db.as_str()) {
                 script.push_plain(format!("USE {}", quote_ident(db)));
@@ -321,7 +328,11 @@ impl Applier {
             }
         }
         let names = (session.charset.clone(), session.collation.clone());
-        if !names.0.is_empty() && self.state.names.as_ref() != Some(&names) && is_ident(&names.0) && is_ident(&names.1) {
+        if !names.0.is_empty()
+            && self.state.names.as_ref() != Some(&names)
+            && is_ident(&names.0)
+            && is_ident(&names.1)
+        {
             script.push_plain(format!("SET NAMES {} COLLATE {}", names.0, names.1));
             self.state.names = Some(names);
         }
@@ -343,7 +354,10 @@ impl Applier {
     }
 
     async fn run_script(&mut self, script: Script) -> Result<(), Failure> {
-        let conn = self.conn().await.map_err(|e| Failure::Transient(e.to_string()))?;
+        let conn = self
+            .conn()
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?;
         for chunk in script.chunks() {
             match chunk {
                 Chunk::Text(parts) => run_text(conn, &parts).await?,
@@ -371,8 +385,9 @@ impl Applier {
         }
         // A DDL this node produced already ran here, before it was logged.
         let conn = self.conn().await?;
-        conn.query_drop(schema::update_applied(*index, *term, None)).await?;
-        self.applied.index = *index;
+        conn.query_drop(schema::update_applied(*index, *term, None))
+            .await?;
+        self.applied.index = Some(*index);
         self.applied.term = *term;
         Ok(())
     }
@@ -396,9 +411,15 @@ impl Applier {
             }
             Ok(Err(_)) => false,
             Err(_) => {
-                tracing::warn!(index, thread = waiter.backend_thread, "session did not commit in time; killing its connection to commit by xid");
+                tracing::warn!(
+                    index,
+                    thread = waiter.backend_thread,
+                    "session did not commit in time; killing its connection to commit by xid"
+                );
                 if let Ok(conn) = self.conn().await {
-                    conn.query_drop(format!("KILL {}", waiter.backend_thread)).await.ok();
+                    conn.query_drop(format!("KILL {}", waiter.backend_thread))
+                        .await
+                        .ok();
                 }
                 false
             }
@@ -412,9 +433,9 @@ impl Applier {
         // The connection that prepared it may still be closing: give it a moment.
         for attempt in 0..50 {
             let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
-            let present = prepared.iter().any(|(_, g, _, data)| {
-                data.get(..*g as usize) == Some(xid.as_bytes())
-            });
+            let present = prepared
+                .iter()
+                .any(|(_, g, _, data)| data.get(..*g as usize) == Some(xid.as_bytes()));
             if !present {
                 return Ok(());
             }
@@ -466,15 +487,18 @@ impl Applier {
             }
         }
         let conn = self.conn().await?;
-        conn.query_drop(schema::update_applied(*index, *term, None)).await?;
-        self.applied.index = *index;
+        conn.query_drop(schema::update_applied(*index, *term, None))
+            .await?;
+        self.applied.index = Some(*index);
         self.applied.term = *term;
         Ok(())
     }
 
     async fn conn(&mut self) -> Result<&mut Conn, ApplyError> {
         if self.conn.is_none() {
-            let conn = Conn::new(self.opts.clone()).await.map_err(ApplyError::Connect)?;
+            let conn = Conn::new(self.opts.clone())
+                .await
+                .map_err(ApplyError::Connect)?;
             self.conn = Some(conn);
             self.state = ConnState::default();
         }
@@ -513,8 +537,18 @@ fn is_transient(code: u16) -> bool {
 /// "Already exists" / "already gone" errors of a DDL.
 fn is_already_done(reason: &str) -> bool {
     [
-        "ERROR 1050", "ERROR 1007", "ERROR 1051", "ERROR 1008", "ERROR 1060", "ERROR 1061",
-        "ERROR 1091", "ERROR 1396", "ERROR 1304", "ERROR 1305", "ERROR 1359", "ERROR 1360",
+        "ERROR 1050",
+        "ERROR 1007",
+        "ERROR 1051",
+        "ERROR 1008",
+        "ERROR 1060",
+        "ERROR 1061",
+        "ERROR 1091",
+        "ERROR 1396",
+        "ERROR 1304",
+        "ERROR 1305",
+        "ERROR 1359",
+        "ERROR 1360",
         "ERROR 4088",
     ]
     .iter()
@@ -759,7 +793,8 @@ fn to_driver_value(v: &Value) -> mysql_async::Value {
 fn is_ident(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
 }
 
 /// Backquote an identifier.
@@ -795,7 +830,10 @@ mod tests {
         };
         let session = SessionVars {
             vars: vec![
-                ("sql_mode".into(), Value::Text("utf8mb4".into(), b"STRICT_ALL_TABLES".to_vec())),
+                (
+                    "sql_mode".into(),
+                    Value::Text("utf8mb4".into(), b"STRICT_ALL_TABLES".to_vec()),
+                ),
                 ("bad name".into(), Value::Int(1)),
             ],
             ..SessionVars::default()
@@ -806,13 +844,22 @@ mod tests {
              timestamp=1700000000.000042, rand_seed1=5, rand_seed2=6, insert_id=10 \
              FOR INSERT INTO t VALUES (NOW(6), RAND())"
         );
-        assert_eq!(pinned_statement(&SessionVars::default(), &st("DELETE FROM t")), "DELETE FROM t");
+        assert_eq!(
+            pinned_statement(&SessionVars::default(), &st("DELETE FROM t")),
+            "DELETE FROM t"
+        );
     }
 
     #[test]
     fn matched_rows_from_info() {
-        assert_eq!(parse_matched("Rows matched: 3  Changed: 2  Warnings: 0"), Some(3));
-        assert_eq!(parse_matched("Records: 2  Duplicates: 0  Warnings: 0"), None);
+        assert_eq!(
+            parse_matched("Rows matched: 3  Changed: 2  Warnings: 0"),
+            Some(3)
+        );
+        assert_eq!(
+            parse_matched("Records: 2  Duplicates: 0  Warnings: 0"),
+            None
+        );
         assert_eq!(parse_matched(""), None);
     }
 

@@ -110,6 +110,9 @@ pub struct Outcome {
     pub last_insert_id: u64,
     /// Statement id of a successful COM_STMT_PREPARE.
     pub stmt_id: Option<u32>,
+    /// `Rows matched: N` of an UPDATE's OK packet.
+    pub info_matched: Option<u64>,
+    pub warnings: u16,
 }
 
 /// Incremental scanner over a server's reply.
@@ -292,9 +295,11 @@ impl Scanner {
         let affected = r.lenenc().unwrap_or(0);
         let insert_id = r.lenenc().unwrap_or(0);
         let status = r.u16().unwrap_or(0);
+        self.outcome.warnings = r.u16().unwrap_or(0);
         self.outcome.affected_rows = affected;
         self.outcome.last_insert_id = insert_id;
         self.outcome.status = Some(status);
+        self.outcome.info_matched = rows_matched(r.remaining());
         status
     }
 
@@ -314,6 +319,23 @@ impl Scanner {
             .unwrap_or(0);
         self.outcome.error = Some(code);
     }
+}
+
+/// `N` of an OK packet's `Rows matched: N …` info, which follows the warnings either
+/// as the rest of the packet or (with session tracking) as a length-prefixed string.
+fn rows_matched(info: &[u8]) -> Option<u64> {
+    const PREFIX: &[u8] = b"Rows matched: ";
+    let text = if info.starts_with(PREFIX) {
+        info
+    } else {
+        info.get(1..).filter(|t| t.starts_with(PREFIX))?
+    };
+    let digits: Vec<u8> = text[PREFIX.len()..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
 fn is_eof(p: &[u8], len: usize) -> bool {

@@ -12,6 +12,8 @@ pub mod auth;
 pub mod backend;
 pub mod hostname;
 pub mod registry;
+pub mod replicate;
+pub mod sequencer;
 pub mod server;
 pub mod session;
 
@@ -44,6 +46,11 @@ pub struct Shared {
     pub net_read_timeout: Duration,
     /// Also bounds the backend part of COM_CHANGE_USER.
     pub handshake_timeout: Duration,
+    /// The cluster this node writes through; unset for a proxy in front of a single
+    /// MariaDB. Set once, before the proxy serves (the cluster's member record needs
+    /// the proxy's bound address first).
+    pub replicator: std::sync::OnceLock<replicate::SharedReplicator>,
+    pub sequencing: sequencer::Sequencing,
 }
 
 impl Shared {

@@ -69,6 +69,11 @@ impl Registry {
         }
     }
 
+    /// The node number in this registry's ids.
+    pub fn node_number(&self) -> u16 {
+        self.node as u16
+    }
+
     /// A new proxy connection id, not used by a live session.
     pub fn allocate(&self) -> u32 {
         loop {

@@ -53,6 +53,8 @@ pub struct ProxySettings {
     pub client_buffer_limit: usize,
     /// MariaDB's `net_read_timeout`: how long the rest of a begun packet may take.
     pub net_read_timeout: Duration,
+    /// The cluster writes go through (`None`: a single node, writes run directly).
+    pub replicator: Option<super::replicate::SharedReplicator>,
 }
 
 impl ProxySettings {
@@ -73,6 +75,7 @@ impl ProxySettings {
             node_number: 0,
             client_buffer_limit: d.client_buffer_limit_mb << 20,
             net_read_timeout: Duration::from_millis(d.net_read_timeout_ms),
+            replicator: None,
         }
     }
 }
@@ -95,6 +98,7 @@ impl ProxySettings {
             node_number: c.node.number,
             client_buffer_limit: c.proxy.client_buffer_limit_mb << 20,
             net_read_timeout: Duration::from_millis(c.proxy.net_read_timeout_ms),
+            replicator: None,
         }
     }
 }
@@ -191,6 +195,12 @@ impl Proxy {
             budget: PacketBudget::new(settings.client_buffer_limit, settings.net_read_timeout),
             net_read_timeout: settings.net_read_timeout,
             handshake_timeout: settings.handshake_timeout,
+            replicator: settings
+                .replicator
+                .clone()
+                .map(std::sync::OnceLock::from)
+                .unwrap_or_default(),
+            sequencing: Default::default(),
         });
         let listener =
             TcpListener::bind(settings.listen)
@@ -209,6 +219,11 @@ impl Proxy {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.settings.listen)
+    }
+
+    /// Write through `replicator` (set once, before serving).
+    pub fn set_replicator(&self, replicator: super::replicate::SharedReplicator) {
+        self.shared.replicator.set(replicator).ok();
     }
 
     /// Run in a background task.

@@ -30,6 +30,7 @@ use super::acl::{AccountName, ClientHost};
 use super::auth::Verdict;
 use super::backend::{self, Backend, BackendError, Identity, Login};
 use super::registry::{Entry, RegistryGuard};
+use super::sequencer::Internal;
 use super::Shared;
 use crate::protocol::command::*;
 use crate::protocol::handshake::{self, ChangeUserRequest, ClientHello, Stage1, NATIVE_PASSWORD};
@@ -49,11 +50,15 @@ pub enum SessionError {
     Login(#[from] BackendError),
     #[error("handshake: {0}")]
     Handshake(ServerError),
+    /// One of the proxy's own statements failed in a way that leaves the session
+    /// unusable.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// What the command loop does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
+pub(super) enum Flow {
     Continue,
     Close,
 }
@@ -80,15 +85,24 @@ pub struct Authenticated {
 
 /// An established session.
 pub struct Session<S> {
-    client: PacketConn<S>,
-    backend: Backend,
-    auth: Authenticated,
+    pub(super) client: PacketConn<S>,
+    pub(super) backend: Backend,
+    pub(super) auth: Authenticated,
     /// Server status flags from the last OK/EOF (transaction and autocommit state).
-    status: u16,
+    pub(super) status: u16,
     /// Classification of each prepared statement, by statement id.
-    stmts: HashMap<u32, Classification>,
-    shared: Arc<Shared>,
-    registration: RegistryGuard,
+    pub(super) stmts: HashMap<u32, Classification>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) registration: RegistryGuard,
+    /// The transaction as the sequencer sees it (cluster nodes only).
+    pub(super) txn: super::sequencer::TxnState,
+    /// The session variables a replay needs; `None` after a statement that may have
+    /// changed them.
+    pub(super) vars: Option<crate::apply::entry::SessionVars>,
+    /// The default database when `vars` was read.
+    pub(super) db: Option<String>,
+    /// `@@tx_isolation` when `vars` was read.
+    pub(super) isolation: String,
 }
 
 /// Run the rest of the connection phase (after the greeting and the optional TLS
@@ -161,6 +175,10 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         stmts: HashMap::new(),
         shared,
         registration,
+        txn: Default::default(),
+        vars: None,
+        db: None,
+        isolation: String::new(),
     })
 }
 
@@ -289,6 +307,71 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .ok();
     SessionError::Handshake(err)
+}
+
+/// The payload of the first packet of a collected reply.
+fn first_payload(reply: &[u8]) -> &[u8] {
+    match crate::protocol::packet::peek_header(reply) {
+        Some((len, _)) if reply.len() >= 4 + len => &reply[4..4 + len],
+        _ => &[],
+    }
+}
+
+/// A [`ServerError`] from an ERR payload.
+fn err_from_payload(p: &[u8]) -> ServerError {
+    let code = p
+        .get(1..3)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .unwrap_or(0);
+    let (state, msg) = if p.get(3) == Some(&b'#') && p.len() >= 9 {
+        (String::from_utf8_lossy(&p[4..9]).into_owned(), &p[9..])
+    } else {
+        ("HY000".to_string(), p.get(3..).unwrap_or_default())
+    };
+    let state: &'static str = match state.as_str() {
+        "23000" => "23000",
+        "42000" => "42000",
+        "42S02" => "42S02",
+        "XAE07" => "XAE07",
+        "XAE04" => "XAE04",
+        "40001" => "40001",
+        _ => "HY000",
+    };
+    ServerError::new(code, state, String::from_utf8_lossy(msg).into_owned())
+}
+
+/// The first row of a collected text result set, each column as text or NULL.
+fn first_row(reply: &[u8]) -> Vec<Option<String>> {
+    let mut packets = Vec::new();
+    let mut off = 0;
+    while let Some((len, _)) = crate::protocol::packet::peek_header(&reply[off..]) {
+        if reply.len() < off + 4 + len {
+            break;
+        }
+        packets.push(&reply[off + 4..off + 4 + len]);
+        off += 4 + len;
+    }
+    let Some(count) = packets.first().and_then(|p| Reader::new(p).lenenc()) else {
+        return vec![];
+    };
+    let Some(row) = packets.get(count as usize + 2) else {
+        return vec![];
+    };
+    if row.first() == Some(&0xFE) && row.len() < 9 {
+        return vec![];
+    }
+    let mut r = Reader::new(row);
+    (0..count)
+        .map(|_| {
+            if r.remaining().first() == Some(&0xFB) {
+                r.u8();
+                None
+            } else {
+                r.lenenc_bytes()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+            }
+        })
+        .collect()
 }
 
 fn ok_status(payload: &[u8]) -> u16 {
@@ -445,6 +528,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let class = sql::classify(&text);
         tracing::trace!(id = self.auth.id, class = %class, in_txn = self.in_transaction(), "query");
+        if self.shared.replicator.get().is_some() {
+            return self.sequenced_query(&p, &text, class).await;
+        }
         self.forward(&p, Some(Expect::Query)).await
     }
 
@@ -466,7 +552,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Send a client command to the backend unchanged and relay its reply, if any.
-    async fn forward(&mut self, p: &Packet, expect: Option<Expect>) -> Result<Flow, SessionError> {
+    pub(super) async fn forward(
+        &mut self,
+        p: &Packet,
+        expect: Option<Expect>,
+    ) -> Result<Flow, SessionError> {
         self.send_backend(&p.raw).await?;
         if let Some(expect) = expect {
             self.relay(expect).await?;
@@ -474,7 +564,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(Flow::Continue)
     }
 
-    async fn send_backend(&mut self, raw: &[u8]) -> Result<(), SessionError> {
+    pub(super) async fn send_backend(&mut self, raw: &[u8]) -> Result<(), SessionError> {
         if let Err(e) = self.backend.conn.write_raw(raw).await {
             self.reply_err(0, ServerError::lost_backend("")).await.ok();
             return Err(SessionError::Backend(e));
@@ -483,7 +573,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Stream the backend's reply to the client until the scanner says it is complete.
-    async fn relay(&mut self, expect: Expect) -> Result<Outcome, SessionError> {
+    pub(super) async fn relay(&mut self, expect: Expect) -> Result<Outcome, SessionError> {
         let mut scanner = Scanner::new(expect);
         let mut forwarded = false;
         loop {
@@ -523,6 +613,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(scanner.outcome)
     }
 
+    /// Run one of the proxy's own statements on the backend; nothing reaches the client.
+    /// An ERR is returned as [`Internal::Err`]; a lost backend is an error.
+    pub(super) async fn internal(&mut self, sql: &str) -> Result<Internal, SessionError> {
+        let (outcome, reply) = self.run_collect(sql).await?;
+        let first = first_payload(&reply);
+        Ok(match outcome.error {
+            Some(_) => Internal::Err(err_from_payload(first)),
+            None => Internal::Ok(first.to_vec()),
+        })
+    }
+
+    /// The first row of one of the proxy's own queries, as text (`None` for NULL).
+    pub(super) async fn internal_row(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Option<String>>, SessionError> {
+        let (outcome, reply) = self.run_collect(sql).await?;
+        if outcome.error.is_some() {
+            let e = err_from_payload(first_payload(&reply));
+            return Err(SessionError::Internal(format!("{sql}: {e}")));
+        }
+        Ok(first_row(&reply))
+    }
+
+    /// Send a statement of the proxy's own and collect its whole reply.
+    pub(super) async fn run_collect(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Outcome, Vec<u8>), SessionError> {
+        let mut payload = Vec::with_capacity(1 + sql.len());
+        payload.push(COM_QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        let mut raw = bytes::BytesMut::new();
+        crate::protocol::packet::encode_packet(&mut raw, 0, &payload);
+        self.send_backend(&raw).await?;
+        self.collect_reply(Expect::Query).await
+    }
+
+    /// Read the backend's reply without forwarding it (bounded by the proxy's packet
+    /// limit times two: only the proxy's own statements and single-statement writes
+    /// are collected).
+    pub(super) async fn collect_reply(
+        &mut self,
+        expect: Expect,
+    ) -> Result<(Outcome, Vec<u8>), SessionError> {
+        let mut scanner = Scanner::new(expect);
+        let mut out = Vec::new();
+        loop {
+            let buf = self.backend.conn.read_buffer();
+            let (n, step) = scanner.scan(buf).map_err(SessionError::Backend)?;
+            if n > 0 {
+                out.extend_from_slice(&buf.split_to(n));
+                if out.len() > 2 * self.shared.max_packet {
+                    return Err(SessionError::Internal("reply too large to hold".into()));
+                }
+            }
+            match step {
+                Step::Done => break,
+                Step::LocalInfile => {
+                    return Err(SessionError::Internal(
+                        "LOAD DATA LOCAL is not replicated by this build".into(),
+                    ))
+                }
+                Step::NeedMore => match self.backend.conn.fill().await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(SessionError::Backend(ProtoError::Closed)),
+                    Err(e) => return Err(SessionError::Backend(e)),
+                },
+            }
+        }
+        if let Some(status) = scanner.outcome.status {
+            self.status = status;
+        }
+        Ok((scanner.outcome, out))
+    }
+
     /// Pass the client's LOCAL INFILE contents to the backend as they arrive, up to and
     /// including the empty packet that ends them, without buffering whole packets. A
     /// client that stalls longer than `net_read_timeout` ends the session (the backend
@@ -553,7 +719,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Send a proxy-generated ERR following the client's packet `last_seq`.
-    async fn reply_err(&mut self, last_seq: u8, err: ServerError) -> Result<(), SessionError> {
+    pub(super) async fn reply_err(
+        &mut self,
+        last_seq: u8,
+        err: ServerError,
+    ) -> Result<(), SessionError> {
         tracing::debug!(id = self.auth.id, error = %err, "error reply");
         self.client
             .send(last_seq.wrapping_add(1), &err.payload())

@@ -16,6 +16,7 @@
 //!   cannot parse, and the fast path for reads.
 //! * `determinism.rs` — constructs that make a write non-replayable.
 //! * `kill.rs` — KILL statements that name a connection id (for id mapping).
+//! * `rewrite.rs` — session functions of a write replaced by their leader-side values.
 //! * `stmt.rs` — one statement's tokens and text; `tests.rs` — the
 //!   cross-module rules, the fast-path equivalence and the no-panic properties.
 //!
@@ -93,6 +94,7 @@ mod determinism;
 mod kill;
 mod lexer;
 mod lexical;
+mod rewrite;
 mod split;
 mod stmt;
 mod versioned;
@@ -102,6 +104,7 @@ use std::str::FromStr;
 
 pub use kill::{kill_request, KillRequest};
 use lexical::Inner;
+pub use rewrite::{hash_passwords, pin_functions, SessionValues};
 use stmt::Stmt;
 
 /// Statements longer than this (in bytes) are not handed to sqlparser: the

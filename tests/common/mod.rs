@@ -209,3 +209,209 @@ pub fn server_error(e: &mysql_async::Error) -> Option<(u16, String)> {
         _ => None,
     }
 }
+
+/// A cluster node without a proxy: its MariaDB and its [`wolfscale::cluster::Cluster`].
+pub struct RaftNode {
+    pub cluster: Option<wolfscale::cluster::Cluster>,
+    pub settings: wolfscale::cluster::ClusterSettings,
+    pub db: Db,
+    pub dir: tempfile::TempDir,
+}
+
+/// Cluster settings for node `number` with its data under `dir`, peers filled in later.
+pub fn cluster_settings(
+    number: u16,
+    db: &Db,
+    dir: &std::path::Path,
+    port: u16,
+) -> wolfscale::cluster::ClusterSettings {
+    init_logging();
+    wolfscale::cluster::ClusterSettings {
+        node_id: format!("node-{number}"),
+        number,
+        bind: format!("127.0.0.1:{port}").parse().unwrap(),
+        advertise: format!("127.0.0.1:{port}"),
+        proxy_addr: String::new(),
+        api_addr: String::new(),
+        wal: wolfscale::wal::WalOptions::new(dir),
+        peers: vec![],
+        bootstrap: false,
+        secret: b"test-secret".to_vec(),
+        heartbeat_ms: 100,
+        election_timeout_min_ms: 400,
+        election_timeout_max_ms: 800,
+        disable_auto_election: false,
+        database: opts(db.port(), "root", "", None),
+    }
+}
+
+/// Start `n` Raft nodes (numbers 1..=n), the first bootstrapping the others.
+pub async fn raft_cluster(n: u16) -> Vec<RaftNode> {
+    let dbs = futures_join_all((0..n).map(|_| Db::start())).await;
+    let ports: Vec<u16> = (0..n)
+        .map(|_| wolfscale::localdb::free_port().unwrap())
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, db) in dbs.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = cluster_settings(i as u16 + 1, &db, dir.path(), ports[i]);
+        if i == 0 {
+            s.bootstrap = true;
+            s.peers = ports[1..]
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect();
+        }
+        nodes.push(RaftNode {
+            cluster: None,
+            settings: s,
+            db,
+            dir,
+        });
+    }
+    // Followers first, so the bootstrapping node finds them listening.
+    let starts: Vec<_> = nodes
+        .iter()
+        .rev()
+        .map(|n| wolfscale::cluster::Cluster::start(n.settings.clone()))
+        .collect();
+    let mut started = Vec::new();
+    for s in starts {
+        started.push(tokio::spawn(s));
+    }
+    let mut clusters = Vec::new();
+    for h in started {
+        clusters.push(h.await.unwrap().expect("start cluster node"));
+    }
+    clusters.reverse();
+    for (node, c) in nodes.iter_mut().zip(clusters) {
+        node.cluster = Some(c);
+    }
+    nodes
+}
+
+/// `join_all` for a handful of futures, without a futures dependency.
+pub async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+/// Index of the node that is leader and writable, waiting up to `timeout`.
+pub async fn writable_leader(nodes: &[RaftNode], timeout: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if n.cluster
+                .as_ref()
+                .is_some_and(|c| c.writable_term().is_some())
+            {
+                return i;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no writable leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A full node: MariaDB, Raft, and a proxy writing through the cluster.
+pub struct FullNode {
+    pub raft: RaftNode,
+    pub cluster: std::sync::Arc<wolfscale::cluster::Cluster>,
+    pub proxy: Option<ProxyHandle>,
+}
+
+impl FullNode {
+    pub fn proxy_port(&self) -> u16 {
+        self.proxy.as_ref().expect("proxy").local_addr.port()
+    }
+
+    pub async fn client(&self, db: Option<&str>) -> Conn {
+        Conn::new(opts(self.proxy_port(), "app", APP_PASSWORD, db))
+            .await
+            .expect("connect through proxy")
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.cluster.writable_term().is_some()
+    }
+}
+
+/// `n` full nodes; waits until one is the writable leader.
+pub async fn full_cluster(n: u16) -> Vec<FullNode> {
+    let nodes = raft_cluster(n).await;
+    let mut out = Vec::new();
+    for mut node in nodes {
+        let cluster = std::sync::Arc::new(node.cluster.take().expect("started"));
+        let mut settings = settings_for(node.db.port());
+        settings.node_number = node.settings.number;
+        settings.replicator = Some(cluster.clone());
+        let proxy = Proxy::bind(settings).await.expect("bind proxy").spawn();
+        out.push(FullNode {
+            raft: node,
+            cluster,
+            proxy: Some(proxy),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !out.iter().any(FullNode::is_writable) {
+        assert!(tokio::time::Instant::now() < deadline, "no writable leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    out
+}
+
+pub fn leader_of(nodes: &[FullNode]) -> usize {
+    nodes
+        .iter()
+        .position(FullNode::is_writable)
+        .expect("a leader")
+}
+
+/// `CHECKSUM TABLE` of every table in `db` on each node's MariaDB, as text.
+pub async fn checksums(nodes: &[FullNode], db: &str) -> Vec<Vec<(String, Option<i64>)>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let mut c = n.raft.db.root().await;
+        let tables: Vec<String> = c
+            .query(format!(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' ORDER BY TABLE_NAME"
+            ))
+            .await
+            .unwrap();
+        let mut sums = Vec::new();
+        for t in tables {
+            let row: Option<(String, Option<i64>)> = c
+                .query_first(format!("CHECKSUM TABLE `{db}`.`{t}`"))
+                .await
+                .unwrap();
+            sums.push((t, row.and_then(|r| r.1)));
+        }
+        out.push(sums);
+    }
+    out
+}
+
+/// Wait until every node's MariaDB has applied what the leader committed so far, then
+/// compare checksums; returns them.
+pub async fn converged(nodes: &[FullNode], db: &str) -> Vec<(String, Option<i64>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sums = checksums(nodes, db).await;
+        if sums.windows(2).all(|w| w[0] == w[1]) {
+            return sums.into_iter().next().unwrap_or_default();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes did not converge: {sums:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

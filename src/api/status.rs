@@ -1,0 +1,54 @@
+//! `GET /status`, `GET /cluster`, `GET /cluster/nodes`, `GET /health`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::cluster::status::Status;
+use crate::cluster::Cluster;
+
+/// Heartbeat interval the member statuses are judged against.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+pub async fn node(State(c): State<Arc<Cluster>>) -> Response {
+    Json(c.node_status()).into_response()
+}
+
+pub async fn cluster(State(c): State<Arc<Cluster>>) -> Response {
+    let node = c.node_status();
+    let view = c.cluster_view(HEARTBEAT);
+    Json(serde_json::json!({
+        "node_id": node.node_id,
+        "role": node.role,
+        "term": view.term,
+        "leader_id": view.leader_id,
+        "last_log_index": node.last_log_index,
+        "applied_index": node.applied_index,
+        "members": view.members,
+    }))
+    .into_response()
+}
+
+pub async fn nodes(State(c): State<Arc<Cluster>>) -> Response {
+    Json(c.cluster_view(HEARTBEAT).members).into_response()
+}
+
+/// 200 when this node can serve (a leader is known and it is not diverged).
+pub async fn health(State(c): State<Arc<Cluster>>) -> Response {
+    let s = c.node_status();
+    let ok = matches!(s.status, Status::Active | Status::Syncing) && s.leader_id.is_some();
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({"status": s.status, "role": s.role})),
+    )
+        .into_response()
+}

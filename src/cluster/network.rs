@@ -1,0 +1,338 @@
+//! Raft RPCs over the peer transport.
+//!
+//! A request is one frame `postcard(Request)`, its answer one frame `postcard(Response)`.
+//! Each openraft network client keeps one authenticated connection to its target and
+//! sends one request at a time on it (openraft sends one append at a time per
+//! follower); the server answers the requests of each connection in order. A
+//! connection that fails is dropped and opened again on the next request, so a peer
+//! that restarts is reached again without anything else noticing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::SnapshotOf;
+use openraft::OptionalSend;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::state_machine::{Dump, StateMachine};
+use super::transport::{self, PeerConn, PeerIdentity, TransportError};
+use super::types::{Member, NodeId, Raft, TypeConfig, Vote};
+
+/// How long opening a connection (TCP and handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Serialize, Deserialize)]
+pub enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum Response {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+    /// The receiver could not handle it (its Raft stopped, or the request is not for
+    /// it).
+    Failed(String),
+}
+
+/// Who this node is and how it proves it, for both directions of the transport.
+#[derive(Clone)]
+pub struct PeerAuth {
+    pub me: PeerIdentity,
+    pub secret: Arc<Vec<u8>>,
+}
+
+/// openraft's network factory: one [`PeerClient`] per target.
+pub struct Network {
+    pub auth: PeerAuth,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.cluster_addr.clone(),
+            auth: self.auth.clone(),
+            conn: None,
+        }
+    }
+}
+
+/// A connection to one peer, opened on first use and after a failure.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    auth: PeerAuth,
+    conn: Option<PeerConn>,
+}
+
+impl PeerClient {
+    async fn call(
+        &mut self,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RPCError<TypeConfig>> {
+        let body =
+            postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if self.conn.is_none() {
+            let (conn, peer) = transport::connect(
+                &self.addr,
+                &self.auth.secret,
+                &self.auth.me,
+                CONNECT_TIMEOUT.min(timeout.max(Duration::from_millis(200))),
+            )
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            if u64::from(peer.number) != self.target {
+                let e = TransportError::BadHandshake(format!(
+                    "{} answered as node {} ({}), expected node {}",
+                    self.addr, peer.number, peer.node_id, self.target
+                ));
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            self.conn = Some(conn);
+        }
+        let conn = self.conn.as_mut().expect("just opened");
+        let exchange = async {
+            conn.write_frame(&body).await?;
+            conn.read_frame().await
+        };
+        let answer = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(e)) => {
+                self.conn = None;
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            Err(_) => {
+                // The answer may still arrive: the connection cannot be reused.
+                self.conn = None;
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "RPC timed out");
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        let response: Response = postcard::from_bytes(&answer).map_err(|e| {
+            self.conn = None;
+            RPCError::Network(NetworkError::new(&e))
+        })?;
+        if let Response::Failed(reason) = &response {
+            let e = std::io::Error::other(reason.clone());
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        Ok(response)
+    }
+}
+
+fn unexpected() -> RPCError<TypeConfig> {
+    let e = std::io::Error::other("peer answered with the wrong kind of response");
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Dump;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&Request::Append(rpc), option.hard_ttl()).await? {
+            Response::Append(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&Request::Vote(rpc), option.hard_ttl()).await? {
+            Response::Vote(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&Request::PreVote(rpc), option.hard_ttl()).await? {
+            Response::Vote(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        _vote: Vote,
+        _snapshot: SnapshotOf<TypeConfig, Dump>,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        // Snapshots are never built (SnapshotPolicy::Never) and the log is not purged
+        // below what followers need, so openraft has no reason to send one.
+        let e = std::io::Error::other("snapshot transfer is not available in this build");
+        Err(StreamingError::Unreachable(Unreachable::new(&e)))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(&Request::TransferLeader(req), option.hard_ttl())
+            .await?
+        {
+            Response::TransferLeader(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// Accepts peers on `listener` and answers their requests with `raft`, until
+/// `shutdown` is raised. `known` tells which node holds a number, to refuse a peer
+/// that claims another node's number.
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft<StateMachine>,
+    auth: PeerAuth,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            a = listener.accept() => a,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let raft = raft.clone();
+        let auth = auth.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let conn = match transport::accept(stream, &auth.secret, &auth.me, CONNECT_TIMEOUT).await {
+                Ok(c) => c,
+                Err(e) if e.is_auth_failure() => {
+                    tracing::warn!(peer = %addr, error = %e, "peer dropped: it could not prove the cluster secret");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %addr, error = %e, "peer handshake failed");
+                    return;
+                }
+            };
+            if let Err(reason) = check_peer(&raft, &auth.me, &conn.1) {
+                tracing::error!(peer = %addr, %reason, "peer refused");
+                return;
+            }
+            answer(conn.0, raft, shutdown).await;
+        });
+    }
+    connections.shutdown().await;
+}
+
+/// A peer must not claim this node's number, nor a number the membership gives to a
+/// node of another name.
+pub fn check_peer(
+    raft: &Raft<StateMachine>,
+    me: &PeerIdentity,
+    peer: &PeerIdentity,
+) -> Result<(), String> {
+    if peer.number == me.number {
+        return Err(format!(
+            "node '{}' uses node number {}, which is this node's ('{}'): set [node] number on one of them",
+            peer.node_id, peer.number, me.node_id
+        ));
+    }
+    let metrics = raft.metrics().borrow_watched().clone();
+    if let Some(member) = metrics
+        .membership_config
+        .membership()
+        .get_node(&u64::from(peer.number))
+    {
+        if member.id != peer.node_id {
+            return Err(format!(
+                "node '{}' claims node number {}, which belongs to member '{}'",
+                peer.node_id, peer.number, member.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn answer(mut conn: PeerConn, raft: Raft<StateMachine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            f = conn.read_frame() => f,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                if !e.is_disconnect() {
+                    tracing::debug!(error = %e, "peer connection failed");
+                }
+                return;
+            }
+        };
+        let response = match postcard::from_bytes::<Request>(&frame) {
+            Ok(req) => handle(&raft, req).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable request from peer; dropping the connection");
+                return;
+            }
+        };
+        let Ok(body) = postcard::to_allocvec(&response) else {
+            return;
+        };
+        if conn.write_frame(&body).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle(raft: &Raft<StateMachine>, req: Request) -> Response {
+    match req {
+        Request::Append(rpc) => match raft.append_entries(rpc).await {
+            Ok(r) => Response::Append(r),
+            Err(e) => Response::Failed(e.to_string()),
+        },
+        Request::Vote(rpc) => match raft.vote(rpc).await {
+            Ok(r) => Response::Vote(r),
+            Err(e) => Response::Failed(e.to_string()),
+        },
+        Request::PreVote(rpc) => match raft.pre_vote(rpc).await {
+            Ok(r) => Response::Vote(r),
+            Err(e) => Response::Failed(e.to_string()),
+        },
+        Request::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
+            Ok(r) => Response::TransferLeader(r),
+            Err(e) => Response::Failed(e.to_string()),
+        },
+    }
+}

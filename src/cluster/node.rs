@@ -1,0 +1,412 @@
+//! One node's part of the cluster: the WAL, the applier, openraft, the peer listener,
+//! start-up (bootstrap, resume) and the handle the proxy writes through.
+//!
+//! # Start-up
+//! * `--bootstrap` on a node whose log is empty: contact every peer in `[cluster]
+//!   peers` (they must be running; the handshake tells each one's number and
+//!   addresses), then initialize the cluster with this node and them as voters.
+//! * Without it, a node with an empty log waits to be contacted by a leader that has it
+//!   in its membership.
+//! * A node with a log resumes from it (and from `wolfscale.applied`) whatever the flag
+//!   says; bootstrapping twice is not possible.
+//!
+//! # Writing
+//! [`Cluster::propose`] appends an entry on the leader and returns its commit and
+//! completion notices. It only proposes for a given term (`with_leader`), so a node
+//! that lost leadership since the transaction ran refuses to append it (§4 hazard "a
+//! node that is not leader for the request's term refuses it").
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
+use openraft::{Config, ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Mutex};
+
+use super::log_store::LogStore;
+use super::network::{self, Network, PeerAuth};
+use super::state_machine::StateMachine;
+use super::transport::{self, PeerIdentity};
+use super::types::{LogId, Member, NodeId, Raft, TypeConfig};
+use crate::apply::{Applier, ApplyError, ApplyStatus, LogEntry, PendingCommits, TxnId};
+use crate::state::StateDb;
+use crate::wal::{Wal, WalError, WalOptions};
+
+/// How long `--bootstrap` keeps trying to reach every peer.
+const BOOTSTRAP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// What a node needs to join the cluster.
+#[derive(Clone)]
+pub struct ClusterSettings {
+    pub node_id: String,
+    pub number: u16,
+    /// Where the peer listener binds (port 0: any free port).
+    pub bind: SocketAddr,
+    /// How peers reach this node; a port of 0 is replaced by the bound port.
+    pub advertise: String,
+    pub proxy_addr: String,
+    pub api_addr: String,
+    pub wal: WalOptions,
+    pub peers: Vec<String>,
+    pub bootstrap: bool,
+    pub secret: Vec<u8>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub disable_auto_election: bool,
+    /// The service account's connection to the local MariaDB (for the applier).
+    pub database: mysql_async::Opts,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("node state in {path}: {source}")]
+    State {
+        path: PathBuf,
+        source: crate::state::StateError,
+    },
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    #[error("applier: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+/// Why a proposal was not appended, or its fate is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader for the term (or at all); nothing was appended.
+    #[error("not the leader{}", .leader.as_ref().map(|m| format!(" (the leader is {m})")).unwrap_or_default())]
+    NotLeader { leader: Option<Member> },
+    /// The entry was appended but then removed from the log by a new leader: it will
+    /// never be applied.
+    #[error("the entry was discarded by a change of leader")]
+    Discarded,
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}
+
+/// Notices about a proposed entry.
+pub struct Proposal {
+    /// The entry's log id once a majority holds it.
+    pub committed: oneshot::Receiver<LogId>,
+    /// Once it is applied (or discarded).
+    pub done: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
+}
+
+/// A node's handle on the cluster.
+pub struct Cluster {
+    raft: Raft<StateMachine>,
+    pub id: NodeId,
+    pub member: Member,
+    /// This node's producer id (see [`crate::apply::TxnId`]).
+    pub incarnation: u64,
+    pub pending: Arc<PendingCommits>,
+    pub apply_status: Arc<std::sync::Mutex<ApplyStatus>>,
+    applier: Arc<Mutex<Applier>>,
+    /// The node's own handle on its state database (DDL intents).
+    state: std::sync::Mutex<StateDb>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    pub async fn start(s: ClusterSettings) -> Result<Cluster, ClusterError> {
+        let incarnation = incarnation(&s.wal.state_dir)?;
+        let state = StateDb::open(&s.wal.state_dir).map_err(|source| ClusterError::State {
+            path: s.wal.state_dir.clone(),
+            source,
+        })?;
+        let wal = Arc::new(Wal::open_async(s.wal.clone()).await?);
+        let pending = Arc::new(PendingCommits::default());
+        let applier = Applier::open(s.database.clone(), incarnation, pending.clone()).await?;
+        let apply_status = applier.status();
+        let applier = Arc::new(Mutex::new(applier));
+        let listener = TcpListener::bind(s.bind)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: s.bind,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| ClusterError::Bind {
+            addr: s.bind,
+            source,
+        })?;
+        let advertise = fill_port(&s.advertise, bound.port());
+        let member = Member {
+            id: s.node_id.clone(),
+            cluster_addr: advertise.clone(),
+            proxy_addr: s.proxy_addr.clone(),
+            api_addr: s.api_addr.clone(),
+        };
+        let me = PeerIdentity {
+            node_id: s.node_id.clone(),
+            number: s.number,
+            incarnation,
+            cluster_addr: advertise,
+            proxy_addr: s.proxy_addr.clone(),
+            api_addr: s.api_addr.clone(),
+        };
+        let auth = PeerAuth {
+            me,
+            secret: Arc::new(s.secret.clone()),
+        };
+        let config = Config {
+            cluster_name: "wolfscale".into(),
+            heartbeat_interval: s.heartbeat_ms,
+            election_timeout_min: s.election_timeout_min_ms,
+            election_timeout_max: s.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::Never,
+            enable_elect: !s.disable_auto_election,
+            // Appends are sent as soon as they are submitted, not once flushed here.
+            max_payload_entries: 1024,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let id = u64::from(s.number);
+        let sm = StateMachine {
+            applier: applier.clone(),
+        };
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            Network { auth: auth.clone() },
+            LogStore::new(wal),
+            sm,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let (shutdown, rx) = watch::channel(false);
+        let server = tokio::spawn(network::serve(listener, raft.clone(), auth.clone(), rx));
+        let cluster = Cluster {
+            raft,
+            id,
+            member,
+            incarnation,
+            pending,
+            apply_status,
+            applier,
+            state: std::sync::Mutex::new(state),
+            shutdown,
+            server,
+        };
+        if s.bootstrap {
+            cluster.bootstrap(&auth, &s.peers).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Initialize a new cluster of this node and `peers`, unless this node already
+    /// has a log.
+    async fn bootstrap(&self, auth: &PeerAuth, peers: &[String]) -> Result<(), ClusterError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if initialized {
+            tracing::info!("--bootstrap: this node already belongs to a cluster; resuming");
+            return Ok(());
+        }
+        let mut members = BTreeMap::new();
+        members.insert(self.id, self.member.clone());
+        for addr in peers {
+            let peer = discover(addr, auth).await?;
+            if u64::from(peer.number) == self.id || members.contains_key(&u64::from(peer.number)) {
+                return Err(ClusterError::Bootstrap(format!(
+                    "peer {addr} ('{}') has node number {}, which another member already has: set [node] number",
+                    peer.node_id, peer.number
+                )));
+            }
+            members.insert(
+                u64::from(peer.number),
+                Member {
+                    id: peer.node_id,
+                    cluster_addr: addr.clone(),
+                    proxy_addr: peer.proxy_addr,
+                    api_addr: peer.api_addr,
+                },
+            );
+        }
+        tracing::info!(members = members.len(), "bootstrapping a new cluster");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(e)) => {
+                tracing::info!(reason = %e, "cluster already initialized");
+                Ok(())
+            }
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        }
+    }
+
+    pub fn raft(&self) -> &Raft<StateMachine> {
+        &self.raft
+    }
+
+    /// The current leader and its record, if known.
+    pub fn leader(&self) -> Option<(NodeId, Member)> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, member))
+    }
+
+    /// The term in which this node leads and may accept writes: it is the leader and
+    /// has applied every entry committed before its term (fenced: its own no-op of this
+    /// term is applied). `None` otherwise.
+    pub fn writable_term(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader || m.current_leader != Some(self.id) {
+            return None;
+        }
+        let applied_term = m.last_applied.map(|l| l.leader_id.term)?;
+        (applied_term == m.current_term).then_some(m.current_term)
+    }
+
+    /// Wait until this node may accept writes, up to `timeout`.
+    pub async fn wait_writable(&self, timeout: Duration) -> Option<u64> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(t) = self.writable_term() {
+                return Some(t);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Append `entry` if this node still leads in `term`.
+    pub async fn propose(&self, entry: LogEntry, term: u64) -> Result<Proposal, ProposeError> {
+        let (responder, committed, done) =
+            ProgressResponder::<TypeConfig, ClientWriteResult<TypeConfig>>::new();
+        self.raft
+            .write(entry)
+            .responder(responder)
+            .with_leader(term)
+            .await
+            .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+        Ok(Proposal { committed, done })
+    }
+
+    /// What a finished proposal amounts to.
+    pub fn outcome(done: ClientWriteResult<TypeConfig>) -> Result<u64, ProposeError> {
+        match done {
+            Ok(r) => Ok(r.log_id.index),
+            Err(ClientWriteError::ForwardToLeader(f)) => Err(ProposeError::NotLeader {
+                leader: f.leader_node,
+            }),
+            Err(ClientWriteError::LogEntryDiscarded(_)) => Err(ProposeError::Discarded),
+            Err(e) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Durably note that DDL `id` runs here before it is logged: if this node dies
+    /// before the entry is applied, the next start finds the note and checks the log.
+    pub fn ddl_intent(&self, id: TxnId, sql: &str) -> Result<(), crate::state::StateError> {
+        let last = self.metrics().last_log_index.unwrap_or(0);
+        let value = format!("{last}\n{sql}");
+        self.state().set(&intent_key(id), value.as_bytes())
+    }
+
+    pub fn ddl_done(&self, id: TxnId) {
+        if let Err(e) = self.state().delete(&intent_key(id)) {
+            tracing::warn!(error = %e, %id, "cannot clear a DDL intent record");
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, StateDb> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn applier(&self) -> &Arc<Mutex<Applier>> {
+        &self.applier
+    }
+
+    /// Stop Raft and the peer listener.
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        self.raft.shutdown().await.ok();
+        self.server.await.ok();
+    }
+}
+
+/// Learn a peer's identity from the handshake, retrying until it answers.
+async fn discover(addr: &str, auth: &PeerAuth) -> Result<PeerIdentity, ClusterError> {
+    let deadline = tokio::time::Instant::now() + BOOTSTRAP_PATIENCE;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match transport::connect(addr, &auth.secret, &auth.me, network::CONNECT_TIMEOUT).await {
+            Ok((_conn, peer)) => return Ok(peer),
+            Err(e) if e.is_auth_failure() => {
+                return Err(ClusterError::Bootstrap(format!(
+                    "peer {addr} refused the cluster secret (or has another): {e}"
+                )))
+            }
+            Err(e) if tokio::time::Instant::now() + backoff > deadline => {
+                return Err(ClusterError::Bootstrap(format!(
+                    "peer {addr} did not answer within {}s: {e}",
+                    BOOTSTRAP_PATIENCE.as_secs()
+                )))
+            }
+            Err(e) => {
+                tracing::info!(peer = addr, error = %e, "waiting for peer to bootstrap the cluster");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn intent_key(id: TxnId) -> String {
+    format!("ddl.intent.{id}")
+}
+
+/// `host:0` with the bound port filled in.
+fn fill_port(addr: &str, port: u16) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:{port}"),
+        _ => addr.to_string(),
+    }
+}
+
+/// This node's producer id: random, made once, kept in the state database.
+fn incarnation(state_dir: &std::path::Path) -> Result<u64, ClusterError> {
+    let err = |source| ClusterError::State {
+        path: state_dir.to_path_buf(),
+        source,
+    };
+    let db = StateDb::open(state_dir).map_err(err)?;
+    if let Some(v) = db.get("node.incarnation").map_err(err)? {
+        if let Ok(bytes) = <[u8; 8]>::try_from(v.as_slice()) {
+            return Ok(u64::from_le_bytes(bytes));
+        }
+    }
+    let v = rand::random::<u64>() | 1;
+    db.set("node.incarnation", &v.to_le_bytes()).map_err(err)?;
+    Ok(v)
+}

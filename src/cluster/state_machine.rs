@@ -1,0 +1,131 @@
+//! openraft's state machine over the applier: the local MariaDB is the state, and
+//! `wolfscale.applied` says how far it has got.
+//!
+//! `apply` receives a run of committed entries; they go to [`Applier::apply`] in one
+//! call (so a follower that is behind replays many entries per MariaDB transaction),
+//! and each proposer's responder is answered once that call has committed them.
+//! Membership changes are stored with the marker, so the applied position and the
+//! membership it implies are always read back together.
+//!
+//! Snapshots (a logical dump carrying its `wolfscale.applied` row) are provisioned in a
+//! later issue; this build never builds one (`SnapshotPolicy::Never`) and never purges
+//! the log below what a follower needs, so openraft never asks for one.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use tokio::sync::Mutex;
+
+use super::types::{log_id, Applied, LogId, StoredMembership, TypeConfig};
+use crate::apply::{Applier, Item};
+
+/// A snapshot: a dump file (not produced by this build).
+#[derive(Debug)]
+pub struct Dump {
+    pub path: PathBuf,
+}
+
+/// The state machine handle openraft owns; the applier is shared with the node so
+/// that status and recovery code can read it.
+#[derive(Clone)]
+pub struct StateMachine {
+    pub applier: Arc<Mutex<Applier>>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Dump;
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let applier = self.applier.lock().await;
+        let row = applier.applied();
+        let last = row.index.map(|i| log_id(i, row.term));
+        let membership = match &row.membership {
+            Some(bytes) => postcard::from_bytes(bytes).map_err(io_err)?,
+            None => StoredMembership::default(),
+        };
+        Ok((last, membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut items = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(next) = entries.next().await {
+            let (entry, responder) = next?;
+            let index = entry.log_id.index;
+            let term = entry.log_id.leader_id.term;
+            items.push(match entry.payload {
+                EntryPayload::Blank => Item::Blank { index, term },
+                EntryPayload::Normal(data) => Item::Entry {
+                    index,
+                    term,
+                    entry: Box::new(data),
+                },
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m);
+                    Item::Membership {
+                        index,
+                        term,
+                        membership: postcard::to_allocvec(&stored).map_err(io_err)?,
+                    }
+                }
+            });
+            if let Some(r) = responder {
+                responders.push((index, r));
+            }
+        }
+        self.applier
+            .lock()
+            .await
+            .apply(items)
+            .await
+            .map_err(io_err)?;
+        for (index, r) in responders {
+            r.send(Applied { index });
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        NoSnapshots
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMetaOf<TypeConfig>,
+        _snapshot: Dump,
+    ) -> Result<(), io::Error> {
+        Err(io_err(
+            "installing snapshots is not available in this build",
+        ))
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, Dump>>, io::Error> {
+        Ok(None)
+    }
+}
+
+/// This build makes no snapshots (see the module doc).
+pub struct NoSnapshots;
+
+impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+    type SnapshotData = Dump;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Dump>, io::Error> {
+        Err(io_err("building snapshots is not available in this build"))
+    }
+}

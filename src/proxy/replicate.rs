@@ -1,0 +1,81 @@
+//! What the proxy needs from the cluster to replicate writes, as a trait: the
+//! [`crate::cluster::Cluster`] implements it, and the sequencer's tests use a fake.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apply::{LogEntry, PendingCommits, TxnId};
+use crate::cluster::{Cluster, Member, Proposal, ProposeError};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The proxy's view of the cluster.
+pub trait Replicator: Send + Sync + 'static {
+    /// `Some(term)` when this node leads and may take writes (fenced) in that term.
+    fn writable_term(&self) -> Option<u64>;
+    /// The current leader's record, for a follower's "send writes there" error.
+    fn leader(&self) -> Option<Member>;
+    /// This node's record.
+    fn me(&self) -> &Member;
+    /// This node's producer id for [`TxnId`]s.
+    fn incarnation(&self) -> u64;
+    /// Sessions waiting for the applier to reach their transactions.
+    fn pending(&self) -> &PendingCommits;
+    /// Append an entry if this node still leads in `term`.
+    fn propose(&self, entry: LogEntry, term: u64) -> BoxFuture<'_, Result<Proposal, ProposeError>>;
+    /// Wait until this node may take writes, up to `timeout`.
+    fn wait_writable(&self, timeout: Duration) -> BoxFuture<'_, Option<u64>>;
+    /// Durably note that DDL `id` is about to run here before it is logged (crash
+    /// detection), and forget it once it is applied.
+    fn ddl_intent(&self, id: TxnId, sql: &str) -> Result<(), String>;
+    fn ddl_done(&self, id: TxnId);
+}
+
+impl Replicator for Cluster {
+    fn writable_term(&self) -> Option<u64> {
+        Cluster::writable_term(self)
+    }
+
+    fn leader(&self) -> Option<Member> {
+        Cluster::leader(self).map(|(_, m)| m)
+    }
+
+    fn me(&self) -> &Member {
+        &self.member
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn pending(&self) -> &PendingCommits {
+        &self.pending
+    }
+
+    fn propose(&self, entry: LogEntry, term: u64) -> BoxFuture<'_, Result<Proposal, ProposeError>> {
+        Box::pin(Cluster::propose(self, entry, term))
+    }
+
+    fn wait_writable(&self, timeout: Duration) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(Cluster::wait_writable(self, timeout))
+    }
+
+    fn ddl_intent(&self, id: TxnId, sql: &str) -> Result<(), String> {
+        Cluster::ddl_intent(self, id, sql).map_err(|e| e.to_string())
+    }
+
+    fn ddl_done(&self, id: TxnId) {
+        Cluster::ddl_done(self, id)
+    }
+}
+
+impl std::fmt::Debug for dyn Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replicator({})", self.me())
+    }
+}
+
+/// A shared replicator.
+pub type SharedReplicator = Arc<dyn Replicator>;

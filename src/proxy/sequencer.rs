@@ -1,0 +1,1142 @@
+//! The leader's write path: every write runs in an XA transaction on the leader's
+//! MariaDB with its context pinned; at COMMIT (or the end of an autocommit write) its
+//! statements become one log entry; the client is answered once a majority holds the
+//! entry and the applier has had the session commit it, in log order.
+//!
+//! # The session's transaction state
+//! ```text
+//!            BEGIN / first write / first statement with autocommit=0
+//!   Idle ───────────────────────────────────────────────────────────▶ Xa
+//!    ▲  ▲                                                             │
+//!    │  └──── COMMIT: XA END, XA PREPARE, append, wait, XA COMMIT ◀───┤
+//!    │       ROLLBACK / deadlock / lost leadership: XA ROLLBACK ◀─────┘
+//!    │
+//!    └── START TRANSACTION READ ONLY ──▶ Plain (passed through, never logged)
+//! ```
+//! An autocommit write is an `Xa` the proxy opens and closes around that one statement
+//! (`implicit`); its reply is held until the commit and its status flags are those of
+//! an autocommit statement.
+//!
+//! # Why XA
+//! Inside XA, MariaDB refuses COMMIT and implicit commits (a procedure's own COMMIT,
+//! DDL): nothing can commit behind the log's back. A PREPARED transaction keeps its
+//! locks across a lost connection or a restart, so the locks that make log order a
+//! valid execution order cannot vanish between the append and the commit; and the xid
+//! is the per-transaction exactly-once marker (see [`crate::apply`]).
+//!
+//! # DDL and account statements
+//! They cannot be rolled back, and they must run with the client's privileges. So on
+//! the leader they run first, on the client's own connection (MariaDB checks the
+//! privileges), and are logged once they succeeded; a fence keeps any transaction
+//! whose statements ran after the DDL began from being logged before it. A durable
+//! intent record before the DDL runs lets a node that crashed in between notice that
+//! its MariaDB may be ahead of the log (see `Cluster::ddl_intent`).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{oneshot, watch};
+
+use super::session::{Flow, Session, SessionError};
+use crate::apply::entry::{Ddl, Pins, RowCounts, SessionVars, Statement, Txn, Value};
+use crate::apply::{self, CommitOrder, LogEntry, TxnId, Waiter};
+use crate::cluster::{Cluster, ProposeError};
+use crate::protocol::command::COM_QUERY;
+use crate::protocol::packet::{encode_packet, Reader};
+use crate::protocol::response::{
+    Expect, Outcome, SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS,
+};
+use crate::protocol::{Packet, ServerError};
+use crate::sql::{Classification, StatementClass, TxnEffect};
+
+/// Session variables whose values a replay must reproduce.
+const PINNED_VARS: &[&str] = &[
+    "sql_mode",
+    "time_zone",
+    "foreign_key_checks",
+    "unique_checks",
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "div_precision_increment",
+    "group_concat_max_len",
+    "lc_time_names",
+    "explicit_defaults_for_timestamp",
+    "check_constraint_checks",
+    "sql_auto_is_null",
+];
+/// Longest a DDL may wait for metadata locks on the leader.
+const DDL_LOCK_WAIT_S: u32 = 10;
+
+/// Node-wide sequencer state, shared by all sessions.
+pub struct Sequencing {
+    /// Pinned timestamps never go backwards (µs since the epoch).
+    clock: AtomicI64,
+    /// Transaction counter of this node's producer id.
+    seq: AtomicU64,
+    /// A DDL in progress: when it started, and a flag raised once it is appended.
+    ddl: Mutex<Option<(Instant, watch::Receiver<bool>)>>,
+    ddl_turn: tokio::sync::Mutex<()>,
+}
+
+impl Default for Sequencing {
+    fn default() -> Self {
+        Sequencing {
+            clock: AtomicI64::new(0),
+            // Counting from the clock keeps ids of this producer unique across restarts.
+            seq: AtomicU64::new(now_us() as u64),
+            ddl: Mutex::new(None),
+            ddl_turn: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl Sequencing {
+    /// A timestamp for the next statement: the clock, but never below the last one.
+    fn timestamp(&self) -> i64 {
+        let now = now_us();
+        let mut last = self.clock.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .clock
+                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    fn next_id(&self, incarnation: u64) -> TxnId {
+        TxnId {
+            incarnation,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Wait if a DDL started before this transaction's last statement and is not
+    /// logged yet, so the transaction is logged after it.
+    async fn wait_for_ddl(&self, last_statement: Instant) {
+        let pending = self.ddl.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((started, mut logged)) = pending {
+            if last_statement >= started {
+                logged.wait_for(|l| *l).await.ok();
+            }
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// The session's transaction, as the sequencer sees it (see the module doc).
+#[derive(Default)]
+pub enum TxnState {
+    #[default]
+    Idle,
+    Plain,
+    Xa(XaTxn),
+}
+
+pub struct XaTxn {
+    pub id: TxnId,
+    pub term: u64,
+    /// Opened by the proxy around one autocommit statement.
+    pub implicit: bool,
+    pub statements: Vec<Statement>,
+    pub savepoints: Vec<(String, usize)>,
+    pub vars: SessionVars,
+    pub last_statement: Instant,
+}
+
+/// Why the sequencer refuses a statement.
+fn refusal(code: u16, state: &'static str, msg: impl Into<String>) -> ServerError {
+    ServerError::new(code, state, msg)
+}
+
+fn follower_refusal(leader: Option<crate::cluster::Member>, me: &str) -> ServerError {
+    let where_ = match leader {
+        Some(m) => format!("the leader is {} (MySQL port {})", m.id, m.proxy_addr),
+        None => "no leader is known right now; retry shortly".into(),
+    };
+    refusal(
+        1290,
+        "HY000",
+        format!("WolfScale node {me} is not the leader and does not run writes: {where_}"),
+    )
+}
+
+/// Whether a statement must run on the leader (it changes data or schema).
+fn needs_leader(class: &Classification) -> bool {
+    matches!(class.class, StatementClass::Write | StatementClass::Ddl)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A COM_QUERY on a node that is part of a cluster.
+    pub(super) async fn sequenced_query(
+        &mut self,
+        p: &Packet,
+        text: &str,
+        class: Classification,
+    ) -> Result<Flow, SessionError> {
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return self.forward(p, Some(Expect::Query)).await;
+        };
+        let term = rep.writable_term();
+        // A transaction of a term this node no longer leads cannot go on.
+        if let TxnState::Xa(x) = &self.txn {
+            if term != Some(x.term) {
+                self.abort_xa().await?;
+                let err = refusal(
+                    1180,
+                    "HY000",
+                    "The transaction was rolled back: this WolfScale node stopped being the leader",
+                );
+                self.reply_err(p.last_seq, err).await?;
+                return Ok(Flow::Continue);
+            }
+        }
+        let Some(term) = term else {
+            if needs_leader(&class) {
+                let err = follower_refusal(rep.leader(), &rep.me().id);
+                self.reply_err(p.last_seq, err).await?;
+                return Ok(Flow::Continue);
+            }
+            return self.forward(p, Some(Expect::Query)).await;
+        };
+        if crate::sql::classify_each(text).len() > 1
+            && (needs_leader(&class) || class.txn != TxnEffect::None)
+        {
+            let err = refusal(
+                1235,
+                "42000",
+                "WolfScale does not run writes or transaction statements in multi-statement queries yet: send them one by one",
+            );
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
+        if class.class == StatementClass::Session {
+            self.vars = None;
+        }
+        match (class.class, class.txn) {
+            (_, TxnEffect::Begin) if is_client_xa(text) || is_client_xa_any(text) => {
+                self.refuse_client_xa(p).await
+            }
+            (StatementClass::Transaction, _) if is_client_xa_any(text) => {
+                self.refuse_client_xa(p).await
+            }
+            (StatementClass::Transaction, TxnEffect::Begin) => self.begin(p, text, term).await,
+            (StatementClass::Transaction, TxnEffect::Commit) => self.commit(p, text).await,
+            (StatementClass::Transaction, TxnEffect::Rollback) => self.rollback(p).await,
+            (StatementClass::Transaction, TxnEffect::Savepoint) => self.savepoint(p, text).await,
+            (StatementClass::Ddl, _) => self.ddl(p, text, term).await,
+            (StatementClass::Write, _) => self.write(p, text, &class, term).await,
+            _ => {
+                if class.txn == TxnEffect::ImplicitCommit && matches!(self.txn, TxnState::Xa(_)) {
+                    // LOCK TABLES, FLUSH, ANALYZE…: MariaDB commits first; so do we.
+                    if let Err(e) = self.commit_xa().await {
+                        self.reply_err(p.last_seq, e).await?;
+                        return Ok(Flow::Continue);
+                    }
+                }
+                if self.autocommit_off() && matches!(self.txn, TxnState::Idle) && starts_txn(&class)
+                {
+                    self.open_xa(term, false).await?;
+                }
+                let flow = self.forward(p, Some(Expect::Query)).await?;
+                self.track_plain();
+                Ok(flow)
+            }
+        }
+    }
+
+    async fn refuse_client_xa(&mut self, p: &Packet) -> Result<Flow, SessionError> {
+        let err = refusal(
+            1235,
+            "42000",
+            "XA transactions of the client's own are not supported through WolfScale (it runs every write transaction as XA itself)",
+        );
+        self.reply_err(p.last_seq, err).await?;
+        Ok(Flow::Continue)
+    }
+
+    fn autocommit_off(&self) -> bool {
+        self.status & SERVER_STATUS_AUTOCOMMIT == 0
+    }
+
+    /// After a passed-through statement: a transaction the proxy did not open.
+    fn track_plain(&mut self) {
+        let in_trans = self.status & SERVER_STATUS_IN_TRANS != 0;
+        match (&self.txn, in_trans) {
+            (TxnState::Idle, true) => self.txn = TxnState::Plain,
+            (TxnState::Plain, false) => self.txn = TxnState::Idle,
+            _ => {}
+        }
+    }
+
+    /// BEGIN / START TRANSACTION: an XA transaction instead (READ ONLY ones pass).
+    async fn begin(&mut self, p: &Packet, text: &str, term: u64) -> Result<Flow, SessionError> {
+        let upper = text.to_ascii_uppercase();
+        if upper.contains("READ ONLY") || !upper.trim_start().starts_with(['B', 'S']) {
+            // START TRANSACTION READ ONLY, or SET autocommit = 0 (a session statement).
+            self.vars = None;
+            let flow = self.forward(p, Some(Expect::Query)).await?;
+            self.track_plain();
+            return Ok(flow);
+        }
+        if matches!(self.txn, TxnState::Xa(_)) {
+            // BEGIN inside a transaction commits it first.
+            if let Err(e) = self.commit_xa().await {
+                self.reply_err(p.last_seq, e).await?;
+                return Ok(Flow::Continue);
+            }
+        }
+        if matches!(self.txn, TxnState::Plain) {
+            return self.forward(p, Some(Expect::Query)).await;
+        }
+        let ok = self.open_xa(term, false).await?;
+        self.send_held(p.last_seq, &ok, None).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// `XA START` on the backend; the OK packet it answered.
+    async fn open_xa(&mut self, term: u64, implicit: bool) -> Result<Vec<u8>, SessionError> {
+        let vars = self.session_vars().await?;
+        if self.isolation.starts_with("READ-") {
+            // Statement replay needs gap locks and locking reads (ARCHITECTURE §2).
+            self.internal("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .await?;
+        }
+        let rep = self
+            .shared
+            .replicator
+            .get()
+            .cloned()
+            .expect("cluster session");
+        let id = self.shared.sequencing.next_id(rep.incarnation());
+        let reply = self.internal(&format!("XA START '{}'", id.xid())).await?;
+        let ok = match reply {
+            Internal::Ok(ok) => ok,
+            Internal::Err(e) => {
+                return Err(SessionError::Internal(format!("XA START failed: {e}")))
+            }
+        };
+        self.txn = TxnState::Xa(XaTxn {
+            id,
+            term,
+            implicit,
+            statements: Vec::new(),
+            savepoints: Vec::new(),
+            vars,
+            last_statement: Instant::now(),
+        });
+        Ok(ok)
+    }
+
+    /// A data-changing statement.
+    async fn write(
+        &mut self,
+        p: &Packet,
+        text: &str,
+        class: &Classification,
+        term: u64,
+    ) -> Result<Flow, SessionError> {
+        if matches!(self.txn, TxnState::Plain) {
+            // A READ ONLY transaction: MariaDB gives its own refusal.
+            return self.forward(p, Some(Expect::Query)).await;
+        }
+        let sql = match self.pin_functions(text, class.class) {
+            Ok(s) => s,
+            Err(why) => {
+                let err = refusal(
+                    1592,
+                    "HY000",
+                    format!(
+                        "WolfScale cannot replicate this statement deterministically ({why}); \
+                         rewrite it without that construct"
+                    ),
+                );
+                self.reply_err(p.last_seq, err).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let implicit = matches!(self.txn, TxnState::Idle) && !self.autocommit_off();
+        if matches!(self.txn, TxnState::Idle) {
+            self.open_xa(term, implicit).await?;
+        }
+        let started = Instant::now();
+        let mut pins = Pins {
+            timestamp_us: self.shared.sequencing.timestamp(),
+            ..Pins::default()
+        };
+        let upper = sql.to_ascii_uppercase();
+        if upper.contains("RAND") {
+            pins.rand_seed1 = rand::random::<u32>() >> 2;
+            pins.rand_seed2 = rand::random::<u32>() >> 2;
+        }
+        if upper.contains("LAST_INSERT_ID") {
+            pins.last_insert_id = self.scalar_u64("SELECT @@last_insert_id").await?;
+        }
+        let user_vars = self.user_vars_of(&sql).await?;
+        let sent = with_pins(&sql, &pins);
+        let mut payload = Vec::with_capacity(1 + sent.len());
+        payload.push(COM_QUERY);
+        payload.extend_from_slice(sent.as_bytes());
+        let mut raw = BytesMut::new();
+        encode_packet(&mut raw, 0, &payload);
+        self.send_backend(&raw).await?;
+        let (outcome, held) = if implicit {
+            let (o, bytes) = self.collect_reply(Expect::Query).await?;
+            (o, Some(bytes))
+        } else {
+            (self.relay(Expect::Query).await?, None)
+        };
+        if let Some(code) = outcome.error {
+            self.statement_failed(code).await?;
+            if let Some(bytes) = held {
+                self.client
+                    .write_raw(&bytes)
+                    .await
+                    .map_err(SessionError::Client)?;
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+            return Ok(Flow::Continue);
+        }
+        let db = self.current_db();
+        if let TxnState::Xa(x) = &mut self.txn {
+            pins.insert_id = (outcome.last_insert_id > 0).then_some(outcome.last_insert_id);
+            x.statements.push(Statement {
+                db,
+                sql,
+                params: None,
+                pins,
+                user_vars,
+                expect: RowCounts {
+                    affected: outcome.affected_rows,
+                    matched: outcome.info_matched,
+                },
+            });
+            x.last_statement = started;
+        }
+        let Some(held) = held else {
+            return Ok(Flow::Continue);
+        };
+        // An autocommit statement: commit it now, then answer with its own reply as an
+        // autocommit client sees it.
+        match self.commit_xa().await {
+            Ok(_) => {
+                let patched = patch_status(&held, self.status);
+                self.client
+                    .write_raw(&patched)
+                    .await
+                    .map_err(SessionError::Client)?;
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+            Err(e) => self.reply_err(p.last_seq, e).await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// A statement of an XA transaction failed. Most errors roll back only the
+    /// statement; a deadlock or a lock wait that rolls back everything ends it.
+    async fn statement_failed(&mut self, code: u16) -> Result<(), SessionError> {
+        let implicit = matches!(&self.txn, TxnState::Xa(x) if x.implicit);
+        let whole = matches!(code, 1213 | 1614 | 1402);
+        if implicit || whole {
+            self.abort_xa().await?;
+        }
+        Ok(())
+    }
+
+    /// COMMIT: the collected statements go into the log.
+    async fn commit(&mut self, p: &Packet, text: &str) -> Result<Flow, SessionError> {
+        if !matches!(self.txn, TxnState::Xa(_)) {
+            let flow = self.forward(p, Some(Expect::Query)).await?;
+            self.track_plain();
+            return Ok(flow);
+        }
+        let chain = text.to_ascii_uppercase().contains("CHAIN")
+            && !text.to_ascii_uppercase().contains("NO CHAIN");
+        let term = match &self.txn {
+            TxnState::Xa(x) => x.term,
+            _ => unreachable!(),
+        };
+        match self.commit_xa().await {
+            Ok(ok) => {
+                let ok = if chain {
+                    self.open_xa(term, false).await?
+                } else {
+                    ok
+                };
+                self.send_held(p.last_seq, &ok, None).await?;
+            }
+            Err(e) => self.reply_err(p.last_seq, e).await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// ROLLBACK: nothing is logged.
+    async fn rollback(&mut self, p: &Packet) -> Result<Flow, SessionError> {
+        if !matches!(self.txn, TxnState::Xa(_)) {
+            let flow = self.forward(p, Some(Expect::Query)).await?;
+            self.track_plain();
+            return Ok(flow);
+        }
+        let ok = self.abort_xa().await?;
+        self.send_held(p.last_seq, &ok, None).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// SAVEPOINT / ROLLBACK TO / RELEASE: passed through; ROLLBACK TO cuts the
+    /// collected statements back.
+    async fn savepoint(&mut self, p: &Packet, text: &str) -> Result<Flow, SessionError> {
+        let outcome = self.forward_outcome(p).await?;
+        if outcome.error.is_some() {
+            return Ok(Flow::Continue);
+        }
+        let words: Vec<String> = text
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .map(|w| w.trim_matches('`').to_string())
+            .collect();
+        let Some(name) = words.last().cloned() else {
+            return Ok(Flow::Continue);
+        };
+        if let TxnState::Xa(x) = &mut self.txn {
+            match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
+                Some("SAVEPOINT") => {
+                    x.savepoints.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+                    x.savepoints.push((name, x.statements.len()));
+                }
+                Some("ROLLBACK") => {
+                    if let Some(&(_, at)) = x
+                        .savepoints
+                        .iter()
+                        .rev()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                    {
+                        x.statements.truncate(at);
+                        let keep = x
+                            .savepoints
+                            .iter()
+                            .position(|(n, _)| n.eq_ignore_ascii_case(&name))
+                            .map_or(x.savepoints.len(), |i| i + 1);
+                        x.savepoints.truncate(keep);
+                    }
+                }
+                Some("RELEASE") => x.savepoints.retain(|(n, _)| !n.eq_ignore_ascii_case(&name)),
+                _ => {}
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// End the XA transaction without logging anything; the OK of `XA ROLLBACK`.
+    pub(super) async fn abort_xa(&mut self) -> Result<Vec<u8>, SessionError> {
+        let TxnState::Xa(x) = std::mem::take(&mut self.txn) else {
+            return Ok(crate::protocol::codes::ok_payload(0, 0, self.status, 0));
+        };
+        let xid = x.id.xid();
+        self.internal(&format!("XA END '{xid}'")).await?;
+        match self.internal(&format!("XA ROLLBACK '{xid}'")).await? {
+            Internal::Ok(ok) => Ok(ok),
+            Internal::Err(e) => {
+                tracing::warn!(xid, error = %e, "XA ROLLBACK failed");
+                Ok(crate::protocol::codes::ok_payload(0, 0, self.status, 0))
+            }
+        }
+    }
+
+    /// Commit the open XA transaction: prepare, log, wait for the applier's turn, XA
+    /// COMMIT. Returns the OK packet of the commit; on error the transaction is rolled
+    /// back (or, once logged, its outcome is reported) and the state is Idle.
+    pub(super) async fn commit_xa(&mut self) -> Result<Vec<u8>, ServerError> {
+        let TxnState::Xa(x) = std::mem::take(&mut self.txn) else {
+            return Ok(crate::protocol::codes::ok_payload(0, 0, self.status, 0));
+        };
+        let xid = x.id.xid();
+        let end = self
+            .internal(&format!("XA END '{xid}'"))
+            .await
+            .map_err(session_err)?;
+        if let Internal::Err(e) = end {
+            self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+            return Err(e);
+        }
+        if x.statements.is_empty() {
+            // Nothing was written: commit locally, nothing to log.
+            return match self
+                .internal(&format!("XA COMMIT '{xid}' ONE PHASE"))
+                .await
+                .map_err(session_err)?
+            {
+                Internal::Ok(ok) => Ok(ok),
+                Internal::Err(e) => Err(e),
+            };
+        }
+        let entry = LogEntry::Txn(Txn {
+            id: x.id,
+            session: x.vars.clone(),
+            statements: x.statements,
+        });
+        if let Err(e) = entry.encode() {
+            self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+            return Err(refusal(
+                1197,
+                "HY000",
+                format!("The transaction was rolled back: {e}"),
+            ));
+        }
+        match self
+            .internal(&format!("XA PREPARE '{xid}'"))
+            .await
+            .map_err(session_err)?
+        {
+            Internal::Ok(_) => {}
+            Internal::Err(e) => {
+                self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+                return Err(e);
+            }
+        }
+        self.shared.sequencing.wait_for_ddl(x.last_statement).await;
+        self.replicate_prepared(entry, x.id, x.term).await
+    }
+
+    /// Log a prepared transaction and commit it when the applier says so.
+    async fn replicate_prepared(
+        &mut self,
+        entry: LogEntry,
+        id: TxnId,
+        term: u64,
+    ) -> Result<Vec<u8>, ServerError> {
+        let rep = self
+            .shared
+            .replicator
+            .get()
+            .cloned()
+            .expect("cluster session");
+        let xid = id.xid();
+        let (order_tx, order_rx) = oneshot::channel::<CommitOrder>();
+        rep.pending().register(
+            id,
+            Waiter {
+                order: order_tx,
+                backend_thread: self.backend.thread_id,
+            },
+        );
+        let proposal = match rep.propose(entry, term).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Not appended: nothing can commit it but us.
+                rep.pending().withdraw(&id);
+                self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+                return Err(propose_refusal(e));
+            }
+        };
+        // From here the transaction belongs to the commit pipeline: the applier tells
+        // this connection when to commit, in log order.
+        let mut done = proposal.done;
+        let order = tokio::select! {
+            order = order_rx => order.ok(),
+            result = &mut done => {
+                // Finished before our turn came: only possible if it was discarded.
+                let outcome = result.map(Cluster::outcome);
+                if rep.pending().withdraw(&id) {
+                    self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+                    return Err(match outcome {
+                        Ok(Err(e)) => propose_refusal(e),
+                        _ => refusal(1180, "HY000", "The transaction was rolled back: its log entry was discarded"),
+                    });
+                }
+                None
+            }
+        };
+        let Some(order) = order else {
+            return Err(refusal(
+                1180,
+                "HY000",
+                "The outcome of this COMMIT is unknown: WolfScale lost track of its log entry; check the data before retrying",
+            ));
+        };
+        // The completion notice follows once the applier's batch is done; nobody needs
+        // to wait for it, but dropping it early makes openraft log a warning.
+        tokio::spawn(async move {
+            done.await.ok();
+        });
+        let committed = self.internal(&format!("XA COMMIT '{xid}'")).await;
+        let result = match &committed {
+            Ok(Internal::Ok(_)) => Ok(()),
+            Ok(Internal::Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        order.done.send(result.clone()).ok();
+        match committed {
+            Ok(Internal::Ok(ok)) => Ok(ok),
+            // The applier commits it by xid: the entry is in the log, so it commits.
+            _ => Ok(crate::protocol::codes::ok_payload(
+                0,
+                0,
+                SERVER_STATUS_AUTOCOMMIT,
+                0,
+            )),
+        }
+    }
+
+    /// DDL and account statements: run first as the client, then logged.
+    async fn ddl(&mut self, p: &Packet, text: &str, term: u64) -> Result<Flow, SessionError> {
+        if matches!(self.txn, TxnState::Xa(_)) {
+            if let Err(e) = self.commit_xa().await {
+                self.reply_err(p.last_seq, e).await?;
+                return Ok(Flow::Continue);
+            }
+        }
+        if let Err(why) = self.pin_functions(text, StatementClass::Ddl) {
+            let err = refusal(
+                1592,
+                "HY000",
+                format!("WolfScale cannot replicate this statement deterministically ({why})"),
+            );
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
+        let sql = match crate::sql::hash_passwords(text) {
+            Ok(s) => s,
+            Err(why) => {
+                self.reply_err(p.last_seq, refusal(1235, "42000", why))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let rep = self
+            .shared
+            .replicator
+            .get()
+            .cloned()
+            .expect("cluster session");
+        let vars = self.session_vars().await?;
+        let id = self.shared.sequencing.next_id(rep.incarnation());
+        let seq = self.shared.clone();
+        let _turn = seq.sequencing.ddl_turn.lock().await;
+        let (logged_tx, logged_rx) = watch::channel(false);
+        *seq.sequencing.ddl.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), logged_rx));
+        let clear_fence = || {
+            logged_tx.send_replace(true);
+            *seq.sequencing.ddl.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        };
+        if let Err(e) = rep.ddl_intent(id, &sql) {
+            clear_fence();
+            self.reply_err(
+                p.last_seq,
+                refusal(
+                    1030,
+                    "HY000",
+                    format!("WolfScale cannot record the DDL: {e}"),
+                ),
+            )
+            .await?;
+            return Ok(Flow::Continue);
+        }
+        let timestamp_us = self.shared.sequencing.timestamp();
+        let pins = Pins {
+            timestamp_us,
+            ..Pins::default()
+        };
+        let sent = format!(
+            "SET STATEMENT lock_wait_timeout={DDL_LOCK_WAIT_S}, {} FOR {sql}",
+            pins_list(&pins).join(", ")
+        );
+        let (outcome, reply) = self.run_collect(&sent).await?;
+        if outcome.error.is_some() {
+            clear_fence();
+            rep.ddl_done(id);
+            self.client
+                .write_raw(&reply)
+                .await
+                .map_err(SessionError::Client)?;
+            self.client.flush().await.map_err(SessionError::Client)?;
+            return Ok(Flow::Continue);
+        }
+        let entry = LogEntry::Ddl(Ddl {
+            id,
+            session: vars,
+            statement: Statement {
+                db: self.current_db(),
+                sql,
+                params: None,
+                pins,
+                user_vars: vec![],
+                expect: RowCounts {
+                    affected: outcome.affected_rows,
+                    matched: None,
+                },
+            },
+        });
+        let proposal = rep.propose(entry, term).await;
+        clear_fence();
+        let result = match proposal {
+            Ok(p) => p.done.await.map(Cluster::outcome),
+            Err(e) => Ok(Err(e)),
+        };
+        match result {
+            Ok(Ok(_)) => {
+                rep.ddl_done(id);
+                self.client
+                    .write_raw(&reply)
+                    .await
+                    .map_err(SessionError::Client)?;
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+            _ => {
+                tracing::error!(%id, "a DDL ran on this node but was not replicated: this node's MariaDB may now differ");
+                let err = refusal(
+                    1180,
+                    "HY000",
+                    "The DDL ran on the leader but could not be replicated (leadership changed); the cluster may be inconsistent: check this node",
+                );
+                self.reply_err(p.last_seq, err).await?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Replace session functions by their values, or say why the statement cannot be
+    /// replicated.
+    fn pin_functions(&self, text: &str, class: StatementClass) -> Result<String, String> {
+        let user = format!(
+            "{}@{}",
+            self.auth.login.user,
+            self.auth.origin.client.shown()
+        );
+        let current = self.auth.account.to_string();
+        let values = crate::sql::SessionValues {
+            user: &user,
+            current_user: &current,
+            connection_id: self.backend.thread_id.into(),
+        };
+        let number = self.shared.registry.node_number();
+        let counter = &self.shared.sequencing.seq;
+        let rewritten = crate::sql::pin_functions(text, class, &values, uuid_v4, || {
+            (u64::from(number) << 54) | (counter.fetch_add(1, Ordering::Relaxed) & ((1 << 54) - 1))
+        })?;
+        Ok(rewritten.unwrap_or_else(|| text.to_string()))
+    }
+
+    /// The session variables a replay needs (read once, again after a SET or USE).
+    async fn session_vars(&mut self) -> Result<SessionVars, SessionError> {
+        if let Some(v) = &self.vars {
+            return Ok(v.clone());
+        }
+        let mut cols = vec![
+            "@@character_set_client".to_string(),
+            "@@collation_connection".to_string(),
+            "DATABASE()".to_string(),
+            "@@tx_isolation".to_string(),
+        ];
+        cols.extend(PINNED_VARS.iter().map(|v| format!("@@{v}")));
+        let row = self
+            .internal_row(&format!("SELECT {}", cols.join(", ")))
+            .await?;
+        let get = |i: usize| row.get(i).cloned().flatten();
+        let vars = SessionVars {
+            charset: get(0).unwrap_or_default(),
+            collation: get(1).unwrap_or_default(),
+            vars: PINNED_VARS
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let v = get(4 + i);
+                    let value = match v {
+                        None => Value::Null,
+                        Some(s) if s.parse::<i64>().is_ok() => Value::Int(s.parse().unwrap_or(0)),
+                        Some(s) => Value::Text("utf8mb4".into(), s.into_bytes()),
+                    };
+                    (name.to_string(), value)
+                })
+                .collect(),
+        };
+        self.db = get(2);
+        self.isolation = get(3).unwrap_or_default();
+        self.vars = Some(vars.clone());
+        Ok(vars)
+    }
+
+    fn current_db(&self) -> Option<String> {
+        self.db.clone()
+    }
+
+    /// The values of the user variables a statement reads.
+    async fn user_vars_of(&mut self, sql: &str) -> Result<Vec<(String, Value)>, SessionError> {
+        let names = user_var_names(sql);
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        let select: Vec<String> = names
+            .iter()
+            .flat_map(|n| {
+                let q = apply::quote_ident(n);
+                [
+                    format!("@{q}"),
+                    format!("CHARSET(@{q})"),
+                    format!("@{q} IS NULL"),
+                ]
+            })
+            .collect();
+        let row = self
+            .internal_row(&format!("SELECT {}", select.join(", ")))
+            .await?;
+        let mut out = Vec::new();
+        for (i, name) in names.into_iter().enumerate() {
+            let value = row.get(3 * i).cloned().flatten();
+            let charset = row.get(3 * i + 1).cloned().flatten().unwrap_or_default();
+            let is_null = row.get(3 * i + 2).cloned().flatten().as_deref() == Some("1");
+            let v = match value {
+                _ if is_null => Value::Null,
+                Some(s) if charset == "binary" => match s.parse::<i64>() {
+                    Ok(n) => Value::Int(n),
+                    Err(_) => Value::Decimal(s),
+                },
+                Some(s) => Value::Text(charset, s.into_bytes()),
+                None => Value::Null,
+            };
+            out.push((name, v));
+        }
+        Ok(out)
+    }
+
+    async fn scalar_u64(&mut self, sql: &str) -> Result<Option<u64>, SessionError> {
+        let row = self.internal_row(sql).await?;
+        Ok(row.first().cloned().flatten().and_then(|s| s.parse().ok()))
+    }
+
+    /// Answer a client command with a payload the proxy holds (an OK of its own
+    /// statement), with the client's status.
+    async fn send_held(
+        &mut self,
+        last_seq: u8,
+        ok: &[u8],
+        _status: Option<u16>,
+    ) -> Result<(), SessionError> {
+        self.client
+            .send(last_seq.wrapping_add(1), ok)
+            .await
+            .map(|_| ())
+            .map_err(SessionError::Client)
+    }
+
+    /// Forward the client's packet and read the reply's outcome (relayed).
+    async fn forward_outcome(&mut self, p: &Packet) -> Result<Outcome, SessionError> {
+        self.send_backend(&p.raw).await?;
+        self.relay(Expect::Query).await
+    }
+}
+
+/// A statement with its pins in `SET STATEMENT … FOR`.
+fn with_pins(sql: &str, pins: &Pins) -> String {
+    let list = pins_list(pins);
+    if list.is_empty() {
+        sql.to_string()
+    } else {
+        format!("SET STATEMENT {} FOR {sql}", list.join(", "))
+    }
+}
+
+fn pins_list(p: &Pins) -> Vec<String> {
+    let mut sets = Vec::new();
+    if p.timestamp_us != 0 {
+        sets.push(format!(
+            "timestamp={}.{:06}",
+            p.timestamp_us.div_euclid(1_000_000),
+            p.timestamp_us.rem_euclid(1_000_000)
+        ));
+    }
+    if p.rand_seed1 != 0 || p.rand_seed2 != 0 {
+        sets.push(format!("rand_seed1={}", p.rand_seed1));
+        sets.push(format!("rand_seed2={}", p.rand_seed2));
+    }
+    if let Some(v) = p.last_insert_id {
+        sets.push(format!("last_insert_id={v}"));
+    }
+    sets
+}
+
+/// `@name` user variables a statement mentions (not `@@system` ones), in order.
+fn user_var_names(sql: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let b = sql.as_bytes();
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'\'' | b'"' | b'`' => quote = Some(c),
+            b'@' if b.get(i + 1) != Some(&b'@') && (i == 0 || b[i - 1] != b'@') => {
+                let start = i + 1;
+                let mut end = start;
+                while end < b.len()
+                    && (b[end].is_ascii_alphanumeric()
+                        || b[end] == b'_'
+                        || b[end] == b'$'
+                        || b[end] == b'.')
+                {
+                    end += 1;
+                }
+                if end > start {
+                    let name = sql[start..end].to_string();
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Statements that open a transaction when autocommit is off.
+fn starts_txn(class: &Classification) -> bool {
+    matches!(class.class, StatementClass::Read | StatementClass::Locking)
+}
+
+fn is_client_xa(text: &str) -> bool {
+    text.trim_start()
+        .get(..2)
+        .is_some_and(|w| w.eq_ignore_ascii_case("XA"))
+}
+
+fn is_client_xa_any(text: &str) -> bool {
+    is_client_xa(text)
+}
+
+fn propose_refusal(e: ProposeError) -> ServerError {
+    match e {
+        ProposeError::NotLeader { leader } => follower_refusal(leader, "(this node)"),
+        ProposeError::Discarded => refusal(
+            1180,
+            "HY000",
+            "The transaction was rolled back: leadership changed before it was committed",
+        ),
+        ProposeError::Fatal(e) => refusal(
+            1180,
+            "HY000",
+            format!("The transaction was rolled back: {e}"),
+        ),
+    }
+}
+
+fn session_err(e: SessionError) -> ServerError {
+    ServerError::lost_backend(&format!("({e})"))
+}
+
+/// A random (version 4) UUID in its text form.
+fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0F) | 0x40;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Replace the status flags of the terminal OK/EOF packet of a held reply.
+fn patch_status(reply: &[u8], status: u16) -> Vec<u8> {
+    let mut out = reply.to_vec();
+    let mut off = 0;
+    let mut last_terminal: Option<(usize, usize)> = None;
+    while off + 4 <= out.len() {
+        let len = out[off] as usize | (out[off + 1] as usize) << 8 | (out[off + 2] as usize) << 16;
+        let start = off + 4;
+        if start + len > out.len() {
+            break;
+        }
+        let first = out.get(start).copied();
+        if first == Some(0x00) || (first == Some(0xFE) && len < 9) {
+            last_terminal = Some((start, len));
+        }
+        off = start + len;
+    }
+    if let Some((start, len)) = last_terminal {
+        let p = &out[start..start + len];
+        let at = if p[0] == 0xFE {
+            Some(start + 3)
+        } else {
+            let mut r = Reader::new(&p[1..]);
+            r.lenenc();
+            r.lenenc();
+            Some(start + 1 + (p.len() - 1 - r.remaining().len()))
+        };
+        if let Some(at) = at.filter(|&a| a + 2 <= start + len) {
+            let old = u16::from_le_bytes([out[at], out[at + 1]]);
+            // Keep what the statement itself reported; fix only the transaction bits.
+            let fixed = (old & !(SERVER_STATUS_IN_TRANS | SERVER_STATUS_AUTOCOMMIT))
+                | (status & (SERVER_STATUS_IN_TRANS | SERVER_STATUS_AUTOCOMMIT));
+            out[at..at + 2].copy_from_slice(&fixed.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// What one of the proxy's own statements answered.
+pub enum Internal {
+    /// The OK packet's payload.
+    Ok(Vec<u8>),
+    Err(ServerError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_variables_are_found_outside_strings() {
+        assert_eq!(
+            user_var_names("INSERT INTO t VALUES (@a, '@b', @@session.x, @`c`, @d.e)"),
+            vec!["a".to_string(), "d.e".to_string()]
+        );
+        assert!(user_var_names("INSERT INTO t VALUES (1)").is_empty());
+    }
+
+    #[test]
+    fn status_patch_touches_only_transaction_bits() {
+        let mut wire = BytesMut::new();
+        // OK: affected 1, insert id 0, status IN_TRANS|AUTOCOMMIT|0x0400, warnings 0.
+        encode_packet(&mut wire, 1, &[0x00, 1, 0, 0x03, 0x04, 0, 0]);
+        let out = patch_status(&wire, SERVER_STATUS_AUTOCOMMIT);
+        assert_eq!(&out[4..], &[0x00, 1, 0, 0x02, 0x04, 0, 0]);
+    }
+
+    #[test]
+    fn uuids_look_like_uuids() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+    }
+}

@@ -443,18 +443,33 @@ class Proxy:
         self.dir = os.path.join(root, "wolfscale")
         os.makedirs(self.dir, exist_ok=True)
         self.binary = binary
-        self.server = server
+        self.backend_port = server.port
         self.log_level = log_level
         self.port = free_port()
         self.conf = os.path.join(self.dir, "wolfscale.toml")
+        # node.id is a string ("1") in the current config format and was an integer
+        # before: write the first form that `wolfscale validate` accepts.
+        for node_id in ('"1"', "1"):
+            self.write_conf(node_id)
+            check = subprocess.run([binary, "-c", self.conf, "validate"],
+                                   capture_output=True, text=True)
+            if check.returncode == 0:
+                break
+        else:
+            raise SystemExit("wolfscale validate rejects the generated config:\n"
+                             + check.stdout + check.stderr)
+        self.proc = None
+        self.restarts = 0
+
+    def write_conf(self, node_id):
         with open(self.conf, "w") as f:
             f.write(f"""[node]
-id = 1
+id = {node_id}
 data_dir = "{self.dir}/data"
 
 [database]
 host = "127.0.0.1"
-port = {server.port}
+port = {self.backend_port}
 user = "root"
 password = ""
 
@@ -464,8 +479,6 @@ bind_address = "127.0.0.1:{self.port}"
 [api]
 enabled = false
 """)
-        self.proc = None
-        self.restarts = 0
 
     def start(self):
         self.logf = open(os.path.join(self.dir, "wolfscale.log"), "a")

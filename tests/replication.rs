@@ -53,3 +53,64 @@ async fn writes_through_the_leader_converge() {
     assert_eq!(n, Some(22));
     let _ = Duration::from_secs(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prepared_writes_replicate_with_typed_parameters() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let mut c = nodes[l].client(Some("test")).await;
+    c.query_drop(
+        "CREATE TABLE p (id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT, s VARCHAR(20), b LONGBLOB, \
+         d DATETIME(6), t TIME(3), x DECIMAL(10,3), f DOUBLE, at DATETIME(6) DEFAULT NOW(6))",
+    )
+    .await
+    .unwrap();
+    let blob: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let stmt = c
+        .prep("INSERT INTO p (n, s, b, d, t, x, f) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .await
+        .unwrap();
+    c.exec_drop(
+        &stmt,
+        (
+            -42i64,
+            "héllo",
+            blob.clone(),
+            mysql_async::Value::Date(2024, 2, 29, 23, 59, 58, 123_456),
+            mysql_async::Value::Time(true, 1, 2, 3, 4, 500_000),
+            "12.345",
+            0.1f64,
+        ),
+    )
+    .await
+    .unwrap();
+    c.exec_drop(
+        &stmt,
+        (
+            mysql_async::Value::NULL,
+            mysql_async::Value::NULL,
+            mysql_async::Value::NULL,
+            mysql_async::Value::NULL,
+            mysql_async::Value::NULL,
+            mysql_async::Value::NULL,
+            mysql_async::Value::NULL,
+        ),
+    )
+    .await
+    .unwrap();
+    // Inside a transaction, with an UPDATE whose matched rows are checked.
+    c.query_drop("BEGIN").await.unwrap();
+    c.exec_drop("UPDATE p SET s = ? WHERE id > ?", ("updated", 0))
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    common::converged(&nodes, "test").await;
+    for n in &nodes {
+        let mut d = n.raft.db.root().await;
+        let b: Option<Vec<u8>> = d
+            .query_first("SELECT b FROM test.p WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(b.as_deref(), Some(&blob[..]));
+    }
+}

@@ -59,6 +59,8 @@ pub enum ApplyError {
     Connect(mysql_async::Error),
     #[error("MariaDB: {0}")]
     Sql(#[from] mysql_async::Error),
+    #[error("the local MariaDB's settings make statement replay unsafe: {}", .0.join("; "))]
+    Settings(Vec<String>),
 }
 
 /// One committed log position, as the state machine hands it over.
@@ -113,13 +115,46 @@ pub struct Waiter {
     pub backend_thread: u32,
 }
 
-/// Sessions waiting for their transactions to be applied, by transaction id.
+/// Sessions waiting for their transactions to be applied, by transaction id; and the
+/// write transactions open on this node (not yet prepared), with the term they run in
+/// and the backend thread that holds their locks.
 #[derive(Default)]
 pub struct PendingCommits {
     waiting: Mutex<HashMap<TxnId, Waiter>>,
+    open: Mutex<HashMap<TxnId, (u64, u32)>>,
 }
 
 impl PendingCommits {
+    /// A write transaction started on backend thread `thread` in `term`.
+    pub fn opened(&self, id: TxnId, term: u64, thread: u32) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (term, thread));
+    }
+
+    /// It was prepared (the commit pipeline has it) or rolled back.
+    pub fn closed(&self, id: &TxnId) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Remove and return the threads of open transactions from terms before `term`.
+    fn stale(&self, term: u64) -> Vec<(TxnId, u32)> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let stale: Vec<(TxnId, u32)> = open
+            .iter()
+            .filter(|(_, (t, _))| *t < term)
+            .map(|(id, (_, thread))| (*id, *thread))
+            .collect();
+        for (id, _) in &stale {
+            open.remove(id);
+        }
+        stale
+    }
+
     pub fn register(&self, id: TxnId, waiter: Waiter) {
         self.lock().insert(id, waiter);
     }
@@ -163,6 +198,8 @@ struct ConnState {
 
 pub struct Applier {
     opts: mysql_async::Opts,
+    /// The local MariaDB's settings replay depends on (compared with the peers').
+    pub settings: schema::ReplaySettings,
     conn: Option<Conn>,
     state: ConnState,
     incarnation: u64,
@@ -181,10 +218,16 @@ impl Applier {
         pending: Arc<PendingCommits>,
     ) -> Result<Self, ApplyError> {
         let mut conn = Conn::new(opts.clone()).await.map_err(ApplyError::Connect)?;
+        let settings = schema::ReplaySettings::read(&mut conn).await?;
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(ApplyError::Settings(problems));
+        }
         schema::ensure(&mut conn).await?;
         let applied = schema::read_applied(&mut conn).await?;
         Ok(Applier {
             opts,
+            settings,
             conn: Some(conn),
             state: ConnState::default(),
             incarnation,
@@ -215,6 +258,9 @@ impl Applier {
     /// (they are replayed again after a restart). Returns once every item's effects
     /// are committed; a divergent entry stops it with an error that names the entry.
     pub async fn apply(&mut self, items: Vec<Item>) -> Result<(), ApplyError> {
+        if let Some(term) = items.iter().map(Item::term).max() {
+            self.abort_stale_transactions(term).await;
+        }
         let mut group: Vec<Item> = Vec::new();
         for item in items {
             if self.applied.index.is_some_and(|a| item.index() <= a) {
@@ -235,6 +281,23 @@ impl Applier {
             }
         }
         self.flush(&mut group).await
+    }
+
+    /// Write transactions this node opened as leader of an earlier term hold locks the
+    /// new leader's entries may need, and can never commit: kill their connections
+    /// (MariaDB rolls them back) before replaying anything of the new term.
+    async fn abort_stale_transactions(&mut self, term: u64) {
+        let stale = self.pending.stale(term);
+        if stale.is_empty() {
+            return;
+        }
+        let Ok(conn) = self.conn().await else {
+            return;
+        };
+        for (id, thread) in stale {
+            tracing::warn!(%id, thread, term, "rolling back a transaction of an earlier term");
+            conn.query_drop(format!("KILL {thread}")).await.ok();
+        }
     }
 
     /// Replay a run of entries from other nodes in one transaction, retrying

@@ -63,3 +63,110 @@ pub fn update_applied(index: u64, term: u64, membership: Option<&[u8]>) -> Strin
          updated_at = CURRENT_TIMESTAMP(6) WHERE id = 1"
     )
 }
+
+/// The MariaDB settings statement replay depends on (ARCHITECTURE §2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplaySettings {
+    /// `major.minor` of the server version.
+    pub version: String,
+    pub innodb_autoinc_lock_mode: i64,
+    pub event_scheduler: String,
+    pub lower_case_table_names: i64,
+    pub character_set_server: String,
+    pub collation_server: String,
+    pub explicit_defaults_for_timestamp: String,
+    /// Rows in `mysql.time_zone_name` (0: named time zones are unknown).
+    pub time_zone_names: i64,
+}
+
+impl ReplaySettings {
+    pub async fn read(conn: &mut mysql_async::Conn) -> Result<Self, mysql_async::Error> {
+        type Row = (String, i64, String, i64, String, String, String);
+        let row: Option<Row> = conn
+            .query_first(
+                "SELECT @@version, @@innodb_autoinc_lock_mode, @@event_scheduler, \
+                 @@lower_case_table_names, @@character_set_server, @@collation_server, \
+                 @@explicit_defaults_for_timestamp",
+            )
+            .await?;
+        let (version, autoinc, events, lctn, charset, collation, edft) = row.unwrap_or_default();
+        let zones: Option<i64> = conn
+            .query_first("SELECT COUNT(*) FROM mysql.time_zone_name")
+            .await
+            .unwrap_or(Some(0));
+        let version = version.split('.').take(2).collect::<Vec<_>>().join(".");
+        Ok(ReplaySettings {
+            version,
+            innodb_autoinc_lock_mode: autoinc,
+            event_scheduler: events,
+            lower_case_table_names: lctn,
+            character_set_server: charset,
+            collation_server: collation,
+            explicit_defaults_for_timestamp: edft,
+            time_zone_names: zones.unwrap_or(0),
+        })
+    }
+
+    /// Settings that make statement replay unsafe on their own.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.innodb_autoinc_lock_mode > 1 {
+            out.push(format!(
+                "innodb_autoinc_lock_mode = {} (interleaved): multi-row inserts get ids that \
+                 replay cannot reproduce; set innodb_autoinc_lock_mode = 1 in the MariaDB config",
+                self.innodb_autoinc_lock_mode
+            ));
+        }
+        if !self.event_scheduler.eq_ignore_ascii_case("OFF")
+            && !self.event_scheduler.eq_ignore_ascii_case("DISABLED")
+        {
+            out.push(format!(
+                "event_scheduler = {}: events would write on every node outside the log; \
+                 set event_scheduler = OFF",
+                self.event_scheduler
+            ));
+        }
+        out
+    }
+
+    /// Differences from another node's settings that can make replay differ.
+    pub fn differences(&self, other: &ReplaySettings) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name}: {a} here, {b} there"));
+            }
+        };
+        cmp(
+            "MariaDB version",
+            self.version.clone(),
+            other.version.clone(),
+        );
+        cmp(
+            "lower_case_table_names",
+            self.lower_case_table_names.to_string(),
+            other.lower_case_table_names.to_string(),
+        );
+        cmp(
+            "character_set_server",
+            self.character_set_server.clone(),
+            other.character_set_server.clone(),
+        );
+        cmp(
+            "collation_server",
+            self.collation_server.clone(),
+            other.collation_server.clone(),
+        );
+        cmp(
+            "explicit_defaults_for_timestamp",
+            self.explicit_defaults_for_timestamp.clone(),
+            other.explicit_defaults_for_timestamp.clone(),
+        );
+        cmp(
+            "time zone tables loaded",
+            (self.time_zone_names > 0).to_string(),
+            (other.time_zone_names > 0).to_string(),
+        );
+        out
+    }
+}

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use super::state_machine::{Dump, StateMachine};
 use super::transport::{self, PeerConn, PeerIdentity, TransportError};
 use super::types::{Member, NodeId, Raft, TypeConfig, Vote};
+use crate::apply::schema::ReplaySettings;
 
 /// How long opening a connection (TCP and handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -37,6 +38,8 @@ pub enum Request {
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
     TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// The MariaDB settings replay depends on, to compare nodes.
+    Settings,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,6 +47,7 @@ pub enum Response {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
+    Settings(ReplaySettings),
     /// The receiver could not handle it (its Raft stopped, or the request is not for
     /// it).
     Failed(String),
@@ -54,6 +58,8 @@ pub enum Response {
 pub struct PeerAuth {
     pub me: PeerIdentity,
     pub secret: Arc<Vec<u8>>,
+    /// This node's MariaDB settings, for peers that compare.
+    pub settings: Arc<ReplaySettings>,
 }
 
 /// openraft's network factory: one [`PeerClient`] per target.
@@ -250,7 +256,7 @@ pub async fn serve(
                 tracing::error!(peer = %addr, %reason, "peer refused");
                 return;
             }
-            answer(conn.0, raft, shutdown).await;
+            answer(conn.0, raft, auth.settings.clone(), shutdown).await;
         });
     }
     connections.shutdown().await;
@@ -285,7 +291,12 @@ pub fn check_peer(
     Ok(())
 }
 
-async fn answer(mut conn: PeerConn, raft: Raft<StateMachine>, mut shutdown: watch::Receiver<bool>) {
+async fn answer(
+    mut conn: PeerConn,
+    raft: Raft<StateMachine>,
+    settings: Arc<ReplaySettings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let frame = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
@@ -301,6 +312,7 @@ async fn answer(mut conn: PeerConn, raft: Raft<StateMachine>, mut shutdown: watc
             }
         };
         let response = match postcard::from_bytes::<Request>(&frame) {
+            Ok(Request::Settings) => Response::Settings((*settings).clone()),
             Ok(req) => handle(&raft, req).await,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable request from peer; dropping the connection");
@@ -334,5 +346,16 @@ async fn handle(raft: &Raft<StateMachine>, req: Request) -> Response {
             Ok(r) => Response::TransferLeader(r),
             Err(e) => Response::Failed(e.to_string()),
         },
+        Request::Settings => Response::Failed("answered by the connection".into()),
+    }
+}
+
+impl PeerClient {
+    /// A peer's MariaDB settings.
+    pub async fn settings(&mut self) -> Result<ReplaySettings, RPCError<TypeConfig>> {
+        match self.call(&Request::Settings, CONNECT_TIMEOUT).await? {
+            Response::Settings(s) => Ok(s),
+            _ => Err(unexpected()),
+        }
     }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
+use openraft::network::RaftNetworkFactory;
 use openraft::raft::ClientWriteResult;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -121,6 +122,8 @@ pub struct Cluster {
     applier: Arc<Mutex<Applier>>,
     /// The node's own handle on its state database (DDL intents).
     state: std::sync::Mutex<StateDb>,
+    /// The local MariaDB has been made writable for this term (see `guard_read_only`).
+    read_write: Arc<std::sync::atomic::AtomicBool>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -136,6 +139,7 @@ impl Cluster {
         let pending = Arc::new(PendingCommits::default());
         let applier = Applier::open(s.database.clone(), incarnation, pending.clone()).await?;
         let apply_status = applier.status();
+        let settings = Arc::new(applier.settings.clone());
         let applier = Arc::new(Mutex::new(applier));
         let listener = TcpListener::bind(s.bind)
             .await
@@ -165,6 +169,7 @@ impl Cluster {
         let auth = PeerAuth {
             me,
             secret: Arc::new(s.secret.clone()),
+            settings,
         };
         let config = Config {
             cluster_name: "wolfscale".into(),
@@ -203,12 +208,21 @@ impl Cluster {
             apply_status,
             applier,
             state: std::sync::Mutex::new(state),
+            read_write: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             shutdown,
             server,
         };
         if s.bootstrap {
             cluster.bootstrap(&auth, &s.peers).await?;
         }
+        tokio::spawn(compare_settings(cluster.raft.clone(), auth));
+        tokio::spawn(guard_read_only(
+            cluster.raft.clone(),
+            cluster.id,
+            s.database.clone(),
+            cluster.read_write.clone(),
+            cluster.shutdown.subscribe(),
+        ));
         Ok(cluster)
     }
 
@@ -276,7 +290,8 @@ impl Cluster {
             return None;
         }
         let applied_term = m.last_applied.map(|l| l.leader_id.term)?;
-        (applied_term == m.current_term).then_some(m.current_term)
+        let ready = self.read_write.load(std::sync::atomic::Ordering::SeqCst);
+        (applied_term == m.current_term && ready).then_some(m.current_term)
     }
 
     /// Wait until this node may accept writes, up to `timeout`.
@@ -352,6 +367,94 @@ impl Cluster {
         self.shutdown.send_replace(true);
         self.raft.shutdown().await.ok();
         self.server.await.ok();
+    }
+}
+
+/// Keep the local MariaDB `read_only` unless this node is the fenced leader, so that
+/// nothing but the applier (whose account has READ ONLY ADMIN) writes to a follower's
+/// MariaDB, even a client that reaches it directly.
+async fn guard_read_only(
+    raft: Raft<StateMachine>,
+    me: NodeId,
+    db: mysql_async::Opts,
+    read_write: Arc<std::sync::atomic::AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use mysql_async::prelude::Queryable;
+    use std::sync::atomic::Ordering;
+    let mut metrics = raft.metrics();
+    let mut current: Option<bool> = None;
+    loop {
+        let m = metrics.borrow_watched().clone();
+        let writable = m.state == ServerState::Leader
+            && m.current_leader == Some(me)
+            && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term);
+        if current != Some(writable) {
+            if !writable {
+                // Stop taking writes before the database refuses them.
+                read_write.store(false, Ordering::SeqCst);
+            }
+            let sql = format!(
+                "SET GLOBAL read_only = {}",
+                if writable { "OFF" } else { "ON" }
+            );
+            match mysql_async::Conn::new(db.clone()).await {
+                Ok(mut conn) => match conn.query_drop(&sql).await {
+                    Ok(()) => {
+                        tracing::info!(read_only = !writable, "local MariaDB read_only set");
+                        read_write.store(writable, Ordering::SeqCst);
+                        current = Some(writable);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot set read_only on the local MariaDB")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the local MariaDB to set read_only")
+                }
+            }
+            if current != Some(writable) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Once the cluster has a leader, ask every member for its MariaDB settings and warn
+/// about differences that can make statement replay differ.
+async fn compare_settings(raft: Raft<StateMachine>, auth: PeerAuth) {
+    let mut metrics = raft.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while metrics.borrow_watched().current_leader.is_none() {
+        if tokio::time::timeout_at(deadline, metrics.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let m = metrics.borrow_watched().clone();
+    let me = u64::from(auth.me.number);
+    for (id, member) in m.membership_config.membership().nodes() {
+        if *id == me {
+            continue;
+        }
+        let mut client = Network { auth: auth.clone() }.new_client(*id, member).await;
+        match client.settings().await {
+            Ok(theirs) => {
+                for d in auth.settings.differences(&theirs) {
+                    tracing::warn!(peer = %member.id, difference = %d, "MariaDB settings differ between nodes: replay may not give the same results");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %member.id, error = %e, "could not compare MariaDB settings")
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod codes;
 pub mod handshake;
 pub mod packet;
+pub mod params;
 pub mod response;
 
 pub use codes::ServerError;

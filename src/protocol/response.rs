@@ -110,6 +110,8 @@ pub struct Outcome {
     pub last_insert_id: u64,
     /// Statement id of a successful COM_STMT_PREPARE.
     pub stmt_id: Option<u32>,
+    /// Parameters of a successful COM_STMT_PREPARE.
+    pub params: u16,
     /// `Rows matched: N` of an UPDATE's OK packet.
     pub info_matched: Option<u64>,
     pub warnings: u16,
@@ -270,6 +272,7 @@ impl Scanner {
             .map(|((s, c), p)| (s, c as u64, p as u64))
             .ok_or(ProtoError::Malformed("prepare reply"))?;
         self.outcome.stmt_id = Some(stmt);
+        self.outcome.params = params as u16;
         Ok(match (params, cols) {
             (0, 0) => State::Done,
             (0, c) => State::PrepColumns(c),

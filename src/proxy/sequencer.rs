@@ -328,6 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Err(SessionError::Internal(format!("XA START failed: {e}")))
             }
         };
+        rep.pending().opened(id, term, self.backend.thread_id);
         self.txn = TxnState::Xa(XaTxn {
             id,
             term,
@@ -543,6 +544,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let TxnState::Xa(x) = std::mem::take(&mut self.txn) else {
             return Ok(crate::protocol::codes::ok_payload(0, 0, self.status, 0));
         };
+        if let Some(rep) = self.shared.replicator.get() {
+            rep.pending().closed(&x.id);
+        }
         let xid = x.id.xid();
         self.internal(&format!("XA END '{xid}'")).await?;
         match self.internal(&format!("XA ROLLBACK '{xid}'")).await? {
@@ -807,6 +811,186 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(Flow::Continue)
     }
 
+    /// On a cluster node: a statement that cannot be prepared for replication (its
+    /// session functions would have to be pinned at every execution).
+    pub(super) fn refuse_prepare(&self, text: &str, class: &Classification) -> Option<ServerError> {
+        self.shared.replicator.get()?;
+        if !needs_leader(class) {
+            return None;
+        }
+        if class.class == StatementClass::Ddl {
+            return Some(refusal(
+                1295,
+                "HY000",
+                "WolfScale does not replicate prepared DDL or account statements: send them as plain queries",
+            ));
+        }
+        match crate::sql::pin_functions(
+            text,
+            class.class,
+            &crate::sql::SessionValues {
+                user: "",
+                current_user: "",
+                connection_id: 0,
+            },
+            String::new,
+            || 0,
+        ) {
+            Ok(None) => None,
+            Ok(Some(_)) => Some(refusal(
+                1592,
+                "HY000",
+                "WolfScale cannot replicate a prepared statement calling UUID(), USER(), CONNECTION_ID() or SYSDATE(): \
+                 their value would differ between executions; send it as a plain query",
+            )),
+            Err(why) => Some(refusal(
+                1592,
+                "HY000",
+                format!("WolfScale cannot replicate this statement deterministically ({why})"),
+            )),
+        }
+    }
+
+    /// COM_STMT_EXECUTE of a prepared write on a cluster node.
+    pub(super) async fn sequenced_execute(&mut self, p: &Packet) -> Result<Flow, SessionError> {
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return self.forward(p, Some(Expect::execute(&p.payload))).await;
+        };
+        let term = rep.writable_term();
+        if let TxnState::Xa(x) = &self.txn {
+            if term != Some(x.term) {
+                self.abort_xa().await?;
+                let err = refusal(
+                    1180,
+                    "HY000",
+                    "The transaction was rolled back: this WolfScale node stopped being the leader",
+                );
+                self.reply_err(p.last_seq, err).await?;
+                return Ok(Flow::Continue);
+            }
+        }
+        let Some(term) = term else {
+            let err = follower_refusal(rep.leader(), &rep.me().id);
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        };
+        if p.first() == Some(crate::protocol::command::COM_STMT_BULK_EXECUTE) {
+            let err = refusal(
+                1235,
+                "42000",
+                "WolfScale does not replicate COM_STMT_BULK_EXECUTE yet: execute the statement once per row",
+            );
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
+        if matches!(self.txn, TxnState::Plain) {
+            return self.forward(p, Some(Expect::execute(&p.payload))).await;
+        }
+        let Some(id) = self.prepared_id(&p.payload) else {
+            return self.forward(p, Some(Expect::execute(&p.payload))).await;
+        };
+        let Some(prep) = self.stmts.get(&id) else {
+            return self.forward(p, Some(Expect::execute(&p.payload))).await;
+        };
+        let sql = prep.sql.clone();
+        let long: Vec<bool> = (0..prep.params)
+            .map(|i| prep.long_data.contains_key(&(i as u16)))
+            .collect();
+        let Some((values, types)) = crate::protocol::params::decode_execute(
+            &p.payload,
+            prep.params,
+            prep.types.as_deref(),
+            &long,
+        ) else {
+            self.reply_err(p.last_seq, ServerError::malformed("COM_STMT_EXECUTE"))
+                .await?;
+            return Ok(Flow::Continue);
+        };
+        let params: Vec<Value> = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| param_value(v, prep.long_data.get(&(i as u16))))
+            .collect();
+        if let Some(prep) = self.stmts.get_mut(&id) {
+            prep.types = Some(types);
+        }
+        let implicit = matches!(self.txn, TxnState::Idle) && !self.autocommit_off();
+        if matches!(self.txn, TxnState::Idle) {
+            self.open_xa(term, implicit).await?;
+        }
+        let started = Instant::now();
+        let mut pins = Pins {
+            timestamp_us: self.shared.sequencing.timestamp(),
+            ..Pins::default()
+        };
+        let upper = sql.to_ascii_uppercase();
+        if upper.contains("RAND") {
+            pins.rand_seed1 = rand::random::<u32>() >> 2;
+            pins.rand_seed2 = rand::random::<u32>() >> 2;
+        }
+        if upper.contains("LAST_INSERT_ID") {
+            pins.last_insert_id = self.scalar_u64("SELECT @@last_insert_id").await?;
+        }
+        let user_vars = self.user_vars_of(&sql).await?;
+        // A prepared statement cannot be wrapped in SET STATEMENT: set, run, restore.
+        self.internal(&format!("SET {}", pins_list(&pins).join(", ")))
+            .await?;
+        self.send_backend(&p.raw).await?;
+        let expect = Expect::execute(&p.payload);
+        let (outcome, held) = if implicit {
+            let (o, bytes) = self.collect_reply(expect).await?;
+            (o, Some(bytes))
+        } else {
+            (self.relay(expect).await?, None)
+        };
+        self.internal("SET timestamp = DEFAULT").await?;
+        if let Some(prep) = self.stmts.get_mut(&id) {
+            prep.long_data.clear();
+        }
+        if let Some(code) = outcome.error {
+            self.statement_failed(code).await?;
+            if let Some(bytes) = held {
+                self.client
+                    .write_raw(&bytes)
+                    .await
+                    .map_err(SessionError::Client)?;
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+            return Ok(Flow::Continue);
+        }
+        let db = self.current_db();
+        if let TxnState::Xa(x) = &mut self.txn {
+            pins.insert_id = (outcome.last_insert_id > 0).then_some(outcome.last_insert_id);
+            x.statements.push(Statement {
+                db,
+                sql,
+                params: Some(params),
+                pins,
+                user_vars,
+                expect: RowCounts {
+                    affected: outcome.affected_rows,
+                    matched: outcome.info_matched,
+                },
+            });
+            x.last_statement = started;
+        }
+        let Some(held) = held else {
+            return Ok(Flow::Continue);
+        };
+        match self.commit_xa().await {
+            Ok(_) => {
+                let patched = patch_status(&held, self.status);
+                self.client
+                    .write_raw(&patched)
+                    .await
+                    .map_err(SessionError::Client)?;
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+            Err(e) => self.reply_err(p.last_seq, e).await?,
+        }
+        Ok(Flow::Continue)
+    }
+
     /// Replace session functions by their values, or say why the statement cannot be
     /// replicated.
     fn pin_functions(&self, text: &str, class: StatementClass) -> Result<String, String> {
@@ -935,6 +1119,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn forward_outcome(&mut self, p: &Packet) -> Result<Outcome, SessionError> {
         self.send_backend(&p.raw).await?;
         self.relay(Expect::Query).await
+    }
+}
+
+/// A decoded parameter as a log value (long data joined in).
+fn param_value(v: crate::protocol::params::ParamValue, long: Option<&Vec<u8>>) -> Value {
+    use crate::protocol::params::ParamValue as P;
+    match v {
+        P::Null => Value::Null,
+        P::Int(i) => Value::Int(i),
+        P::UInt(u) => Value::UInt(u),
+        P::Float(f) => Value::Float(f),
+        P::Double(d) => Value::Double(d),
+        P::Bytes(b) => Value::Bytes(b),
+        P::Date(y, mo, d, h, mi, s, us) => Value::Date(y, mo, d, h, mi, s, us),
+        P::Time(n, d, h, mi, s, us) => Value::Time(n, d, h, mi, s, us),
+        P::LongData => Value::Bytes(long.cloned().unwrap_or_default()),
     }
 }
 

@@ -73,6 +73,17 @@ pub struct Origin {
     pub client: ClientHost,
 }
 
+/// What the proxy keeps of a prepared statement.
+pub struct Prepared {
+    pub class: Classification,
+    pub sql: String,
+    pub params: usize,
+    /// Parameter types of the last execution (clients send them only the first time).
+    pub types: Option<Vec<(u8, u8)>>,
+    /// COM_STMT_SEND_LONG_DATA bytes by parameter, until the next execution.
+    pub long_data: std::collections::BTreeMap<u16, Vec<u8>>,
+}
+
 /// Connection-phase state that the command phase still needs.
 pub struct Authenticated {
     pub id: u32,
@@ -90,8 +101,10 @@ pub struct Session<S> {
     pub(super) auth: Authenticated,
     /// Server status flags from the last OK/EOF (transaction and autocommit state).
     pub(super) status: u16,
-    /// Classification of each prepared statement, by statement id.
-    pub(super) stmts: HashMap<u32, Classification>,
+    /// Each prepared statement, by statement id.
+    pub(super) stmts: HashMap<u32, Prepared>,
+    /// The last statement prepared (MariaDB's statement id 0xFFFFFFFF).
+    pub(super) last_prepared: Option<u32>,
     pub(super) shared: Arc<Shared>,
     pub(super) registration: RegistryGuard,
     /// The transaction as the sequencer sees it (cluster nodes only).
@@ -175,6 +188,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         stmts: HashMap::new(),
         shared,
         registration,
+        last_prepared: None,
         txn: Default::default(),
         vars: None,
         db: None,
@@ -477,16 +491,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             COM_QUERY => self.query(p).await,
             COM_STMT_PREPARE => self.prepare(p).await,
-            COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => {
-                self.forward(&p, Some(Expect::execute(&p.payload))).await
-            }
+            COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => self.execute(p).await,
             COM_STMT_FETCH => self.forward(&p, Some(Expect::Fetch)).await,
-            COM_STMT_SEND_LONG_DATA => self.forward(&p, None).await,
+            COM_STMT_SEND_LONG_DATA => {
+                if let Some(prep) = self.prepared_mut(&p.payload) {
+                    let mut r = Reader::new(&p.payload[5..]);
+                    if let Some(param) = r.u16() {
+                        prep.long_data
+                            .entry(param)
+                            .or_default()
+                            .extend_from_slice(r.remaining());
+                    }
+                }
+                self.forward(&p, None).await
+            }
             COM_STMT_CLOSE => {
                 if let Some(id) = Reader::new(&p.payload[1..]).u32() {
                     self.stmts.remove(&id);
                 }
                 self.forward(&p, None).await
+            }
+            COM_STMT_RESET => {
+                if let Some(prep) = self.prepared_mut(&p.payload) {
+                    prep.long_data.clear();
+                }
+                self.forward(&p, Some(Expect::Single)).await
             }
             COM_FIELD_LIST => self.forward(&p, Some(Expect::FieldList)).await,
             COM_PROCESS_INFO => self.forward(&p, Some(Expect::Query)).await,
@@ -494,10 +523,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.stmts.clear();
                 self.forward(&p, Some(Expect::Single)).await
             }
-            COM_INIT_DB | COM_PING | COM_STMT_RESET | COM_SET_OPTION | COM_STATISTICS
-            | COM_DEBUG | COM_REFRESH | COM_SHUTDOWN | COM_CREATE_DB | COM_DROP_DB => {
+            COM_INIT_DB => {
+                self.vars = None;
                 self.forward(&p, Some(Expect::Single)).await
             }
+            COM_PING | COM_SET_OPTION | COM_STATISTICS | COM_DEBUG | COM_REFRESH | COM_SHUTDOWN
+            | COM_CREATE_DB | COM_DROP_DB => self.forward(&p, Some(Expect::Single)).await,
             COM_CHANGE_USER => self.change_user(p).await,
             COM_PROCESS_KILL => match Reader::new(&p.payload[1..]).u32() {
                 Some(id) => self.kill(&p, None, false, id.into()).await,
@@ -543,12 +574,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(Flow::Continue);
         }
         let class = sql::classify(&text);
+        if let Some(err) = self.refuse_prepare(&text, &class) {
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
         self.send_backend(&p.raw).await?;
         let outcome = self.relay(Expect::Prepare).await?;
         if let Some(id) = outcome.stmt_id {
-            self.stmts.insert(id, class);
+            self.stmts.insert(
+                id,
+                Prepared {
+                    class,
+                    sql: text.into_owned(),
+                    params: outcome.params as usize,
+                    types: None,
+                    long_data: Default::default(),
+                },
+            );
+            self.last_prepared = Some(id);
         }
         Ok(Flow::Continue)
+    }
+
+    /// The prepared statement a COM_STMT_* packet names (MariaDB's id 0xFFFFFFFF is the
+    /// last one prepared).
+    pub(super) fn prepared_id(&self, payload: &[u8]) -> Option<u32> {
+        let id = Reader::new(payload.get(1..)?).u32()?;
+        if id == u32::MAX {
+            self.last_prepared
+        } else {
+            Some(id)
+        }
+    }
+
+    fn prepared_mut(&mut self, payload: &[u8]) -> Option<&mut Prepared> {
+        let id = self.prepared_id(payload)?;
+        self.stmts.get_mut(&id)
+    }
+
+    /// COM_STMT_EXECUTE: writes on a cluster node go through the sequencer.
+    async fn execute(&mut self, p: Packet) -> Result<Flow, SessionError> {
+        let write = self
+            .prepared_id(&p.payload)
+            .and_then(|id| self.stmts.get(&id))
+            .is_some_and(|s| s.class.is_write());
+        if self.shared.replicator.get().is_some() && write {
+            return self.sequenced_execute(&p).await;
+        }
+        let flow = self.forward(&p, Some(Expect::execute(&p.payload))).await?;
+        if let Some(prep) = self.prepared_mut(&p.payload) {
+            prep.long_data.clear();
+        }
+        Ok(flow)
     }
 
     /// Send a client command to the backend unchanged and relay its reply, if any.

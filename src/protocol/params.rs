@@ -46,6 +46,9 @@ mod types {
     pub const YEAR: u8 = 13;
 }
 
+/// Decoded values, and the parameter types they were decoded with.
+pub type Decoded = (Vec<ParamValue>, Vec<(u8, u8)>);
+
 /// The parameters of an execute packet for a statement with `count` parameters.
 /// `cached` are the types of the previous execution (used when the packet has none);
 /// `long_data[i]` says whether parameter `i` was sent as long data. Returns the values
@@ -55,7 +58,7 @@ pub fn decode_execute(
     count: usize,
     cached: Option<&[(u8, u8)]>,
     long_data: &[bool],
-) -> Option<(Vec<ParamValue>, Vec<(u8, u8)>)> {
+) -> Option<Decoded> {
     let mut r = Reader::new(payload.get(1..)?);
     r.u32()?; // statement id
     r.u8()?; // flags

@@ -415,3 +415,175 @@ pub async fn converged(nodes: &[FullNode], db: &str) -> Vec<(String, Option<i64>
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Helpers of tests/determinism.rs and tests/hazards.rs.
+
+/// What each node's applier says (running, or diverged at which entry and why).
+pub fn apply_statuses(nodes: &[FullNode]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|n| {
+            let status = n
+                .cluster
+                .apply_status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            format!("{}: {status:?}", n.raft.settings.node_id)
+        })
+        .collect()
+}
+
+/// Like [`converged`], with a shorter patience and the appliers' status in the panic
+/// message, so that a divergence names the entry and the error that stopped it.
+pub async fn converged_report(nodes: &[FullNode], db: &str) -> Vec<(String, Option<i64>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let sums = checksums(nodes, db).await;
+        if sums.windows(2).all(|w| w[0] == w[1]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes did not converge on `{db}`:\n  checksums per node: {sums:?}\n  appliers: {:?}",
+            apply_statuses(nodes)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    converged(nodes, db).await
+}
+
+/// The rows `sql` returns on each node's MariaDB (as root, directly), as values.
+pub async fn rows_on_each(nodes: &[FullNode], sql: &str) -> Vec<Vec<Vec<mysql_async::Value>>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        // Unqualified names are in `test`, which every node has.
+        let mut c = Conn::new(opts(n.raft.db.port(), "root", "", Some("test")))
+            .await
+            .expect("connect root");
+        let rows: Vec<mysql_async::Row> = c
+            .query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", n.raft.settings.node_id));
+        out.push(rows.into_iter().map(|r| r.unwrap()).collect());
+        c.disconnect().await.ok();
+    }
+    out
+}
+
+/// Wait until `sql` returns the same rows on every node's MariaDB; those rows. Panics
+/// with each node's rows and the appliers' status if they stay different.
+pub async fn same_on_all(nodes: &[FullNode], sql: &str) -> Vec<Vec<mysql_async::Value>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let each = rows_on_each(nodes, sql).await;
+        if each.windows(2).all(|w| w[0] == w[1]) {
+            return each.into_iter().next().unwrap_or_default();
+        }
+        if tokio::time::Instant::now() > deadline {
+            let shown: Vec<String> = nodes
+                .iter()
+                .zip(&each)
+                .map(|(n, rows)| format!("{}: {}", n.raft.settings.node_id, show_rows(rows)))
+                .collect();
+            panic!(
+                "`{sql}` differs between nodes:\n  {}\n  appliers: {:?}",
+                shown.join("\n  "),
+                apply_statuses(nodes)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One value of a single-row, single-column result, as text (None for NULL).
+pub fn cell_text(v: &mysql_async::Value) -> Option<String> {
+    match v {
+        mysql_async::Value::NULL => None,
+        mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// The node's data directory (the parent of its `wal/` directory).
+pub fn data_dir(node: &FullNode) -> std::path::PathBuf {
+    node.raft
+        .settings
+        .wal
+        .dir
+        .parent()
+        .expect("wal dir has a parent")
+        .to_path_buf()
+}
+
+/// Stop a full node: its proxy, then its Raft node (its MariaDB keeps running).
+pub async fn stop_full_node(mut node: FullNode) -> RaftNode {
+    if let Some(p) = node.proxy.take() {
+        p.shutdown().await;
+    }
+    let mut cluster = node.cluster;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let cluster = loop {
+        match std::sync::Arc::try_unwrap(cluster) {
+            Ok(c) => break c,
+            Err(still_shared) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the cluster handle is still shared after the proxy stopped"
+                );
+                cluster = still_shared;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    cluster.shutdown().await;
+    node.raft
+}
+
+/// Start a stopped node again from its data directory, with a new proxy.
+pub async fn start_full_node(mut raft: RaftNode) -> FullNode {
+    let mut settings = raft.settings.clone();
+    // It rejoins an existing cluster: never bootstrap again.
+    settings.bootstrap = false;
+    settings.peers = vec![];
+    let cluster = std::sync::Arc::new(
+        wolfscale::cluster::Cluster::start(settings)
+            .await
+            .expect("restart cluster node"),
+    );
+    raft.cluster = None;
+    let mut proxy_settings = settings_for(raft.db.port());
+    proxy_settings.node_number = raft.settings.number;
+    proxy_settings.replicator = Some(cluster.clone());
+    let proxy = Proxy::bind(proxy_settings)
+        .await
+        .expect("bind proxy")
+        .spawn();
+    FullNode {
+        raft,
+        cluster,
+        proxy: Some(proxy),
+    }
+}
+
+/// Rows in full (the driver's `Debug` cuts values at 8 bytes): text as text, other
+/// bytes as hex.
+pub fn show_rows(rows: &[Vec<mysql_async::Value>]) -> String {
+    let cell = |v: &mysql_async::Value| match v {
+        mysql_async::Value::NULL => "NULL".to_string(),
+        mysql_async::Value::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => format!("{s:?}"),
+            Err(_) => format!(
+                "x'{}'",
+                b.iter().map(|x| format!("{x:02X}")).collect::<String>()
+            ),
+        },
+        other => format!("{other:?}"),
+    };
+    let rows: Vec<String> = rows
+        .iter()
+        .map(|r| format!("({})", r.iter().map(cell).collect::<Vec<_>>().join(", ")))
+        .collect();
+    format!("[{}]", rows.join(", "))
+}

@@ -25,7 +25,10 @@ import time
 
 MTR_DIR = "/usr/share/mysql/mysql-test"
 SHARE_DIR = "/usr/share/mysql"
-SYSTEM_DBS = {"mysql", "information_schema", "performance_schema", "sys", "mtr"}
+# Never dropped between runs. `wolfscale` is where the node keeps its applied-entry
+# marker (cluster builds); both runs see it alike.
+SYSTEM_DBS = {"mysql", "information_schema", "performance_schema", "sys", "mtr",
+              "wolfscale"}
 PROTOCOLS = {"text": [], "ps": ["--ps-protocol"], "cursor": ["--cursor-protocol"]}
 # mysqltest exits 62 when the test skips itself (--skip, an unmet have_*.inc).
 RC_SKIP = 62
@@ -315,6 +318,13 @@ class Baseline:
                 raise SystemExit(f"mariadb-dump {t} failed: {r.stderr}")
             self.dumps[t] = path
         self.restores = []
+        self.keep_connections = set()
+
+    def note_proxy_connections(self, server):
+        """Connections open right after the proxy came up are its own: keep them."""
+        self.keep_connections = set(server.sql(
+            "SELECT id FROM information_schema.processlist WHERE id<>CONNECTION_ID() "
+            "AND user NOT IN ('system user','event_scheduler','')").split())
 
     @staticmethod
     def global_vars(server):
@@ -370,6 +380,8 @@ def cleanup(server, base, after=""):
     cols, sums = {}, {}
     for line in state.split("\n"):
         f = line.split("\t")
+        if f[0] == "K" and f[1] in base.keep_connections:
+            continue  # the node's own connections (applier, account loads)
         if f[0] == "K":
             stmts.append(f"KILL {f[1]}")
         elif f[0] == "D" and f[1] not in SYSTEM_DBS:
@@ -483,10 +495,25 @@ enabled = false
     def start(self):
         self.logf = open(os.path.join(self.dir, "wolfscale.log"), "a")
         self.proc = subprocess.Popen(
-            [self.binary, "-c", self.conf, "--log-level", self.log_level, "start"],
+            [self.binary, "-c", self.conf, "--log-level", self.log_level, "start",
+             "--bootstrap"],
             stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
             start_new_session=True)
         wait_port(self.port, self.proc, "wolfscale")
+        # A cluster build takes writes only once this node is the leader of its
+        # one-node cluster: wait until a write goes through (at most 60 s).
+        probe = ("CREATE DATABASE IF NOT EXISTS mtr_diff_probe; "
+                 "DROP DATABASE mtr_diff_probe")
+        deadline = time.time() + 60
+        while True:
+            r = subprocess.run(["mariadb", "--no-defaults", "-h127.0.0.1",
+                                f"-P{self.port}", "-uroot", "--skip-ssl", "-e", probe],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                return
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise SystemExit("wolfscale does not take writes: " + r.stderr)
+            time.sleep(0.2)
 
     def alive(self):
         return self.proc.poll() is None
@@ -673,6 +700,7 @@ def main():
         if not args.calibrate:
             proxy = Proxy(root, args.wolfscale, server, args.log_level)
             proxy.start()
+            base.note_proxy_connections(server)
             via = {"name": "proxy", "port": proxy.port, "sock": proxy_sock,
                    "cnf": os.path.join(root, "proxy.cnf")}
             client_cnf(via["cnf"], proxy.port, proxy_sock)
@@ -709,6 +737,7 @@ def main():
                         text += "\n----- wolfscale exited during this run -----\n"
                         proxy.restarts += 1
                         proxy.start()
+                        base.note_proxy_connections(server)
                     runs[tgt["name"]] = (rc, normalize(text, rules),
                                          time.time() - started, crashed)
                     cleanup(server, base, after=f"{test} [{proto}] {tgt['name']}")

@@ -15,6 +15,7 @@ pub mod api;
 pub mod apply;
 pub mod cluster;
 pub mod config;
+pub mod failpoint;
 pub mod localdb;
 pub mod protocol;
 pub mod proxy;

@@ -262,24 +262,30 @@ impl Applier {
             self.abort_stale_transactions(term).await;
         }
         let mut group: Vec<Item> = Vec::new();
+        let mut local: Vec<Item> = Vec::new();
         for item in items {
             if self.applied.index.is_some_and(|a| item.index() <= a) {
                 continue;
             }
-            let local = matches!(&item, Item::Entry { entry, .. } if entry.id().incarnation == self.incarnation);
+            let is_local = matches!(&item, Item::Entry { entry, .. } if entry.id().incarnation == self.incarnation);
             let ddl =
                 matches!(&item, Item::Entry { entry, .. } if matches!(**entry, LogEntry::Ddl(_)));
-            if local || ddl || group.len() >= GROUP_ENTRIES {
+            if is_local {
+                self.flush(&mut group).await?;
+                local.push(item);
+                continue;
+            }
+            self.commit_local(&mut local).await?;
+            if ddl || group.len() >= GROUP_ENTRIES {
                 self.flush(&mut group).await?;
             }
-            if local {
-                self.apply_local(item).await?;
-            } else if ddl {
+            if ddl {
                 self.apply_ddl(item).await?;
             } else {
                 group.push(item);
             }
         }
+        self.commit_local(&mut local).await?;
         self.flush(&mut group).await
     }
 
@@ -430,63 +436,71 @@ impl Applier {
         Ok(())
     }
 
-    /// An entry this node produced: commit its prepared XA transaction, through its
-    /// session when that still waits, else by xid.
-    async fn apply_local(&mut self, item: Item) -> Result<(), ApplyError> {
-        let Item::Entry { index, term, entry } = &item else {
-            unreachable!("only entries are local");
-        };
-        let id = entry.id();
-        if let LogEntry::Txn(_) = **entry {
-            let by_session = match self.pending.take(&id) {
-                Some(waiter) => self.commit_through_session(*index, waiter).await,
-                None => false,
+    /// A run of consecutive entries this node produced: commit their prepared XA
+    /// transactions, each through its session when that still waits, else by xid. They
+    /// commit concurrently: transactions that are all PREPARED at once hold disjoint
+    /// locks, so their commit order cannot change the result, and the sessions'
+    /// COMMITs share MariaDB's group commit. (A DDL this node produced already ran here,
+    /// before it was logged.)
+    async fn commit_local(&mut self, run: &mut Vec<Item>) -> Result<(), ApplyError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(run);
+        let mut waiting = Vec::new();
+        let mut by_xid = Vec::new();
+        for item in &items {
+            let Item::Entry { index, entry, .. } = item else {
+                continue;
             };
-            if !by_session {
-                self.commit_by_xid(&id.xid()).await?;
-            }
-        }
-        // A DDL this node produced already ran here, before it was logged.
-        let conn = self.conn().await?;
-        conn.query_drop(schema::update_applied(*index, *term, None))
-            .await?;
-        self.applied.index = Some(*index);
-        self.applied.term = *term;
-        Ok(())
-    }
-
-    /// Hand the commit to the waiting session; false if it could not do it (then the
-    /// transaction is committed by xid).
-    async fn commit_through_session(&mut self, index: u64, waiter: Waiter) -> bool {
-        let (done_tx, done_rx) = oneshot::channel();
-        let order = CommitOrder {
-            index,
-            done: done_tx,
-        };
-        if waiter.order.send(order).is_err() {
-            return false;
-        }
-        match tokio::time::timeout(LOCAL_COMMIT_TIMEOUT, done_rx).await {
-            Ok(Ok(Ok(()))) => true,
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(index, error = %e, "session could not commit its transaction; committing by xid");
-                false
-            }
-            Ok(Err(_)) => false,
-            Err(_) => {
-                tracing::warn!(
-                    index,
-                    thread = waiter.backend_thread,
-                    "session did not commit in time; killing its connection to commit by xid"
-                );
-                if let Ok(conn) = self.conn().await {
-                    conn.query_drop(format!("KILL {}", waiter.backend_thread))
-                        .await
-                        .ok();
+            let LogEntry::Txn(_) = **entry else {
+                continue;
+            };
+            let id = entry.id();
+            match self.pending.take(&id) {
+                Some(waiter) => {
+                    let (done_tx, done_rx) = oneshot::channel();
+                    let order = CommitOrder {
+                        index: *index,
+                        done: done_tx,
+                    };
+                    if waiter.order.send(order).is_ok() {
+                        waiting.push((id, waiter.backend_thread, done_rx));
+                    } else {
+                        by_xid.push(id);
+                    }
                 }
-                false
+                None => by_xid.push(id),
             }
         }
+        let deadline = tokio::time::Instant::now() + LOCAL_COMMIT_TIMEOUT;
+        for (id, thread, done) in waiting {
+            match tokio::time::timeout_at(deadline, done).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(%id, error = %e, "session could not commit its transaction; committing by xid");
+                    by_xid.push(id);
+                }
+                Ok(Err(_)) => by_xid.push(id),
+                Err(_) => {
+                    tracing::warn!(%id, thread, "session did not commit in time; killing its connection to commit by xid");
+                    if let Ok(conn) = self.conn().await {
+                        conn.query_drop(format!("KILL {thread}")).await.ok();
+                    }
+                    by_xid.push(id);
+                }
+            }
+        }
+        for id in by_xid {
+            self.commit_by_xid(&id.xid()).await?;
+        }
+        let last = items.last().expect("non-empty run");
+        let conn = self.conn().await?;
+        conn.query_drop(schema::update_applied(last.index(), last.term(), None))
+            .await?;
+        self.applied.index = Some(last.index());
+        self.applied.term = last.term();
+        Ok(())
     }
 
     /// `XA COMMIT` a prepared transaction left by a session that is gone. If the xid is

@@ -10,6 +10,7 @@
 pub mod acl;
 pub mod auth;
 pub mod backend;
+pub mod catalog;
 pub mod hostname;
 pub mod registry;
 pub mod replicate;
@@ -51,6 +52,8 @@ pub struct Shared {
     /// the proxy's bound address first).
     pub replicator: std::sync::OnceLock<replicate::SharedReplicator>,
     pub sequencing: sequencer::Sequencing,
+    /// Tables whose engine cannot roll back (writes to them are refused on a cluster).
+    pub catalog: Arc<catalog::Catalog>,
 }
 
 impl Shared {

@@ -353,6 +353,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // A READ ONLY transaction: MariaDB gives its own refusal.
             return self.forward(p, Some(Expect::Query)).await;
         }
+        if let Err(e) = self.shared.catalog.refresh_for_term(term).await {
+            let err = refusal(
+                1030,
+                "HY000",
+                format!("WolfScale cannot read the table engines of this node's MariaDB: {e}"),
+            );
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
+        if let Some(err) = self.refuse_write(text) {
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
         let sql = match self.pin_functions(text, class.class) {
             Ok(s) => s,
             Err(why) => {
@@ -609,6 +622,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Err(e);
             }
         }
+        crate::failpoint::hit("after-prepare");
         self.shared.sequencing.wait_for_ddl(x.last_statement).await;
         self.replicate_prepared(entry, x.id, x.term).await
     }
@@ -674,7 +688,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         tokio::spawn(async move {
             done.await.ok();
         });
+        crate::failpoint::hit("before-local-commit");
         let committed = self.internal(&format!("XA COMMIT '{xid}'")).await;
+        crate::failpoint::hit("after-local-commit");
         let result = match &committed {
             Ok(Internal::Ok(_)) => Ok(()),
             Ok(Internal::Err(e)) => Err(e.to_string()),
@@ -792,6 +808,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match result {
             Ok(Ok(_)) => {
                 rep.ddl_done(id);
+                if let Err(e) = self.shared.catalog.refresh().await {
+                    tracing::warn!(error = %e, "cannot re-read the table engines after a DDL");
+                }
                 self.client
                     .write_raw(&reply)
                     .await
@@ -809,6 +828,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Writes this build cannot replicate faithfully: LOAD DATA LOCAL (the file would
+    /// have to travel in the entry), and writes to tables that cannot roll back
+    /// (MyISAM, Aria, MEMORY…: a failed commit would leave the leader ahead).
+    fn refuse_write(&self, text: &str) -> Option<ServerError> {
+        let upper = text.trim_start().to_ascii_uppercase();
+        if upper.starts_with("LOAD") && upper.contains("LOCAL") {
+            return Some(refusal(
+                1235,
+                "42000",
+                "WolfScale does not replicate LOAD DATA LOCAL INFILE yet: load the rows with INSERT statements",
+            ));
+        }
+        let catalog = self.shared.catalog.get();
+        if let Some(table) = catalog.named_in(text, self.db.as_deref()) {
+            return Some(refusal(
+                1235,
+                "42000",
+                format!(
+                    "WolfScale does not replicate writes to {table}: its engine cannot roll back, so a \
+                     transaction that fails to commit would leave this node ahead of the others; \
+                     convert it to InnoDB (ALTER TABLE … ENGINE=InnoDB)"
+                ),
+            ));
+        }
+        None
     }
 
     /// On a cluster node: a statement that cannot be prepared for replication (its
@@ -893,6 +939,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.forward(p, Some(Expect::execute(&p.payload))).await;
         };
         let sql = prep.sql.clone();
+        let refused = match self.shared.catalog.refresh_for_term(term).await {
+            Err(e) => Some(refusal(
+                1030,
+                "HY000",
+                format!("WolfScale cannot read the table engines of this node's MariaDB: {e}"),
+            )),
+            Ok(()) => self.refuse_write(&sql),
+        };
+        if let Some(err) = refused {
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
+        let Some(prep) = self.stmts.get(&id) else {
+            return self.forward(p, Some(Expect::execute(&p.payload))).await;
+        };
         let long: Vec<bool> = (0..prep.params)
             .map(|i| prep.long_data.contains_key(&(i as u16)))
             .collect();

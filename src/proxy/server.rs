@@ -112,6 +112,13 @@ pub enum ProxyError {
         user: String,
         source: mysql_async::Error,
     },
+    #[error(
+        "cannot read table engines from information_schema as [database] user '{user}': {source}"
+    )]
+    Catalog {
+        user: String,
+        source: mysql_async::Error,
+    },
     #[error("TLS setup failed for {path}: {reason}")]
     Tls { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]
@@ -174,6 +181,17 @@ impl Proxy {
                 source,
             })?;
         let proxy_protocol = detect_proxy_protocol(&settings).await?;
+        let catalog = Arc::new(super::catalog::Catalog::new(service_opts(&settings)));
+        catalog
+            .refresh()
+            .await
+            .map_err(|source| ProxyError::Catalog {
+                user: settings.service_user.clone(),
+                source,
+            })?;
+        if settings.replicator.is_some() {
+            catalog.spawn_refresher();
+        }
         let tls = settings
             .tls
             .as_ref()
@@ -201,6 +219,7 @@ impl Proxy {
                 .map(std::sync::OnceLock::from)
                 .unwrap_or_default(),
             sequencing: Default::default(),
+            catalog,
         });
         let listener =
             TcpListener::bind(settings.listen)
@@ -223,7 +242,9 @@ impl Proxy {
 
     /// Write through `replicator` (set once, before serving).
     pub fn set_replicator(&self, replicator: super::replicate::SharedReplicator) {
-        self.shared.replicator.set(replicator).ok();
+        if self.shared.replicator.set(replicator).is_ok() {
+            self.shared.catalog.spawn_refresher();
+        }
     }
 
     /// Run in a background task.

@@ -375,3 +375,41 @@ fn decide(s: &Stmt<'_>, path: Path) -> (lexical::Decision, bool) {
 
 #[cfg(test)]
 mod tests;
+
+/// Every name in `sql` that could denote a table: `(schema, name)` for `a.b`, `(None,
+/// name)` for a lone identifier (keywords included — the caller matches them against
+/// real table names). Backquotes are removed; string literals, variables and comments
+/// are not names. Columns qualified as `t.c` or `db.t.c` yield `(t, c)`/`(db, t)` pairs
+/// too: a caller that refuses on a match errs on the side of refusing.
+pub fn table_names(sql: &str) -> Vec<(Option<String>, String)> {
+    use lexer::Kind;
+    let text = versioned::expand(sql);
+    let tokens = lexer::lex(&text);
+    let ident = |i: usize| -> Option<String> {
+        let t = tokens.get(i)?;
+        match t.kind {
+            Kind::Word => Some(t.text.to_string()),
+            Kind::QuotedIdent => {
+                Some(t.text[1..t.text.len().saturating_sub(1).max(1)].replace("``", "`"))
+            }
+            _ => None,
+        }
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        if let Some(first) = ident(i) {
+            let dotted = tokens.get(i + 1).is_some_and(|t| t.is_punct("."));
+            match (dotted, ident(i + 2)) {
+                (true, Some(second)) => {
+                    out.push((Some(first), second));
+                    i += 3;
+                    continue;
+                }
+                _ => out.push((None, first)),
+            }
+        }
+        i += 1;
+    }
+    out
+}

@@ -10,7 +10,7 @@ use mysql_async::prelude::*;
 use wolfscale::apply::entry::{
     Ddl, LogEntry, Pins, RowCounts, SessionVars, Statement, Txn, TxnId, Value,
 };
-use wolfscale::apply::{Applier, ApplyError, CommitOrder, Item, PendingCommits, Waiter};
+use wolfscale::apply::{Applier, ApplyError, Item, PendingCommits, Turn, Waiter};
 
 const ME: u64 = 0xAAAA;
 const OTHER: u64 = 0xBBBB;
@@ -216,17 +216,20 @@ async fn own_transactions_commit_through_their_session_or_by_xid() {
         ))
         .await
         .unwrap();
-    let (order_tx, order_rx) = tokio::sync::oneshot::channel::<CommitOrder>();
+    let (order_tx, order_rx) = tokio::sync::oneshot::channel::<Turn>();
     pending.register(
         id,
         Waiter {
             order: order_tx,
             backend_thread: thread,
+            term: 1,
         },
     );
     let xid = id.xid();
     let waiter = tokio::spawn(async move {
-        let order = order_rx.await.unwrap();
+        let Turn::Commit(order) = order_rx.await.unwrap() else {
+            panic!("expected the commit order");
+        };
         let r = session.query_drop(format!("XA COMMIT '{xid}'")).await;
         order.done.send(r.map_err(|e| e.to_string())).ok();
         order.index

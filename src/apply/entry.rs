@@ -29,7 +29,12 @@ pub struct TxnId {
 impl TxnId {
     /// The XA transaction id (gtrid) on the producing node's MariaDB.
     pub fn xid(&self) -> String {
-        format!("wolfscale-{:016x}-{}", self.incarnation, self.seq)
+        format!("{}{}", self.xid_prefix(), self.seq)
+    }
+
+    /// What every xid of this producer starts with.
+    pub fn xid_prefix(&self) -> String {
+        format!("wolfscale-{:016x}-", self.incarnation)
     }
 }
 
@@ -49,6 +54,14 @@ pub enum LogEntry {
 }
 
 impl LogEntry {
+    /// The latest pinned timestamp of its statements (µs).
+    pub fn latest_timestamp(&self) -> Option<i64> {
+        match self {
+            LogEntry::Txn(t) => t.statements.iter().map(|s| s.pins.timestamp_us).max(),
+            LogEntry::Ddl(d) => Some(d.statement.pins.timestamp_us),
+        }
+    }
+
     pub fn id(&self) -> TxnId {
         match self {
             LogEntry::Txn(t) => t.id,

@@ -41,6 +41,7 @@ use mysql_async::Conn;
 use tokio::sync::oneshot;
 
 pub use entry::{LogEntry, TxnId};
+
 use entry::{SessionVars, Statement, Value};
 use schema::AppliedRow;
 
@@ -107,12 +108,24 @@ pub struct CommitOrder {
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
+/// The applier's verdict on a waiting session's prepared transaction.
+pub enum Turn {
+    /// Its entry is committed and every earlier one is applied: `XA COMMIT` now.
+    Commit(CommitOrder),
+    /// Its entry can never commit (the log moved on to a later term without it): `XA
+    /// ROLLBACK`, then answer on the channel.
+    Orphaned(oneshot::Sender<()>),
+}
+
 /// A session of this node waiting for its transaction's turn.
 pub struct Waiter {
-    pub order: oneshot::Sender<CommitOrder>,
+    pub order: oneshot::Sender<Turn>,
     /// The backend thread holding the prepared transaction, killed if the session
     /// cannot commit in time so that the applier can commit it by xid.
     pub backend_thread: u32,
+    /// The term the entry was proposed in: once the applier reaches an entry of a
+    /// later term without having met this one, it never will.
+    pub term: u64,
 }
 
 /// Sessions waiting for their transactions to be applied, by transaction id; and the
@@ -122,9 +135,23 @@ pub struct Waiter {
 pub struct PendingCommits {
     waiting: Mutex<HashMap<TxnId, Waiter>>,
     open: Mutex<HashMap<TxnId, (u64, u32)>>,
+    /// The latest pinned timestamp of any applied entry (µs): a new leader's pins
+    /// start above it, so logged time never goes backwards across a failover.
+    last_timestamp: std::sync::atomic::AtomicI64,
 }
 
 impl PendingCommits {
+    /// The latest timestamp pinned in an applied entry, in µs (0: none yet).
+    pub fn timestamp_floor(&self) -> i64 {
+        self.last_timestamp
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn note_timestamp(&self, us: i64) {
+        self.last_timestamp
+            .fetch_max(us, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// A write transaction started on backend thread `thread` in `term`.
     pub fn opened(&self, id: TxnId, term: u64, thread: u32) {
         self.open
@@ -169,6 +196,24 @@ impl PendingCommits {
         self.lock().remove(id)
     }
 
+    /// Remove and return the waiters whose entries were proposed before `term`.
+    fn older_than(&self, term: u64) -> Vec<(TxnId, Waiter)> {
+        let mut waiting = self.lock();
+        let ids: Vec<TxnId> = waiting
+            .iter()
+            .filter(|(_, w)| w.term < term)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| waiting.remove(&id).map(|w| (id, w)))
+            .collect()
+    }
+
+    /// The earliest term any waiter proposed in.
+    fn min_term(&self) -> Option<u64> {
+        self.lock().values().map(|w| w.term).min()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -208,6 +253,10 @@ pub struct Applier {
     status: Arc<Mutex<ApplyStatus>>,
     /// The first DDL replayed after opening may have run before a crash.
     ddl_since_open: bool,
+    /// Transactions this node PREPARED before it last stopped, still prepared at
+    /// start, with the highest term their entries can have: those whose entries
+    /// are not met before an entry of a later term never commit, and are rolled back.
+    recovered: Vec<(String, u64)>,
 }
 
 impl Applier {
@@ -235,7 +284,36 @@ impl Applier {
             applied,
             status: Arc::new(Mutex::new(ApplyStatus::Running)),
             ddl_since_open: false,
+            recovered: Vec::new(),
         })
+    }
+
+    /// Find the transactions this node prepared before it stopped that are still
+    /// prepared. `bound` is the highest term this node can have proposed in (its vote
+    /// and its last log entry's term, read before Raft starts).
+    pub async fn recover_prepared(&mut self, bound: u64) -> Result<usize, ApplyError> {
+        let prefix = TxnId {
+            incarnation: self.incarnation,
+            seq: 0,
+        }
+        .xid_prefix();
+        let conn = self.conn().await?;
+        let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
+        self.recovered = prepared
+            .iter()
+            .filter_map(|(_, g, _, data)| {
+                let xid = std::str::from_utf8(data.get(..usize::try_from(*g).ok()?)?).ok()?;
+                xid.starts_with(&prefix).then(|| (xid.to_string(), bound))
+            })
+            .collect();
+        if !self.recovered.is_empty() {
+            tracing::info!(
+                count = self.recovered.len(),
+                bound,
+                "transactions prepared before the restart wait for their log entries"
+            );
+        }
+        Ok(self.recovered.len())
     }
 
     /// The last entry whose effects are committed here.
@@ -261,9 +339,28 @@ impl Applier {
         if let Some(term) = items.iter().map(Item::term).max() {
             self.abort_stale_transactions(term).await;
         }
+        let mut seen_term = self.applied.term;
+        if self.orphans_before(seen_term) {
+            self.resolve_orphans(seen_term).await?;
+        }
         let mut group: Vec<Item> = Vec::new();
         let mut local: Vec<Item> = Vec::new();
         for item in items {
+            if let Item::Entry { entry, .. } = &item {
+                if let Some(us) = entry.latest_timestamp() {
+                    self.pending.note_timestamp(us);
+                }
+            }
+            if item.term() > seen_term {
+                seen_term = item.term();
+                if self.orphans_before(seen_term) {
+                    // Everything of the earlier terms is applied first: an entry met
+                    // there is committed, not orphaned.
+                    self.flush(&mut group).await?;
+                    self.commit_local(&mut local).await?;
+                    self.resolve_orphans(seen_term).await?;
+                }
+            }
             if self.applied.index.is_some_and(|a| item.index() <= a) {
                 continue;
             }
@@ -287,6 +384,54 @@ impl Applier {
         }
         self.commit_local(&mut local).await?;
         self.flush(&mut group).await
+    }
+
+    fn orphans_before(&self, term: u64) -> bool {
+        self.recovered.iter().any(|(_, bound)| *bound < term)
+            || self.pending.min_term().is_some_and(|t| t < term)
+    }
+
+    /// The log reached an entry of `term`: prepared transactions of this node whose
+    /// entries belong to earlier terms and were not met can never commit. Their
+    /// sessions roll them back (or, gone, the applier does by xid) before anything of
+    /// `term` is replayed, so that their locks are released first.
+    async fn resolve_orphans(&mut self, term: u64) -> Result<(), ApplyError> {
+        let mut acks = Vec::new();
+        let mut by_xid = Vec::new();
+        for (id, waiter) in self.pending.older_than(term) {
+            let (ack_tx, ack_rx) = oneshot::channel();
+            if waiter.order.send(Turn::Orphaned(ack_tx)).is_ok() {
+                acks.push((id, waiter.backend_thread, ack_rx));
+            } else {
+                by_xid.push(id.xid());
+            }
+        }
+        let deadline = tokio::time::Instant::now() + LOCAL_COMMIT_TIMEOUT;
+        for (id, thread, ack) in acks {
+            tracing::info!(%id, term, "a transaction of an earlier term was never committed; rolling it back");
+            if !matches!(tokio::time::timeout_at(deadline, ack).await, Ok(Ok(()))) {
+                if let Ok(conn) = self.conn().await {
+                    conn.query_drop(format!("KILL {thread}")).await.ok();
+                }
+                by_xid.push(id.xid());
+            }
+        }
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.recovered)
+            .into_iter()
+            .partition(|(_, bound)| *bound < term);
+        self.recovered = keep;
+        for (xid, _) in old {
+            tracing::info!(
+                xid,
+                term,
+                "a transaction prepared before the restart was never committed; rolling it back"
+            );
+            by_xid.push(xid);
+        }
+        for xid in by_xid {
+            self.finish_by_xid(&xid, "ROLLBACK").await?;
+        }
+        Ok(())
     }
 
     /// Write transactions this node opened as leader of an earlier term hold locks the
@@ -464,7 +609,7 @@ impl Applier {
                         index: *index,
                         done: done_tx,
                     };
-                    if waiter.order.send(order).is_ok() {
+                    if waiter.order.send(Turn::Commit(order)).is_ok() {
                         waiting.push((id, waiter.backend_thread, done_rx));
                     } else {
                         by_xid.push(id);
@@ -492,7 +637,9 @@ impl Applier {
             }
         }
         for id in by_xid {
-            self.commit_by_xid(&id.xid()).await?;
+            let xid = id.xid();
+            self.recovered.retain(|(x, _)| *x != xid);
+            self.finish_by_xid(&xid, "COMMIT").await?;
         }
         let last = items.last().expect("non-empty run");
         let conn = self.conn().await?;
@@ -503,24 +650,26 @@ impl Applier {
         Ok(())
     }
 
-    /// `XA COMMIT` a prepared transaction left by a session that is gone. If the xid is
-    /// not prepared any more, its commit already happened.
-    async fn commit_by_xid(&mut self, xid: &str) -> Result<(), ApplyError> {
+    /// `XA COMMIT` (or `XA ROLLBACK`) a prepared transaction left by a session that is
+    /// gone. If the xid is not prepared any more, it was finished already: a session
+    /// only rolls back a transaction whose entry cannot commit, so a committed entry's
+    /// missing xid means it committed.
+    async fn finish_by_xid(&mut self, xid: &str, verb: &str) -> Result<(), ApplyError> {
         let conn = self.conn().await?;
         // The connection that prepared it may still be closing: give it a moment.
         for attempt in 0..50 {
             let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
-            let present = prepared
-                .iter()
-                .any(|(_, g, _, data)| data.get(..*g as usize) == Some(xid.as_bytes()));
+            let present = prepared.iter().any(|(_, g, _, data)| {
+                usize::try_from(*g).ok().and_then(|g| data.get(..g)) == Some(xid.as_bytes())
+            });
             if !present {
                 return Ok(());
             }
-            match conn.query_drop(format!("XA COMMIT '{xid}'")).await {
+            match conn.query_drop(format!("XA {verb} '{xid}'")).await {
                 Ok(()) => return Ok(()),
                 // XAER_RMFAIL / XAER_NOTA while the old connection still holds it.
                 Err(e) if attempt < 49 => {
-                    tracing::debug!(error = %e, xid, "XA COMMIT not possible yet");
+                    tracing::debug!(error = %e, xid, verb, "not possible yet");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e.into()),

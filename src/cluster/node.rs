@@ -117,6 +117,9 @@ pub struct Cluster {
     pub member: Member,
     /// This node's producer id (see [`crate::apply::TxnId`]).
     pub incarnation: u64,
+    /// The first transaction sequence number of this run: the run counter, kept in the
+    /// state database, times 2^40, so that no xid is ever reused after a restart.
+    pub seq_base: u64,
     pub pending: Arc<PendingCommits>,
     pub apply_status: Arc<std::sync::Mutex<ApplyStatus>>,
     applier: Arc<Mutex<Applier>>,
@@ -131,13 +134,23 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(s: ClusterSettings) -> Result<Cluster, ClusterError> {
         let incarnation = incarnation(&s.wal.state_dir)?;
+        let seq_base = next_run(&s.wal.state_dir)? << 40;
         let state = StateDb::open(&s.wal.state_dir).map_err(|source| ClusterError::State {
             path: s.wal.state_dir.clone(),
             source,
         })?;
         let wal = Arc::new(Wal::open_async(s.wal.clone()).await?);
         let pending = Arc::new(PendingCommits::default());
-        let applier = Applier::open(s.database.clone(), incarnation, pending.clone()).await?;
+        let mut applier = Applier::open(s.database.clone(), incarnation, pending.clone()).await?;
+        // Transactions prepared in an earlier run whose entries may still commit: the
+        // applier commits them when it meets their entries, and rolls back the rest
+        // once the log reaches a term after every term this node could have led.
+        let vote_term = wal
+            .meta(crate::wal::MetaKey::Vote)
+            .and_then(|b| postcard::from_bytes::<super::types::Vote>(&b).ok())
+            .map_or(0, |v| v.leader_id.term);
+        let log_term = wal.state().last.map_or(0, |(_, t)| t);
+        applier.recover_prepared(vote_term.max(log_term)).await?;
         let apply_status = applier.status();
         let settings = Arc::new(applier.settings.clone());
         let applier = Arc::new(Mutex::new(applier));
@@ -204,6 +217,7 @@ impl Cluster {
             id,
             member,
             incarnation,
+            seq_base,
             pending,
             apply_status,
             applier,
@@ -495,6 +509,23 @@ fn fill_port(addr: &str, port: u16) -> String {
         Some((host, "0")) => format!("{host}:{port}"),
         _ => addr.to_string(),
     }
+}
+
+/// Count this run of the node, durably, before anything is produced in it.
+fn next_run(state_dir: &std::path::Path) -> Result<u64, ClusterError> {
+    let err = |source| ClusterError::State {
+        path: state_dir.to_path_buf(),
+        source,
+    };
+    let db = StateDb::open(state_dir).map_err(err)?;
+    let last = db
+        .get("node.runs")
+        .map_err(err)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes);
+    let run = last + 1;
+    db.set("node.runs", &run.to_le_bytes()).map_err(err)?;
+    Ok(run)
 }
 
 /// This node's producer id: random, made once, kept in the state database.

@@ -21,6 +21,8 @@ pub trait Replicator: Send + Sync + 'static {
     fn me(&self) -> &Member;
     /// This node's producer id for [`TxnId`]s.
     fn incarnation(&self) -> u64;
+    /// Where this run's [`TxnId`] sequence numbers start (above every earlier run's).
+    fn seq_base(&self) -> u64;
     /// Sessions waiting for the applier to reach their transactions.
     fn pending(&self) -> &PendingCommits;
     /// Append an entry if this node still leads in `term`.
@@ -48,6 +50,10 @@ impl Replicator for Cluster {
 
     fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    fn seq_base(&self) -> u64 {
+        self.seq_base
     }
 
     fn pending(&self) -> &PendingCommits {

@@ -42,7 +42,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::session::{Flow, Session, SessionError};
 use crate::apply::entry::{Ddl, Pins, RowCounts, SessionVars, Statement, Txn, Value};
-use crate::apply::{self, CommitOrder, LogEntry, TxnId, Waiter};
+use crate::apply::{self, LogEntry, Turn, TxnId, Waiter};
 use crate::cluster::{Cluster, ProposeError};
 use crate::protocol::command::COM_QUERY;
 use crate::protocol::packet::{encode_packet, Reader};
@@ -69,6 +69,9 @@ const PINNED_VARS: &[&str] = &[
 ];
 /// Longest a DDL may wait for metadata locks on the leader.
 const DDL_LOCK_WAIT_S: u32 = 10;
+/// How long a COMMIT waits for the applier's verdict on its log entry (quorum and the
+/// applier's turn) before the client is told the outcome is unknown.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Node-wide sequencer state, shared by all sessions.
 pub struct Sequencing {
@@ -94,9 +97,11 @@ impl Default for Sequencing {
 }
 
 impl Sequencing {
-    /// A timestamp for the next statement: the clock, but never below the last one.
-    fn timestamp(&self) -> i64 {
-        let now = now_us();
+    /// A timestamp for the next statement: the clock, but above the last one this
+    /// node pinned and the last one applied from the log (`floor`, set by an earlier
+    /// leader whose clock may be ahead of ours).
+    fn timestamp(&self, floor: i64) -> i64 {
+        let now = now_us().max(floor + 1);
         let mut last = self.clock.load(Ordering::Relaxed);
         loop {
             let next = now.max(last + 1);
@@ -110,10 +115,10 @@ impl Sequencing {
         }
     }
 
-    fn next_id(&self, incarnation: u64) -> TxnId {
+    fn next_id(&self, rep: &dyn super::replicate::Replicator) -> TxnId {
         TxnId {
-            incarnation,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            incarnation: rep.incarnation(),
+            seq: rep.seq_base() + self.seq.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -320,7 +325,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .get()
             .cloned()
             .expect("cluster session");
-        let id = self.shared.sequencing.next_id(rep.incarnation());
+        let id = self.shared.sequencing.next_id(&*rep);
         let reply = self.internal(&format!("XA START '{}'", id.xid())).await?;
         let ok = match reply {
             Internal::Ok(ok) => ok,
@@ -339,6 +344,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             last_statement: Instant::now(),
         });
         Ok(ok)
+    }
+
+    /// The timestamp to pin on the next logged statement.
+    fn pin_timestamp(&self) -> i64 {
+        let floor = self
+            .shared
+            .replicator
+            .get()
+            .map_or(0, |rep| rep.pending().timestamp_floor());
+        self.shared.sequencing.timestamp(floor)
     }
 
     /// A data-changing statement.
@@ -387,7 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let started = Instant::now();
         let mut pins = Pins {
-            timestamp_us: self.shared.sequencing.timestamp(),
+            timestamp_us: self.pin_timestamp(),
             ..Pins::default()
         };
         let upper = sql.to_ascii_uppercase();
@@ -641,53 +656,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .cloned()
             .expect("cluster session");
         let xid = id.xid();
-        let (order_tx, order_rx) = oneshot::channel::<CommitOrder>();
+        let (order_tx, order_rx) = oneshot::channel::<Turn>();
         rep.pending().register(
             id,
             Waiter {
                 order: order_tx,
                 backend_thread: self.backend.thread_id,
+                term,
             },
         );
         let proposal = match rep.propose(entry, term).await {
             Ok(p) => p,
             Err(e) => {
-                // Not appended: nothing can commit it but us.
+                // Refused before it reached the log: nothing can commit it but us.
                 rep.pending().withdraw(&id);
                 self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
                 return Err(propose_refusal(e));
             }
         };
-        // From here the transaction belongs to the commit pipeline: the applier tells
-        // this connection when to commit, in log order.
-        let mut done = proposal.done;
-        let order = tokio::select! {
-            order = order_rx => order.ok(),
-            result = &mut done => {
-                // Finished before our turn came: only possible if it was discarded.
-                let outcome = result.map(Cluster::outcome);
-                if rep.pending().withdraw(&id) {
-                    self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
-                    return Err(match outcome {
-                        Ok(Err(e)) => propose_refusal(e),
-                        _ => refusal(1180, "HY000", "The transaction was rolled back: its log entry was discarded"),
-                    });
-                }
-                None
-            }
-        };
-        let Some(order) = order else {
-            return Err(refusal(
-                1180,
-                "HY000",
-                "The outcome of this COMMIT is unknown: WolfScale lost track of its log entry; check the data before retrying",
-            ));
-        };
-        // The completion notice follows once the applier's batch is done; nobody needs
-        // to wait for it, but dropping it early makes openraft log a warning.
+        // From here the transaction belongs to the commit pipeline. Even if openraft
+        // reports an error (leadership lost), the entry may be in the log and commit
+        // under the next leader: only the applier knows, and it answers on `order_rx`,
+        // in log order: commit now, or roll back (its term ended without it).
+        let done = proposal.done;
         tokio::spawn(async move {
+            // Nobody needs the completion notice, but dropping it early makes openraft
+            // log a warning.
             done.await.ok();
         });
+        let turn = match tokio::time::timeout(COMMIT_WAIT, order_rx).await {
+            Ok(Ok(turn)) => turn,
+            waited => {
+                // Leave the prepared transaction to the applier (it finishes it by xid
+                // once this connection is closed) and tell the client the truth.
+                tracing::warn!(%id, timed_out = waited.is_err(), "no verdict for a prepared transaction; its outcome is left to the log");
+                self.close_after_reply = true;
+                return Err(refusal(
+                    1180,
+                    "HY000",
+                    "The outcome of this COMMIT is unknown: its log entry was not applied in time (is a majority of nodes reachable?); \
+                     the transaction commits if and only if the entry does; check the data before retrying",
+                ));
+            }
+        };
+        let order = match turn {
+            Turn::Commit(order) => order,
+            Turn::Orphaned(ack) => {
+                self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+                ack.send(()).ok();
+                return Err(refusal(
+                    1180,
+                    "HY000",
+                    "The transaction was rolled back: this node stopped being the leader before a majority stored it",
+                ));
+            }
+        };
         crate::failpoint::hit("before-local-commit");
         let committed = self.internal(&format!("XA COMMIT '{xid}'")).await;
         crate::failpoint::hit("after-local-commit");
@@ -741,7 +764,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .cloned()
             .expect("cluster session");
         let vars = self.session_vars().await?;
-        let id = self.shared.sequencing.next_id(rep.incarnation());
+        let id = self.shared.sequencing.next_id(&*rep);
         let seq = self.shared.clone();
         let _turn = seq.sequencing.ddl_turn.lock().await;
         let (logged_tx, logged_rx) = watch::channel(false);
@@ -764,7 +787,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await?;
             return Ok(Flow::Continue);
         }
-        let timestamp_us = self.shared.sequencing.timestamp();
+        let timestamp_us = self.pin_timestamp();
         let pins = Pins {
             timestamp_us,
             ..Pins::default()
@@ -981,7 +1004,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let started = Instant::now();
         let mut pins = Pins {
-            timestamp_us: self.shared.sequencing.timestamp(),
+            timestamp_us: self.pin_timestamp(),
             ..Pins::default()
         };
         let upper = sql.to_ascii_uppercase();

@@ -116,6 +116,10 @@ pub struct Session<S> {
     pub(super) db: Option<String>,
     /// `@@tx_isolation` when `vars` was read.
     pub(super) isolation: String,
+    /// End the session once the current reply is sent: its backend connection holds a
+    /// prepared transaction whose fate the applier decides, which it can only finish by
+    /// xid once this connection is gone.
+    pub(super) close_after_reply: bool,
 }
 
 /// Run the rest of the connection phase (after the greeting and the optional TLS
@@ -193,6 +197,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         vars: None,
         db: None,
         isolation: String::new(),
+        close_after_reply: false,
     })
 }
 
@@ -427,7 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     got: packet.seq,
                 }));
             }
-            if self.command(packet).await? == Flow::Close {
+            if self.command(packet).await? == Flow::Close || self.close_after_reply {
                 return Ok(());
             }
         }

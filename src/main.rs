@@ -45,6 +45,9 @@ enum Command {
         #[arg(long)]
         bootstrap: bool,
     },
+    /// Run the MySQL proxy alone in front of `[database]`: no cluster, no HTTP API;
+    /// every statement runs directly on that MariaDB (the front end on its own).
+    Proxy,
     /// Print this node's and the cluster's status (from the node's HTTP API).
     Status {
         /// The API to ask (default: this config's [api] bind_address).
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Start { bootstrap } => start(&path, bootstrap),
+        Command::Proxy => proxy(&path),
         Command::Status { endpoint } => status(&path, endpoint),
         Command::Demo { nodes, listen, dir } => demo(nodes, listen, dir),
     }
@@ -213,6 +217,39 @@ fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
         wait_for_signal().await?;
         tracing::info!("signal received: shutting down");
         node.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (cfg, warnings) = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if !cfg.proxy.enabled {
+        anyhow::bail!(
+            "{}: proxy.enabled = false leaves nothing to run",
+            path.display()
+        );
+    }
+    runtime()?.block_on(async {
+        let proxy =
+            wolfscale::proxy::Proxy::bind(wolfscale::proxy::ProxySettings::from_config(&cfg))
+                .await?;
+        tracing::info!(proxy = %proxy.local_addr(), "proxy started (single node, no cluster)");
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let serve = tokio::spawn(proxy.serve(rx));
+        wait_for_signal().await?;
+        tracing::info!("signal received: shutting down");
+        stop.send_replace(true);
+        serve.await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

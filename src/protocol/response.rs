@@ -10,7 +10,8 @@
 //! ```text
 //! Query:    OK | ERR | 0xFB(LOCAL INFILE) | count, col*count, EOF, row*, EOF|ERR
 //!           (repeated while SERVER_MORE_RESULTS_EXISTS)
-//! Execute:  OK | ERR | count, col*count, EOF[cursor opened → done], row*, EOF|ERR (repeated)
+//! Execute:  OK | ERR | 0xFB(LOCAL INFILE) | count, col*count, EOF[cursor opened → done],
+//!           row*, EOF|ERR (repeated)
 //! Prepare:  ERR | OK(stmt, cols, params), param*params, EOF?, col*cols, EOF?
 //! Fetch:    row*, EOF|ERR
 //! FieldList: col*, EOF|ERR
@@ -190,7 +191,10 @@ impl Scanner {
                 let status = self.note_ok(p);
                 self.after_terminator(status)
             }
-            (State::Start, Some(0xFB)) if self.expect == Expect::Query => {
+            // A prepared LOAD DATA LOCAL asks for the file just like a query does.
+            (State::Start, Some(0xFB))
+                if matches!(self.expect, Expect::Query | Expect::Execute { .. }) =>
+            {
                 return Ok(Some(Step::LocalInfile));
             }
             (State::Start, _) => {
@@ -537,6 +541,17 @@ mod tests {
             Scanner::new(Expect::Query).scan(&buf).unwrap(),
             (buf.len(), Step::LocalInfile)
         );
+    }
+
+    #[test]
+    fn local_infile_request_of_an_execute() {
+        let mut buf = frames(&[b"\xFBx.csv"]);
+        let mut s = Scanner::new(Expect::Execute { cursor: false });
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::LocalInfile));
+        // After the file, the server's OK ends the reply.
+        buf = frames(&[&[0x00, 2, 0, 0x02, 0, 0, 0]]);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+        assert_eq!(s.outcome.affected_rows, 2);
     }
 
     #[test]

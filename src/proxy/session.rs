@@ -536,7 +536,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             | COM_CREATE_DB | COM_DROP_DB => self.forward(&p, Some(Expect::Single)).await,
             COM_CHANGE_USER => self.change_user(p).await,
             COM_PROCESS_KILL => match Reader::new(&p.payload[1..]).u32() {
-                Some(id) => self.kill(&p, None, false, id.into()).await,
+                Some(id) => self.kill(&p, None, false, id.into(), None).await,
                 None => self.forward(&p, Some(Expect::Single)).await,
             },
             _ => {
@@ -551,11 +551,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let text = String::from_utf8_lossy(&p.payload[1..]);
         match sql::kill_request(&text) {
             KillRequest::None => {}
-            KillRequest::Connection {
-                mode,
-                query_only,
-                id,
-            } => return self.kill(&p, mode, query_only, id).await,
+            KillRequest::Kill(kill) => return self.kill_statement(&p, &kill).await,
+            KillRequest::Prepare { .. } => {
+                let why = "KILL cannot be prepared here";
+                self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
             KillRequest::Refused(why) => {
                 self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
                     .await?;
@@ -719,17 +721,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(first_row(&reply))
     }
 
-    /// Send a statement of the proxy's own and collect its whole reply.
-    pub(super) async fn run_collect(
-        &mut self,
-        sql: &str,
-    ) -> Result<(Outcome, Vec<u8>), SessionError> {
+    /// Send one COM_QUERY of the proxy's own (sequence 0) to the backend.
+    async fn send_query(&mut self, sql: &str) -> Result<(), SessionError> {
         let mut payload = Vec::with_capacity(1 + sql.len());
         payload.push(COM_QUERY);
         payload.extend_from_slice(sql.as_bytes());
         let mut raw = bytes::BytesMut::new();
         crate::protocol::packet::encode_packet(&mut raw, 0, &payload);
-        self.send_backend(&raw).await?;
+        self.send_backend(&raw).await
+    }
+
+    /// Send a statement of the proxy's own and collect its whole reply.
+    pub(super) async fn run_collect(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Outcome, Vec<u8>), SessionError> {
+        self.send_query(sql).await?;
         self.collect_reply(Expect::Query).await
     }
 
@@ -814,6 +821,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
+    /// A text KILL: a literal id is mapped as it is; an expression without side effects
+    /// is first evaluated on this session's backend connection (so `CONNECTION_ID()`
+    /// names this session's backend thread, which the registry maps back), then its
+    /// value mapped like a literal. Anything else is refused rather than guessed.
+    async fn kill_statement(&mut self, p: &Packet, kill: &sql::Kill) -> Result<Flow, SessionError> {
+        let expr = match &kill.target {
+            sql::Target::Id(id) => {
+                return self.kill(p, kill.mode, kill.query_only, *id, None).await
+            }
+            sql::Target::Expr(e) if sql::evaluable(e) => e.clone(),
+            _ => {
+                let why = "KILL needs a literal connection id or a side-effect-free expression here";
+                self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let (outcome, reply) = self.run_collect(&format!("SELECT ({expr})")).await?;
+        if outcome.error.is_some() {
+            let e = err_from_payload(first_payload(&reply));
+            self.reply_err(p.last_seq, e).await?;
+            return Ok(Flow::Continue);
+        }
+        let value = first_row(&reply).into_iter().next().flatten();
+        match value.as_deref().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(id) => {
+                let literal = kill.with_id(id);
+                self.kill(p, kill.mode, kill.query_only, id, Some(&literal))
+                    .await
+            }
+            // NULL, negative or not a number: MariaDB's own error for the statement.
+            None => self.forward(p, Some(Expect::Query)).await,
+        }
+    }
+
     /// KILL naming connection `id`: a session of this proxy (by proxy id or by its
     /// backend thread) is killed through its backend thread; any other id is passed to
     /// the local MariaDB as it is. Either way MariaDB runs the KILL as the client's
@@ -824,9 +866,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         mode: Option<&str>,
         query_only: bool,
         id: u64,
+        literal: Option<&str>,
     ) -> Result<Flow, SessionError> {
         let target = self.shared.registry.lookup(id);
         let Some((proxy_id, entry)) = target else {
+            if let Some(sql) = literal {
+                // Evaluated once already: pass the value, not the expression.
+                self.send_query(sql).await?;
+                self.relay(Expect::Query).await?;
+                return Ok(Flow::Continue);
+            }
             let expect = if p.first() == Some(COM_PROCESS_KILL) {
                 Expect::Single
             } else {
@@ -840,12 +889,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             mode.unwrap_or(""),
             entry.backend_thread
         );
-        let mut payload = Vec::with_capacity(1 + sql.len());
-        payload.push(COM_QUERY);
-        payload.extend_from_slice(sql.as_bytes());
-        let mut raw = bytes::BytesMut::new();
-        crate::protocol::packet::encode_packet(&mut raw, 0, &payload);
-        self.send_backend(&raw).await?;
+        self.send_query(&sql).await?;
         let outcome = self.relay(Expect::Query).await;
         // Killing one's own connection ends it, as on MariaDB.
         if proxy_id == self.auth.id && !query_only {

@@ -1,11 +1,53 @@
 //! Recognising KILL statements that name a connection id, so the proxy can map the id
 //! (see `proxy::registry`) or refuse what it cannot map exactly.
+//!
+//! MariaDB takes `KILL [HARD | SOFT] [CONNECTION | QUERY] <expr>`. A literal id is
+//! known here; any other argument ([`Target::Expr`]) is evaluated by the session on its
+//! own backend connection first (when [`evaluable`] says that has no side effect), and
+//! the value mapped like a literal. The same KILL may also be prepared
+//! (COM_STMT_PREPARE, or `PREPARE s FROM '…'`), with `?` for the id; the session
+//! remembers which prepared statements are KILLs and maps them when they execute.
 
-use super::lexer::{self, Kind};
+use super::lexer::{self, Kind, Token};
 use super::lexical::{self, Inner};
 use super::split;
 use super::stmt::Stmt;
 use super::versioned;
+
+/// A `KILL` of a connection (or of its running query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    /// `HARD` or `SOFT` when given.
+    pub mode: Option<&'static str>,
+    pub query_only: bool,
+    pub target: Target,
+}
+
+/// What a KILL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A literal connection id.
+    Id(u64),
+    /// One `?` placeholder (a prepared KILL).
+    Param,
+    /// Any other expression, as written.
+    Expr(String),
+}
+
+impl Kill {
+    /// The same KILL naming connection `id` literally.
+    pub fn with_id(&self, id: u64) -> String {
+        let verb = if self.query_only {
+            "QUERY"
+        } else {
+            "CONNECTION"
+        };
+        match self.mode {
+            Some(mode) => format!("KILL {mode} {verb} {id}"),
+            None => format!("KILL {verb} {id}"),
+        }
+    }
+}
 
 /// What a COM_QUERY (or COM_STMT_PREPARE) payload asks of KILL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,15 +55,12 @@ pub enum KillRequest {
     /// No KILL that names a connection id: forward as usual. (`KILL QUERY ID n` and
     /// `KILL USER u` name a query id or an account, which mean the same on the backend.)
     None,
-    /// `KILL [HARD | SOFT] [CONNECTION | QUERY] <number>`, alone in its payload.
-    Connection {
-        /// `HARD` or `SOFT` when given.
-        mode: Option<&'static str>,
-        query_only: bool,
-        id: u64,
-    },
+    /// A KILL of a connection id, alone in its payload.
+    Kill(Kill),
+    /// `PREPARE name FROM '<a KILL>'`, alone in its payload; `name` is lower-cased.
+    Prepare { name: String, kill: Kill },
     /// A KILL of a connection id that cannot be rewritten exactly (inside a
-    /// multi-statement payload, with an expression for the id, prepared, …).
+    /// multi-statement payload, run through EXECUTE IMMEDIATE, …).
     Refused(&'static str),
 }
 
@@ -51,22 +90,26 @@ fn one(s: &Stmt<'_>) -> KillRequest {
     if s.word_at(0, "KILL") {
         return kill_statement(s);
     }
-    // Text that will run later as a statement: refuse a KILL in it, since the proxy
-    // would not see it when it runs.
-    let literal = match lexical::inner(s) {
-        Some(Inner::Literal(text)) => Some(text),
-        _ if s.word_at(0, "PREPARE") => s
-            .find_word(1, "FROM")
-            .and_then(|i| s.tok(i + 1))
-            .filter(|t| t.kind == Kind::Str)
-            .map(|t| lexical::unescape(t.text)),
-        _ => None,
+    if let Some(Inner::Literal(text)) = lexical::inner(s) {
+        return match kill_request(&text) {
+            KillRequest::None => KillRequest::None,
+            _ => KillRequest::Refused("KILL cannot be run through EXECUTE IMMEDIATE here"),
+        };
+    }
+    if !s.word_at(0, "PREPARE") || !s.word_at(2, "FROM") {
+        return KillRequest::None;
+    }
+    // Text that will run later as a statement: the session must know it is a KILL.
+    let (Some(name), Some(body)) = (s.tok(1).and_then(statement_name), s.tok(3)) else {
+        return KillRequest::None;
     };
-    match literal.map(|text| kill_request(&text)) {
-        Some(KillRequest::None) | None => KillRequest::None,
-        Some(_) => {
-            KillRequest::Refused("KILL cannot be prepared or run through EXECUTE IMMEDIATE here")
-        }
+    if body.kind != Kind::Str || s.toks.len() != 4 {
+        return KillRequest::None;
+    }
+    match kill_request(&lexical::unescape(body.text)) {
+        KillRequest::None => KillRequest::None,
+        KillRequest::Kill(kill) => KillRequest::Prepare { name, kill },
+        _ => KillRequest::Refused("this KILL cannot be prepared here"),
     }
 }
 
@@ -92,30 +135,159 @@ fn kill_statement(s: &Stmt<'_>) -> KillRequest {
     if s.word_at(i, "USER") || (query_only && s.word_at(i, "ID")) {
         return KillRequest::None;
     }
-    let id = s
-        .tok(i)
-        .filter(|t| t.kind == Kind::Number && s.toks.len() == i + 1)
-        .and_then(|t| t.text.parse::<u64>().ok());
-    match id {
-        Some(id) => KillRequest::Connection {
-            mode,
-            query_only,
-            id,
-        },
-        None => KillRequest::Refused("KILL needs a literal connection id here"),
+    let args = s.toks.get(i..).unwrap_or_default();
+    let target = match args {
+        // Nothing to kill: MariaDB's own syntax error.
+        [] => return KillRequest::None,
+        [t] if t.kind == Kind::Number && t.text.bytes().all(|b| b.is_ascii_digit()) => {
+            match t.text.parse::<u64>() {
+                Ok(id) => Target::Id(id),
+                Err(_) => Target::Expr(t.text.to_string()),
+            }
+        }
+        [t] if t.kind == Kind::Param => Target::Param,
+        _ => Target::Expr(Stmt::new(s.src(), args).text().to_string()),
+    };
+    KillRequest::Kill(Kill {
+        mode,
+        query_only,
+        target,
+    })
+}
+
+/// A prepared statement's name as MariaDB compares it (case-insensitively).
+fn statement_name(t: &Token<'_>) -> Option<String> {
+    match t.kind {
+        Kind::Word => Some(t.text.to_ascii_lowercase()),
+        Kind::QuotedIdent => Some(
+            t.text
+                .trim_matches('`')
+                .replace("``", "`")
+                .to_ascii_lowercase(),
+        ),
+        _ => None,
     }
+}
+
+/// Functions a KILL argument may call and still be evaluated by the proxy: built-ins
+/// without side effects. Anything else (a stored function, a sequence, a subquery) is
+/// left to MariaDB, which refuses most of them in KILL and must not see them run twice.
+const PURE_FUNCTIONS: &[&str] = &[
+    "CONNECTION_ID",
+    "CAST",
+    "CONVERT",
+    "ABS",
+    "COALESCE",
+    "IFNULL",
+    "IF",
+    "GREATEST",
+    "LEAST",
+    "FLOOR",
+    "CEIL",
+    "CEILING",
+    "ROUND",
+];
+
+/// Whether evaluating `expr` with `SELECT` has no effect beyond its value: no
+/// assignment, no subquery, no placeholder, and only the built-ins of
+/// [`PURE_FUNCTIONS`].
+pub fn evaluable(expr: &str) -> bool {
+    let toks = lexer::lex(expr);
+    let s = Stmt::new(expr, &toks);
+    !toks.is_empty()
+        && toks.iter().enumerate().all(|(i, t)| match t.kind {
+            Kind::Param => false,
+            Kind::Punct => !t.is_punct(":=") && !t.is_punct(";"),
+            Kind::Word if t.is_word("SELECT") || t.is_word("VALUE") => false,
+            Kind::Word | Kind::QuotedIdent if s.tok(i + 1).is_some_and(|n| n.is_punct("(")) => {
+                t.kind == Kind::Word
+                    && s.is_call(i)
+                    && PURE_FUNCTIONS.iter().any(|f| t.is_word(f))
+            }
+            _ => true,
+        })
+}
+
+/// How one statement of a payload uses a text-protocol prepared statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameUse {
+    /// `PREPARE name FROM …` (which first drops an older statement of that name).
+    Prepare(String),
+    /// `EXECUTE name [USING expr, …]`: the name and the text of each argument.
+    Execute(String, Vec<String>),
+    /// `DEALLOCATE PREPARE name` or `DROP PREPARE name`.
+    Deallocate(String),
+}
+
+/// The prepared-statement names a payload's statements use, and how many statements it
+/// has (the session needs this only while it holds a prepared KILL).
+pub fn statement_names(sql: &str) -> (Vec<NameUse>, usize) {
+    let src = versioned::expand(sql);
+    let toks = lexer::lex(&src);
+    let stmts = split::split(&toks);
+    let mut uses = Vec::new();
+    for range in &stmts {
+        let s = Stmt::new(&src, toks.get(range.clone()).unwrap_or_default());
+        let name_at = |i: usize| s.tok(i).and_then(statement_name);
+        let used = match s.keyword_at(0).as_str() {
+            "PREPARE" => name_at(1).map(NameUse::Prepare),
+            "EXECUTE" if !s.word_at(1, "IMMEDIATE") => {
+                name_at(1).map(|name| NameUse::Execute(name, using_args(&s)))
+            }
+            "DEALLOCATE" | "DROP" if s.word_at(1, "PREPARE") => {
+                name_at(2).map(NameUse::Deallocate)
+            }
+            _ => None,
+        };
+        uses.extend(used);
+    }
+    (uses, stmts.len())
+}
+
+/// The arguments of `EXECUTE name USING a, b, …`, each as written.
+fn using_args(s: &Stmt<'_>) -> Vec<String> {
+    if !s.word_at(2, "USING") {
+        return vec![];
+    }
+    let mut args = Vec::new();
+    let mut start = 3;
+    let mut depth = 0usize;
+    for (i, t) in s.toks.iter().enumerate().skip(3) {
+        if t.is_punct("(") {
+            depth += 1;
+        } else if t.is_punct(")") {
+            depth = depth.saturating_sub(1);
+        } else if depth == 0 && t.is_punct(",") {
+            args.push(Stmt::new(s.src(), &s.toks[start..i]).text().to_string());
+            start = i + 1;
+        }
+    }
+    args.push(
+        Stmt::new(s.src(), s.toks.get(start..).unwrap_or_default())
+            .text()
+            .to_string(),
+    );
+    args
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn conn(query_only: bool, id: u64) -> KillRequest {
-        KillRequest::Connection {
+    fn kill(query_only: bool, target: Target) -> KillRequest {
+        KillRequest::Kill(Kill {
             mode: None,
             query_only,
-            id,
-        }
+            target,
+        })
+    }
+
+    fn conn(query_only: bool, id: u64) -> KillRequest {
+        kill(query_only, Target::Id(id))
+    }
+
+    fn expr(query_only: bool, text: &str) -> KillRequest {
+        kill(query_only, Target::Expr(text.into()))
     }
 
     #[test]
@@ -125,16 +297,52 @@ mod tests {
         assert_eq!(kill_request("KILL CONNECTION 9"), conn(false, 9));
         assert_eq!(
             kill_request("KILL HARD QUERY 9"),
-            KillRequest::Connection {
+            KillRequest::Kill(Kill {
                 mode: Some("HARD"),
                 query_only: true,
-                id: 9
-            }
+                target: Target::Id(9),
+            })
         );
         // Comments are no reason to refuse: the lexer drops them.
         assert_eq!(kill_request("/* app */ KILL 5"), conn(false, 5));
         assert_eq!(kill_request("-- x\nKILL QUERY 5"), conn(true, 5));
         assert_eq!(kill_request("/*!50000 KILL 5 */"), conn(false, 5));
+    }
+
+    #[test]
+    fn expressions_and_placeholders() {
+        assert_eq!(kill_request("KILL @id"), expr(false, "@id"));
+        assert_eq!(kill_request("KILL QUERY @id;"), expr(true, "@id"));
+        assert_eq!(
+            kill_request("KILL CONNECTION_ID()"),
+            expr(false, "CONNECTION_ID()")
+        );
+        assert_eq!(kill_request("KILL (1+2)"), expr(false, "(1+2)"));
+        assert_eq!(kill_request("KILL 2+3"), expr(false, "2+3"));
+        assert_eq!(kill_request("KILL 0x10"), expr(false, "0x10"));
+        assert_eq!(kill_request("KILL ?"), kill(false, Target::Param));
+        assert_eq!(kill_request("KILL QUERY ?"), kill(true, Target::Param));
+        assert_eq!(kill_request("KILL"), KillRequest::None);
+    }
+
+    #[test]
+    fn what_is_evaluated() {
+        for e in ["@id", "CONNECTION_ID()", "(1+2)", "0x10", "cast(@a as unsigned)"] {
+            assert!(evaluable(e), "{e}");
+        }
+        for e in [
+            "(SELECT 1)",
+            "LASTVAL(s)",
+            "NEXT VALUE FOR s",
+            "f(1)",
+            "db.f(1)",
+            "@a := 5",
+            "?",
+            "",
+            "1; DROP TABLE t",
+        ] {
+            assert!(!evaluable(e), "{e}");
+        }
     }
 
     #[test]
@@ -147,15 +355,48 @@ mod tests {
     }
 
     #[test]
+    fn text_prepare() {
+        assert_eq!(
+            kill_request("PREPARE Stmt1 FROM ' KILL 0 '"),
+            KillRequest::Prepare {
+                name: "stmt1".into(),
+                kill: Kill {
+                    mode: None,
+                    query_only: false,
+                    target: Target::Id(0)
+                }
+            }
+        );
+        assert!(matches!(
+            kill_request("PREPARE `s` FROM 'KILL QUERY ?'"),
+            KillRequest::Prepare { name, kill } if name == "s" && kill.target == Target::Param
+        ));
+        assert_eq!(kill_request("PREPARE s FROM 'SELECT 1'"), KillRequest::None);
+        assert_eq!(kill_request("PREPARE s FROM @sql"), KillRequest::None);
+        let (uses, n) = statement_names("EXECUTE S USING @a, (1+2); DEALLOCATE PREPARE s");
+        assert_eq!(n, 2);
+        assert_eq!(
+            uses,
+            vec![
+                NameUse::Execute("s".into(), vec!["@a".into(), "(1+2)".into()]),
+                NameUse::Deallocate("s".into())
+            ]
+        );
+        let (uses, _) = statement_names("PREPARE x FROM 'SELECT 1'; DROP PREPARE `y`");
+        assert_eq!(
+            uses,
+            vec![NameUse::Prepare("x".into()), NameUse::Deallocate("y".into())]
+        );
+    }
+
+    #[test]
     fn unmappable_forms_are_refused() {
         for sql in [
             "KILL 5; SELECT 1",
             "SELECT 1; KILL 5",
-            "KILL @id",
-            "KILL 2+3",
-            "KILL",
-            "KILL CONNECTION_ID()",
-            "PREPARE s FROM 'KILL 5'",
+            "KILL @id; SELECT 1",
+            "PREPARE s FROM 'KILL 5'; EXECUTE s",
+            "PREPARE s FROM 'KILL 5; SELECT 1'",
             "EXECUTE IMMEDIATE 'KILL QUERY 5'",
         ] {
             assert!(
@@ -163,6 +404,5 @@ mod tests {
                 "{sql}"
             );
         }
-        assert_eq!(kill_request("PREPARE s FROM 'SELECT 1'"), KillRequest::None);
     }
 }

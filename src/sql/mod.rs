@@ -15,7 +15,8 @@
 //! * `lexical.rs` — the keyword classifier: the fallback for what sqlparser
 //!   cannot parse, and the fast path for reads.
 //! * `determinism.rs` — constructs that make a write non-replayable.
-//! * `kill.rs` — KILL statements that name a connection id (for id mapping).
+//! * `kill.rs` — KILL statements that name a connection id, plain or prepared (for id
+//!   mapping).
 //! * `rewrite.rs` — session functions of a write replaced by their leader-side values.
 //! * `stmt.rs` — one statement's tokens and text; `tests.rs` — the
 //!   cross-module rules, the fast-path equivalence and the no-panic properties.
@@ -102,7 +103,7 @@ mod versioned;
 use std::fmt;
 use std::str::FromStr;
 
-pub use kill::{kill_request, KillRequest};
+pub use kill::{evaluable, kill_request, statement_names, Kill, KillRequest, NameUse, Target};
 use lexical::Inner;
 pub use rewrite::{hash_passwords, pin_functions, SessionValues};
 use stmt::Stmt;

@@ -16,6 +16,11 @@ impl<'a> Stmt<'a> {
         Stmt { src, toks }
     }
 
+    /// The whole payload the tokens point into.
+    pub fn src(&self) -> &'a str {
+        self.src
+    }
+
     /// The statement's source text, from its first token to its last.
     pub fn text(&self) -> &'a str {
         match (self.toks.first(), self.toks.last()) {

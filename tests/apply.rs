@@ -283,6 +283,8 @@ async fn own_transactions_commit_through_their_session_or_by_xid() {
     ])
     .await
     .unwrap();
+    // Local commits run in the background: wait for them (and the marker).
+    a.settle().await.unwrap();
     let _ = id3;
     let mut c = db.root().await;
     let rows: Vec<(i64, String)> = c

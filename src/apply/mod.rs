@@ -29,6 +29,7 @@
 //! skipped. Transient errors (lock waits against local readers, deadlocks, a lost
 //! connection, a full disk) are retried with the group shrunk to single entries.
 
+mod committer;
 pub mod entry;
 pub mod schema;
 
@@ -50,7 +51,13 @@ const ROUND_TRIP_BYTES: usize = 1 << 20;
 /// Entries replayed in one MariaDB transaction.
 const GROUP_ENTRIES: usize = 512;
 /// How long a waiting session gets to commit its transaction.
-const LOCAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+use committer::{LocalCommit, LOCAL_COMMIT_TIMEOUT};
+/// How long a replayed DDL waits for a local reader's metadata lock before the reader's
+/// transaction is ended.
+const DDL_LOCK_WAIT: Duration = Duration::from_secs(3);
+/// How often the marker follows the local commits when only local entries are applied
+/// (their xids are their markers; this only shortens the replay after a restart).
+const MARKER_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -141,6 +148,15 @@ pub struct PendingCommits {
 }
 
 impl PendingCommits {
+    /// Backend threads of this node's sessions with a write transaction open or
+    /// waiting for its commit turn.
+    pub fn backend_threads(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.lock().values().map(|w| w.backend_thread).collect();
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(open.values().map(|(_, t)| *t));
+        out
+    }
+
     /// The latest timestamp pinned in an applied entry, in µs (0: none yet).
     pub fn timestamp_floor(&self) -> i64 {
         self.last_timestamp
@@ -257,6 +273,9 @@ pub struct Applier {
     /// start, with the highest term their entries can have: those whose entries
     /// are not met before an entry of a later term never commit, and are rolled back.
     recovered: Vec<(String, u64)>,
+    /// Local entries' commits, pipelined (see [`committer`]).
+    committer: committer::Committer,
+    marker_written: std::time::Instant,
 }
 
 impl Applier {
@@ -274,6 +293,7 @@ impl Applier {
         }
         schema::ensure(&mut conn).await?;
         let applied = schema::read_applied(&mut conn).await?;
+        let opts_for_committer = opts.clone();
         Ok(Applier {
             opts,
             settings,
@@ -285,6 +305,8 @@ impl Applier {
             status: Arc::new(Mutex::new(ApplyStatus::Running)),
             ddl_since_open: false,
             recovered: Vec::new(),
+            committer: committer::Committer::spawn(opts_for_committer),
+            marker_written: std::time::Instant::now(),
         })
     }
 
@@ -383,7 +405,8 @@ impl Applier {
             }
         }
         self.commit_local(&mut local).await?;
-        self.flush(&mut group).await
+        self.flush(&mut group).await?;
+        self.write_marker(false).await
     }
 
     fn orphans_before(&self, term: u64) -> bool {
@@ -396,6 +419,7 @@ impl Applier {
     /// sessions roll them back (or, gone, the applier does by xid) before anything of
     /// `term` is replayed, so that their locks are released first.
     async fn resolve_orphans(&mut self, term: u64) -> Result<(), ApplyError> {
+        self.committer.drain().await;
         let mut acks = Vec::new();
         let mut by_xid = Vec::new();
         for (id, waiter) in self.pending.older_than(term) {
@@ -457,6 +481,8 @@ impl Applier {
         if group.is_empty() {
             return Ok(());
         }
+        // Replay sees every earlier entry, local ones included.
+        self.committer.drain().await;
         let items = std::mem::take(group);
         let mut backoff = Duration::from_millis(10);
         let mut size = items.len();
@@ -581,100 +607,70 @@ impl Applier {
         Ok(())
     }
 
-    /// A run of consecutive entries this node produced: commit their prepared XA
-    /// transactions, each through its session when that still waits, else by xid. They
-    /// commit concurrently: transactions that are all PREPARED at once hold disjoint
-    /// locks, so their commit order cannot change the result, and the sessions'
-    /// COMMITs share MariaDB's group commit. (A DDL this node produced already ran here,
-    /// before it was logged.)
+    /// A run of consecutive entries this node produced: tell each waiting session to
+    /// commit its prepared transaction, and hand the run to the committer, which
+    /// commits by xid what no session does. Returns without waiting (see
+    /// [`committer`]: transactions prepared at once cannot conflict).
     async fn commit_local(&mut self, run: &mut Vec<Item>) -> Result<(), ApplyError> {
-        if run.is_empty() {
-            return Ok(());
-        }
-        let items = std::mem::take(run);
-        let mut waiting = Vec::new();
-        let mut by_xid = Vec::new();
-        for item in &items {
-            let Item::Entry { index, entry, .. } = item else {
+        for item in std::mem::take(run) {
+            let Item::Entry { index, term, entry } = item else {
                 continue;
             };
-            let LogEntry::Txn(_) = **entry else {
-                continue;
+            let mut commit = LocalCommit {
+                index,
+                term,
+                xid: None,
+                session: None,
             };
-            let id = entry.id();
-            match self.pending.take(&id) {
-                Some(waiter) => {
+            if let LogEntry::Txn(_) = *entry {
+                let id = entry.id();
+                let xid = id.xid();
+                self.recovered.retain(|(x, _)| *x != xid);
+                if let Some(waiter) = self.pending.take(&id) {
                     let (done_tx, done_rx) = oneshot::channel();
                     let order = CommitOrder {
-                        index: *index,
+                        index,
                         done: done_tx,
                     };
                     if waiter.order.send(Turn::Commit(order)).is_ok() {
-                        waiting.push((id, waiter.backend_thread, done_rx));
-                    } else {
-                        by_xid.push(id);
+                        commit.session = Some((waiter.backend_thread, done_rx));
                     }
                 }
-                None => by_xid.push(id),
+                commit.xid = Some(xid);
             }
+            self.committer.send(commit);
         }
-        let deadline = tokio::time::Instant::now() + LOCAL_COMMIT_TIMEOUT;
-        for (id, thread, done) in waiting {
-            match tokio::time::timeout_at(deadline, done).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => {
-                    tracing::warn!(%id, error = %e, "session could not commit its transaction; committing by xid");
-                    by_xid.push(id);
-                }
-                Ok(Err(_)) => by_xid.push(id),
-                Err(_) => {
-                    tracing::warn!(%id, thread, "session did not commit in time; killing its connection to commit by xid");
-                    if let Ok(conn) = self.conn().await {
-                        conn.query_drop(format!("KILL {thread}")).await.ok();
-                    }
-                    by_xid.push(id);
-                }
-            }
-        }
-        for id in by_xid {
-            let xid = id.xid();
-            self.recovered.retain(|(x, _)| *x != xid);
-            self.finish_by_xid(&xid, "COMMIT").await?;
-        }
-        let last = items.last().expect("non-empty run");
-        let conn = self.conn().await?;
-        conn.query_drop(schema::update_applied(last.index(), last.term(), None))
-            .await?;
-        self.applied.index = Some(last.index());
-        self.applied.term = last.term();
         Ok(())
     }
 
-    /// `XA COMMIT` (or `XA ROLLBACK`) a prepared transaction left by a session that is
-    /// gone. If the xid is not prepared any more, it was finished already: a session
-    /// only rolls back a transaction whose entry cannot commit, so a committed entry's
-    /// missing xid means it committed.
+    /// Wait for the local commits handed over, then move the marker to them.
+    pub async fn settle(&mut self) -> Result<(), ApplyError> {
+        self.committer.drain().await;
+        self.write_marker(true).await
+    }
+
+    /// Move the marker to the local commits once [`MARKER_EVERY`] has passed (or now).
+    pub async fn write_marker(&mut self, now: bool) -> Result<(), ApplyError> {
+        let Some((index, term)) = self.committer.through() else {
+            return Ok(());
+        };
+        if self.applied.index.is_some_and(|a| a >= index)
+            || (!now && self.marker_written.elapsed() < MARKER_EVERY)
+        {
+            return Ok(());
+        }
+        let conn = self.conn().await?;
+        conn.query_drop(schema::update_applied(index, term, None))
+            .await?;
+        self.applied.index = Some(index);
+        self.applied.term = term;
+        self.marker_written = std::time::Instant::now();
+        Ok(())
+    }
+
     async fn finish_by_xid(&mut self, xid: &str, verb: &str) -> Result<(), ApplyError> {
         let conn = self.conn().await?;
-        // The connection that prepared it may still be closing: give it a moment.
-        for attempt in 0..50 {
-            let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
-            let present = prepared.iter().any(|(_, g, _, data)| {
-                usize::try_from(*g).ok().and_then(|g| data.get(..g)) == Some(xid.as_bytes())
-            });
-            if !present {
-                return Ok(());
-            }
-            match conn.query_drop(format!("XA {verb} '{xid}'")).await {
-                Ok(()) => return Ok(()),
-                // XAER_RMFAIL / XAER_NOTA while the old connection still holds it.
-                Err(e) if attempt < 49 => {
-                    tracing::debug!(error = %e, xid, verb, "not possible yet");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        committer::finish_by_xid(conn, xid, verb).await?;
         Ok(())
     }
 
@@ -686,13 +682,24 @@ impl Applier {
         let LogEntry::Ddl(ddl) = &**entry else {
             unreachable!("checked by the caller");
         };
+        self.committer.drain().await;
         let first_since_open = !self.ddl_since_open;
         self.ddl_since_open = true;
         let mut backoff = Duration::from_millis(10);
         loop {
             let mut script = Script::default();
+            // Wait briefly for a local reader's metadata lock, then end that reader's
+            // transaction instead (see `abort_blockers`), never for a day.
+            script.push_plain(format!(
+                "SET SESSION lock_wait_timeout = {}",
+                DDL_LOCK_WAIT.as_secs()
+            ));
             self.push_statement(&mut script, *index, &ddl.session, &ddl.statement);
             match self.run_script(script).await {
+                Err(Failure::Transient(e)) if e.contains("1205") => {
+                    tracing::warn!(index, error = %e, "a DDL waits for local transactions; ending them");
+                    self.abort_blockers().await;
+                }
                 Ok(()) => break,
                 Err(Failure::Diverged { reason, .. })
                     if first_since_open && is_already_done(&reason) =>
@@ -718,6 +725,31 @@ impl Applier {
         self.applied.index = Some(*index);
         self.applied.term = *term;
         Ok(())
+    }
+
+    /// End the local transactions that may hold a metadata lock a replayed DDL waits
+    /// for: every open InnoDB transaction on this MariaDB but the applier's own and
+    /// those of sessions waiting for their commit turn. On a node replaying another
+    /// node's DDL those are readers; their clients get MariaDB's "connection killed"
+    /// and may retry, where the alternative is replication stopping behind them.
+    async fn abort_blockers(&mut self) {
+        let mut spare: Vec<u32> = self.pending.backend_threads();
+        let Ok(conn) = self.conn().await else { return };
+        spare.push(conn.id());
+        let threads: Vec<u64> = conn
+            .query("SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX")
+            .await
+            .unwrap_or_default();
+        for t in threads {
+            if spare.iter().any(|s| u64::from(*s) == t) {
+                continue;
+            }
+            tracing::warn!(
+                thread = t,
+                "killing a local connection whose transaction blocks a replayed DDL"
+            );
+            conn.query_drop(format!("KILL {t}")).await.ok();
+        }
     }
 
     async fn conn(&mut self) -> Result<&mut Conn, ApplyError> {

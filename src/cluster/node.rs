@@ -154,6 +154,7 @@ impl Cluster {
         let apply_status = applier.status();
         let settings = Arc::new(applier.settings.clone());
         let applier = Arc::new(Mutex::new(applier));
+        spawn_marker_ticker(Arc::downgrade(&applier));
         let listener = TcpListener::bind(s.bind)
             .await
             .map_err(|source| ClusterError::Bind {
@@ -509,6 +510,25 @@ fn fill_port(addr: &str, port: u16) -> String {
         Some((host, "0")) => format!("{host}:{port}"),
         _ => addr.to_string(),
     }
+}
+
+/// While only local entries are applied, the applier moves its marker when it runs;
+/// this moves it when the log goes quiet too, so a restart replays little.
+fn spawn_marker_ticker(applier: std::sync::Weak<Mutex<Applier>>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(applier) = applier.upgrade() else {
+                return;
+            };
+            let mut a = applier.lock().await;
+            if let Err(e) = a.write_marker(false).await {
+                tracing::debug!(error = %e, "cannot move the applied marker yet");
+            }
+        }
+    });
 }
 
 /// Count this run of the node, durably, before anything is produced in it.

@@ -10,8 +10,16 @@
 //! sees the DDL's OK, so `CREATE TABLE t … ENGINE=MyISAM; INSERT INTO t …` is refused
 //! even on the next statement), when this node begins a new term as leader (DDL from
 //! another leader reached it through the applier), and every [`REFRESH`].
+//!
+//! Triggers extend the set. A trigger that writes a non-transactional table makes its
+//! own table one too (the statement text never names the table the trigger writes).
+//! A trigger that inserts into a table with an AUTO_INCREMENT column makes its table
+//! unsafe as well: the values it generates on the leader depend on what concurrent,
+//! failed or rolled-back statements consumed there, and a replay only pins the
+//! statement's own table's first value (MariaDB's statement-based binlog calls the
+//! same construct unsafe).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,22 +29,88 @@ use mysql_async::prelude::Queryable;
 /// How often the set is re-read regardless of DDL (covers DDL run directly on MariaDB).
 pub const REFRESH: Duration = Duration::from_secs(5);
 
-/// The non-transactional tables of one MariaDB, as `(schema, table)`.
+type Table = (String, String);
+
+/// The tables of one MariaDB that a replicated write must not touch, as `(schema,
+/// table)`, each with why.
 #[derive(Debug, Default)]
 pub struct NonTransactional {
-    tables: HashSet<(String, String)>,
+    tables: HashMap<Table, Unsafe>,
+}
+
+/// Why writes to a table are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsafe {
+    /// Its engine cannot roll back.
+    Engine,
+    /// A trigger on it writes `target`, which cannot roll back.
+    TriggerWritesNonTransactional { trigger: String, target: String },
+    /// A trigger on it inserts into `target`, which has an AUTO_INCREMENT column.
+    TriggerAutoIncrement { trigger: String, target: String },
+}
+
+/// A trigger as information_schema shows it.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub schema: String,
+    pub name: String,
+    /// The table it is defined on (always in `schema`).
+    pub table: String,
+    pub body: String,
+}
+
+fn show(t: &Table) -> String {
+    format!("`{}`.`{}`", t.0, t.1)
 }
 
 impl NonTransactional {
     pub fn new(tables: impl IntoIterator<Item = (String, String)>) -> Self {
-        NonTransactional {
-            tables: tables.into_iter().collect(),
-        }
+        Self::with_triggers(tables, [], [])
     }
 
-    /// The first non-transactional table `sql` names, as `` `db`.`t` ``, resolving
+    /// The set from the non-transactional tables, the tables with an AUTO_INCREMENT
+    /// column and the triggers.
+    pub fn with_triggers(
+        non_transactional: impl IntoIterator<Item = Table>,
+        auto_increment: impl IntoIterator<Item = Table>,
+        triggers: impl IntoIterator<Item = Trigger>,
+    ) -> Self {
+        let mut tables: HashMap<Table, Unsafe> = non_transactional
+            .into_iter()
+            .map(|t| (t, Unsafe::Engine))
+            .collect();
+        let auto: HashSet<Table> = auto_increment.into_iter().collect();
+        for trg in triggers {
+            let on = (trg.schema.clone(), trg.table.clone());
+            if tables.contains_key(&on) {
+                continue;
+            }
+            let name = show(&(trg.schema.clone(), trg.name.clone()));
+            for (schema, table) in crate::sql::table_names(&trg.body) {
+                let target = (schema.unwrap_or_else(|| trg.schema.clone()), table);
+                let why = if tables.get(&target) == Some(&Unsafe::Engine) {
+                    Unsafe::TriggerWritesNonTransactional {
+                        trigger: name.clone(),
+                        target: show(&target),
+                    }
+                } else if auto.contains(&target) && target != on {
+                    Unsafe::TriggerAutoIncrement {
+                        trigger: name.clone(),
+                        target: show(&target),
+                    }
+                } else {
+                    continue;
+                };
+                tables.insert(on.clone(), why);
+                break;
+            }
+        }
+        NonTransactional { tables }
+    }
+
+    /// The first refused table `sql` names, as `` `db`.`t` ``, with why, resolving
     /// unqualified names against `db` (the session's current schema).
-    pub fn named_in(&self, sql: &str, db: Option<&str>) -> Option<String> {
+    pub fn named_in(&self, sql: &str, db: Option<&str>) -> Option<(String, Unsafe)> {
         if self.tables.is_empty() {
             return None;
         }
@@ -45,9 +119,7 @@ impl NonTransactional {
             .find_map(|(schema, table)| {
                 let schema = schema.or_else(|| db.map(str::to_string))?;
                 let key = (schema, table);
-                self.tables
-                    .contains(&key)
-                    .then(|| format!("`{}`.`{}`", key.0, key.1))
+                self.tables.get(&key).map(|why| (show(&key), why.clone()))
             })
     }
 }
@@ -79,17 +151,42 @@ impl Catalog {
     /// Re-read the set from MariaDB.
     pub async fn refresh(&self) -> Result<(), mysql_async::Error> {
         let mut conn = mysql_async::Conn::new(self.opts.clone()).await?;
-        let rows: Vec<(String, String)> = conn
+        let rows: Vec<(String, String, String, bool)> = conn
             .query(
-                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+                "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE, AUTO_INCREMENT IS NOT NULL \
+                 FROM information_schema.TABLES \
                  WHERE TABLE_TYPE = 'BASE TABLE' AND ENGINE IS NOT NULL \
-                 AND ENGINE NOT IN ('InnoDB', 'SEQUENCE') \
                  AND TABLE_SCHEMA NOT IN ('information_schema', 'performance_schema', 'sys')",
             )
             .await?;
+        let triggers: Vec<(String, String, String, String)> = conn
+            .query(
+                "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_STATEMENT \
+                 FROM information_schema.TRIGGERS",
+            )
+            .await?;
         conn.disconnect().await.ok();
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(NonTransactional::new(rows));
+        let mut non_transactional = Vec::new();
+        let mut auto_increment = Vec::new();
+        for (schema, table, engine, auto) in rows {
+            if auto {
+                auto_increment.push((schema.clone(), table.clone()));
+            }
+            if !matches!(engine.as_str(), "InnoDB" | "SEQUENCE") {
+                non_transactional.push((schema, table));
+            }
+        }
+        let triggers = triggers
+            .into_iter()
+            .map(|(schema, name, table, body)| Trigger {
+                schema,
+                name,
+                table,
+                body,
+            });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(
+            NonTransactional::with_triggers(non_transactional, auto_increment, triggers),
+        );
         Ok(())
     }
 
@@ -138,16 +235,19 @@ mod tests {
         let s = set();
         assert_eq!(
             s.named_in("INSERT INTO cache VALUES (1)", Some("app"))
+                .map(|t| t.0)
                 .as_deref(),
             Some("`app`.`cache`")
         );
         assert_eq!(
             s.named_in("UPDATE `app`.`cache` SET v = 1", None)
+                .map(|t| t.0)
                 .as_deref(),
             Some("`app`.`cache`")
         );
         assert_eq!(
             s.named_in("DELETE FROM mysql.global_priv", Some("app"))
+                .map(|t| t.0)
                 .as_deref(),
             Some("`mysql`.`global_priv`")
         );
@@ -166,5 +266,47 @@ mod tests {
             None
         );
         assert_eq!(s.named_in("INSERT INTO app.t SELECT 1", Some("x")), None);
+    }
+
+    #[test]
+    fn triggers_make_their_table_unsafe() {
+        let trg = |name: &str, table: &str, body: &str| Trigger {
+            schema: "app".into(),
+            name: name.into(),
+            table: table.into(),
+            body: body.into(),
+        };
+        let s = NonTransactional::with_triggers(
+            [("app".to_string(), "mylog".to_string())],
+            [("app".to_string(), "audit".to_string())],
+            [
+                trg("a", "orders", "INSERT INTO mylog VALUES (NEW.id)"),
+                trg("b", "items", "INSERT INTO audit (item_id) VALUES (NEW.id)"),
+                trg("c", "plain", "SET NEW.slug = LOWER(NEW.name)"),
+                trg("d", "other", "INSERT INTO elsewhere.audit VALUES (1)"),
+            ],
+        );
+        assert_eq!(
+            s.named_in("INSERT INTO orders VALUES (1)", Some("app")),
+            Some((
+                "`app`.`orders`".into(),
+                Unsafe::TriggerWritesNonTransactional {
+                    trigger: "`app`.`a`".into(),
+                    target: "`app`.`mylog`".into()
+                }
+            ))
+        );
+        assert!(matches!(
+            s.named_in("UPDATE items SET qty = 1", Some("app")),
+            Some((_, Unsafe::TriggerAutoIncrement { .. }))
+        ));
+        assert_eq!(
+            s.named_in("INSERT INTO plain VALUES (1)", Some("app")),
+            None
+        );
+        assert_eq!(
+            s.named_in("INSERT INTO other VALUES (1)", Some("app")),
+            None
+        );
     }
 }

@@ -208,6 +208,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(Flow::Continue);
             }
         }
+        if needs_leader(&class)
+            && std::str::from_utf8(p.payload.get(1..).unwrap_or_default()).is_err()
+        {
+            // The log and the rewriting work on text: bytes that are not UTF-8 (a latin1
+            // client's 'café') would not reach the other nodes unchanged.
+            let err = refusal(
+                1235,
+                "42000",
+                "WolfScale replicates write statements whose text is valid UTF-8 only: this one is \
+                 not (a latin1 or other 8-bit client?); connect with utf8mb4, or write the \
+                 non-ASCII values as hex literals (_latin1 X'...')",
+            );
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
+        if let Some(err) = self.refuse_dynamic_sql(text).await? {
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
         let Some(term) = term else {
             if needs_leader(&class) {
                 let err = follower_refusal(rep.leader(), &rep.me().id);
@@ -757,6 +776,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(Flow::Continue);
             }
         };
+        // The definer MariaDB would record here, written in so that every node records it.
+        let account = &self.auth.account;
+        let sql = crate::sql::with_definer(&sql, &account.user, &account.host).unwrap_or(sql);
         let rep = self
             .shared
             .replicator
@@ -866,18 +888,75 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ));
         }
         let catalog = self.shared.catalog.get();
-        if let Some(table) = catalog.named_in(text, self.db.as_deref()) {
-            return Some(refusal(
-                1235,
-                "42000",
-                format!(
+        if let Some((table, why)) = catalog.named_in(text, self.db.as_deref()) {
+            use super::catalog::Unsafe;
+            let msg = match why {
+                Unsafe::Engine => format!(
                     "WolfScale does not replicate writes to {table}: its engine cannot roll back, so a \
                      transaction that fails to commit would leave this node ahead of the others; \
                      convert it to InnoDB (ALTER TABLE … ENGINE=InnoDB)"
                 ),
-            ));
+                Unsafe::TriggerWritesNonTransactional { trigger, target } => format!(
+                    "WolfScale does not replicate writes to {table}: its trigger {trigger} writes \
+                     {target}, whose engine cannot roll back; convert {target} to InnoDB"
+                ),
+                Unsafe::TriggerAutoIncrement { trigger, target } => format!(
+                    "WolfScale does not replicate writes to {table}: its trigger {trigger} inserts \
+                     into {target}, whose AUTO_INCREMENT values would differ on replay; give \
+                     {target} a key the trigger computes"
+                ),
+            };
+            return Some(refusal(1235, "42000", msg));
         }
         None
+    }
+
+    /// SQL-level PREPARE and EXECUTE IMMEDIATE on a cluster node. A statement prepared
+    /// this way would run at EXECUTE, where the proxy sees only a name: a write there
+    /// would commit on this MariaDB alone, outside the log. So only reads may be
+    /// prepared (the text is classified at PREPARE; a variable holding it is read
+    /// first), and EXECUTE IMMEDIATE, whose text is never pinned, is refused for
+    /// anything but a literal read.
+    async fn refuse_dynamic_sql(
+        &mut self,
+        text: &str,
+    ) -> Result<Option<ServerError>, SessionError> {
+        use crate::sql::DynamicSql;
+        let body = match crate::sql::dynamic_sql(text) {
+            DynamicSql::None => return Ok(None),
+            DynamicSql::PrepareLiteral(body) => Some(body),
+            DynamicSql::PrepareExpr(expr) => {
+                let (outcome, reply) = self.run_collect(&format!("SELECT ({expr})")).await?;
+                match typed_first_row(&reply) {
+                    // MariaDB's own error comes when the PREPARE itself runs.
+                    _ if outcome.error.is_some() => return Ok(None),
+                    Some(cells) => cells
+                        .into_iter()
+                        .next()
+                        .and_then(|c| c.value)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    None => None,
+                }
+            }
+            DynamicSql::ExecuteImmediate => match crate::sql::classify(text) {
+                c if needs_leader(&c) || c.txn != TxnEffect::None => None,
+                _ if text.contains('@') => None,
+                _ => return Ok(None),
+            },
+        };
+        let safe = body.as_deref().is_some_and(|b| {
+            let c = crate::sql::classify(b);
+            !needs_leader(&c) && c.txn == TxnEffect::None
+        });
+        if safe {
+            return Ok(None);
+        }
+        Ok(Some(refusal(
+            1295,
+            "HY000",
+            "WolfScale does not replicate writes run through SQL PREPARE/EXECUTE or EXECUTE IMMEDIATE: \
+             send the statement itself, or prepare it with the binary protocol (COM_STMT_PREPARE)",
+        )))
     }
 
     /// On a cluster node: a statement that cannot be prepared for replication (its
@@ -1140,7 +1219,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.db.clone()
     }
 
-    /// The values of the user variables a statement reads.
+    /// The values of the user variables a statement reads, typed as MariaDB holds
+    /// them: the reply's column types say integer, decimal, double or string, and the
+    /// value's bytes are taken as they are (never through text conversion), so that a
+    /// binary string is replayed as bytes and can never be read as SQL.
     async fn user_vars_of(&mut self, sql: &str) -> Result<Vec<(String, Value)>, SessionError> {
         let names = user_var_names(sql);
         if names.is_empty() {
@@ -1150,31 +1232,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .iter()
             .flat_map(|n| {
                 let q = apply::quote_ident(n);
+                // The value gives the type; HEX() gives a string's bytes in its own
+                // character set (the value itself arrives converted to the session's
+                // character_set_results).
                 [
                     format!("@{q}"),
                     format!("CHARSET(@{q})"),
-                    format!("@{q} IS NULL"),
+                    format!("HEX(@{q})"),
                 ]
             })
             .collect();
-        let row = self
-            .internal_row(&format!("SELECT {}", select.join(", ")))
-            .await?;
+        let query = format!("SELECT {}", select.join(", "));
+        let (outcome, reply) = self.run_collect(&query).await?;
+        if outcome.error.is_some() {
+            return Err(SessionError::Internal(format!(
+                "{query}: the user variables could not be read"
+            )));
+        }
+        let cells = typed_first_row(&reply)
+            .ok_or_else(|| SessionError::Internal(format!("{query}: unexpected reply shape")))?;
         let mut out = Vec::new();
         for (i, name) in names.into_iter().enumerate() {
-            let value = row.get(3 * i).cloned().flatten();
-            let charset = row.get(3 * i + 1).cloned().flatten().unwrap_or_default();
-            let is_null = row.get(3 * i + 2).cloned().flatten().as_deref() == Some("1");
-            let v = match value {
-                _ if is_null => Value::Null,
-                Some(s) if charset == "binary" => match s.parse::<i64>() {
-                    Ok(n) => Value::Int(n),
-                    Err(_) => Value::Decimal(s),
-                },
-                Some(s) => Value::Text(charset, s.into_bytes()),
-                None => Value::Null,
+            let (Some(cell), Some(charset), Some(hex)) =
+                (cells.get(3 * i), cells.get(3 * i + 1), cells.get(3 * i + 2))
+            else {
+                return Err(SessionError::Internal(format!("{query}: missing columns")));
             };
-            out.push((name, v));
+            let charset = charset
+                .value
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            let raw = hex.value.as_deref().and_then(unhex);
+            out.push((name, user_var_value(cell, &charset, raw)));
         }
         Ok(out)
     }
@@ -1220,6 +1310,118 @@ fn param_value(v: crate::protocol::params::ParamValue, long: Option<&Vec<u8>>) -
         P::Time(n, d, h, mi, s, us) => Value::Time(n, d, h, mi, s, us),
         P::LongData => Value::Bytes(long.cloned().unwrap_or_default()),
     }
+}
+
+/// One cell of a result row with its column's type.
+struct TypedCell {
+    column_type: u8,
+    unsigned: bool,
+    value: Option<Vec<u8>>,
+}
+
+/// The first row of a text-protocol result set (columns, EOF, row), each cell with
+/// its column type and its bytes exactly as sent. `None` if the reply is not a
+/// result set.
+fn typed_first_row(reply: &[u8]) -> Option<Vec<TypedCell>> {
+    let mut packets = Vec::new();
+    let mut off = 0;
+    while let Some((len, _)) = crate::protocol::packet::peek_header(reply.get(off..)?) {
+        let body = reply.get(off + 4..off + 4 + len)?;
+        packets.push(body);
+        off += 4 + len;
+    }
+    let count = usize::try_from(Reader::new(packets.first()?).lenenc()?).ok()?;
+    let mut types = Vec::with_capacity(count);
+    for def in packets.get(1..=count)? {
+        let mut r = Reader::new(def);
+        for _ in 0..6 {
+            r.lenenc_bytes()?;
+        }
+        r.lenenc()?;
+        r.u16()?; // character set
+        r.u32()?; // length
+        let column_type = r.u8()?;
+        let flags = r.u16()?;
+        types.push((column_type, flags & 0x20 != 0));
+    }
+    let row = packets.get(count + 2)?;
+    if row.first() == Some(&0xFE) && row.len() < 9 {
+        return None;
+    }
+    let mut r = Reader::new(row);
+    types
+        .into_iter()
+        .map(|(column_type, unsigned)| {
+            let value = if r.remaining().first() == Some(&0xFB) {
+                r.u8();
+                None
+            } else {
+                Some(r.lenenc_bytes()?.to_vec())
+            };
+            Some(TypedCell {
+                column_type,
+                unsigned,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// A user variable's value for the log. Numbers keep their type (an integer, an exact
+/// decimal, a double); strings keep their bytes and character set; anything that does
+/// not parse as the number its type claims is carried as bytes, never as SQL text.
+fn user_var_value(cell: &TypedCell, charset: &str, raw: Option<Vec<u8>>) -> Value {
+    use mysql_common::constants::ColumnType as T;
+    let Some(bytes) = &cell.value else {
+        return Value::Null;
+    };
+    // A string's own bytes (HEX), falling back to the value as sent.
+    let string_bytes = raw.unwrap_or_else(|| bytes.clone());
+    let text = std::str::from_utf8(bytes).ok();
+    let kind = T::try_from(cell.column_type).ok();
+    match (kind, text) {
+        (Some(T::MYSQL_TYPE_LONGLONG | T::MYSQL_TYPE_LONG), Some(t)) => {
+            let parsed = if cell.unsigned {
+                t.parse::<u64>().ok().map(Value::UInt)
+            } else {
+                t.parse::<i64>().ok().map(Value::Int)
+            };
+            parsed.unwrap_or_else(|| Value::Bytes(bytes.clone()))
+        }
+        (Some(T::MYSQL_TYPE_NEWDECIMAL | T::MYSQL_TYPE_DECIMAL), Some(t)) if is_decimal(t) => {
+            Value::Decimal(t.to_string())
+        }
+        (Some(T::MYSQL_TYPE_DOUBLE | T::MYSQL_TYPE_FLOAT), Some(t)) => t
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite())
+            .map(Value::Double)
+            .unwrap_or_else(|| Value::Bytes(bytes.clone())),
+        _ if charset == "binary" || charset.is_empty() => Value::Bytes(string_bytes),
+        _ => Value::Text(charset.to_string(), string_bytes),
+    }
+}
+
+/// The bytes of `HEX()` output.
+fn unhex(h: &[u8]) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    h.chunks(2)
+        .map(|p| match p {
+            [a, b] => Some(digit(*a)? << 4 | digit(*b)?),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An exact decimal as MariaDB prints one: `-?digits(.digits)?`.
+fn is_decimal(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let mut parts = digits.splitn(2, '.');
+    let int = parts.next().unwrap_or("");
+    let frac = parts.next();
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A statement with its pins in `SET STATEMENT … FOR`.
@@ -1398,6 +1600,41 @@ pub enum Internal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_variable_values_are_typed_and_never_sql() {
+        let cell = |column_type: u8, v: &[u8]| TypedCell {
+            column_type,
+            unsigned: false,
+            value: Some(v.to_vec()),
+        };
+        // A binary string that reads as SQL is bytes, never pasted text.
+        let sql = b"0; CREATE TABLE x (a INT)";
+        assert_eq!(
+            user_var_value(&cell(0xFB, sql), "binary", Some(sql.to_vec())).literal(),
+            "X'303B20435245415445205441424C45207820286120494E5429'"
+        );
+        // A decimal column whose text is not a decimal is bytes too.
+        assert_eq!(
+            user_var_value(&cell(0xF6, b"1; DROP"), "binary", None),
+            Value::Bytes(b"1; DROP".to_vec())
+        );
+        assert_eq!(
+            user_var_value(&cell(0xF6, b"-1.50"), "binary", None),
+            Value::Decimal("-1.50".into())
+        );
+        assert_eq!(
+            user_var_value(&cell(0x08, b"-7"), "binary", None),
+            Value::Int(-7)
+        );
+        // A latin1 string keeps its own bytes (from HEX), not the converted value.
+        assert_eq!(
+            user_var_value(&cell(0xFD, "é".as_bytes()), "latin1", unhex(b"E9")),
+            Value::Text("latin1".into(), vec![0xE9])
+        );
+        assert_eq!(unhex(b"E9F"), None);
+        assert!(!is_decimal("1e5") && !is_decimal(".5") && is_decimal("12.5"));
+    }
 
     #[test]
     fn user_variables_are_found_outside_strings() {

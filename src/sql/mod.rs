@@ -414,3 +414,171 @@ pub fn table_names(sql: &str) -> Vec<(Option<String>, String)> {
     }
     out
 }
+
+/// SQL text that a statement runs as another statement later or at once: the body of
+/// `PREPARE name FROM …` and of `EXECUTE IMMEDIATE …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DynamicSql {
+    /// Not such a statement.
+    None,
+    /// `PREPARE name FROM '<text>'`.
+    PrepareLiteral(String),
+    /// `PREPARE name FROM <expression>` (a variable, a concatenation…), as written.
+    PrepareExpr(String),
+    /// `EXECUTE IMMEDIATE …`, whatever its argument.
+    ExecuteImmediate,
+}
+
+/// Finds [`DynamicSql`] in a one-statement payload.
+pub fn dynamic_sql(sql: &str) -> DynamicSql {
+    let text = versioned::expand(sql);
+    let tokens = lexer::lex(&text);
+    let s = Stmt::new(&text, &tokens);
+    if s.word_at(0, "EXECUTE") && s.word_at(1, "IMMEDIATE") {
+        return DynamicSql::ExecuteImmediate;
+    }
+    if !s.word_at(0, "PREPARE") || !s.word_at(2, "FROM") {
+        return DynamicSql::None;
+    }
+    match tokens.get(3..) {
+        Some([t]) if t.kind == lexer::Kind::Str => {
+            DynamicSql::PrepareLiteral(lexical::unescape(t.text))
+        }
+        Some(rest) if !rest.is_empty() => {
+            DynamicSql::PrepareExpr(Stmt::new(&text, rest).text().to_string())
+        }
+        _ => DynamicSql::None,
+    }
+}
+
+#[cfg(test)]
+mod dynamic_tests {
+    use super::*;
+
+    #[test]
+    fn prepared_text_is_found() {
+        assert_eq!(
+            dynamic_sql("PREPARE s FROM 'INSERT INTO t VALUES (''a'')'"),
+            DynamicSql::PrepareLiteral("INSERT INTO t VALUES ('a')".into())
+        );
+        assert_eq!(
+            dynamic_sql("prepare s from @q"),
+            DynamicSql::PrepareExpr("@q".into())
+        );
+        assert_eq!(
+            dynamic_sql("/*!PREPARE s FROM CONCAT('DELETE ', 'FROM t')*/"),
+            DynamicSql::PrepareExpr("CONCAT('DELETE ', 'FROM t')".into())
+        );
+        assert_eq!(
+            dynamic_sql("EXECUTE IMMEDIATE 'SELECT 1'"),
+            DynamicSql::ExecuteImmediate
+        );
+        assert_eq!(dynamic_sql("EXECUTE s USING @a"), DynamicSql::None);
+        assert_eq!(dynamic_sql("SELECT 'PREPARE s FROM x'"), DynamicSql::None);
+    }
+}
+
+/// A stored-object DDL (`CREATE VIEW`, `TRIGGER`, `PROCEDURE`, `FUNCTION`, `EVENT`,
+/// `ALTER VIEW`, `ALTER EVENT`) that names no `DEFINER`, with `DEFINER = 'user'@'host'`
+/// written in: MariaDB takes the definer from the session that runs the statement, and
+/// a replay runs as the applier's account, so without this every other node would
+/// record a different definer (and run the object with other privileges). `None` when
+/// there is nothing to add.
+pub fn with_definer(sql: &str, user: &str, host: &str) -> Option<String> {
+    let text = versioned::expand(sql);
+    let tokens = lexer::lex(&text);
+    let s = Stmt::new(&text, &tokens);
+    let alter = s.word_at(0, "ALTER");
+    if !(s.word_at(0, "CREATE") || alter) {
+        return None;
+    }
+    let mut i = 1;
+    if !alter && s.word_at(1, "OR") && s.word_at(2, "REPLACE") {
+        i = 3;
+    }
+    if s.word_at(i, "ALGORITHM") {
+        if !s.tok(i + 1).is_some_and(|t| t.is_punct("=")) {
+            return None;
+        }
+        i += 3;
+    }
+    let at = i;
+    if s.word_at(i, "DEFINER") {
+        return None;
+    }
+    if s.word_at(i, "SQL") && s.word_at(i + 1, "SECURITY") {
+        i += 3;
+    }
+    if s.word_at(i, "AGGREGATE") {
+        i += 1;
+    }
+    let object = s.keyword_at(i);
+    let takes_definer = if alter {
+        matches!(object.as_str(), "VIEW" | "EVENT")
+    } else {
+        matches!(
+            object.as_str(),
+            "VIEW" | "TRIGGER" | "PROCEDURE" | "FUNCTION" | "EVENT"
+        )
+    };
+    // A loadable function (`CREATE FUNCTION f RETURNS … SONAME`) has no definer.
+    if !takes_definer || tokens.iter().any(|t| t.is_word("SONAME")) {
+        return None;
+    }
+    let pos = tokens.get(at)?.start;
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"));
+    Some(format!(
+        "{}DEFINER={}@{} {}",
+        &text[..pos],
+        quote(user),
+        quote(host),
+        &text[pos..]
+    ))
+}
+
+#[cfg(test)]
+mod definer_tests {
+    use super::with_definer;
+
+    #[test]
+    fn definer_is_written_where_mariadb_expects_it() {
+        let d = |s: &str| with_definer(s, "app", "%");
+        assert_eq!(
+            d("CREATE VIEW v AS SELECT 1").as_deref(),
+            Some("CREATE DEFINER='app'@'%' VIEW v AS SELECT 1")
+        );
+        assert_eq!(
+            d("create or replace algorithm = merge sql security invoker view v as select 1")
+                .as_deref(),
+            Some("create or replace algorithm = merge DEFINER='app'@'%' sql security invoker view v as select 1")
+        );
+        assert_eq!(
+            d("CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET NEW.a = 1").as_deref(),
+            Some(
+                "CREATE DEFINER='app'@'%' TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET NEW.a = 1"
+            )
+        );
+        assert_eq!(
+            d("CREATE AGGREGATE FUNCTION f() RETURNS INT BEGIN RETURN 1; END").as_deref(),
+            Some("CREATE DEFINER='app'@'%' AGGREGATE FUNCTION f() RETURNS INT BEGIN RETURN 1; END")
+        );
+        assert_eq!(
+            d("ALTER EVENT e ON SCHEDULE EVERY 1 DAY").as_deref(),
+            Some("ALTER DEFINER='app'@'%' EVENT e ON SCHEDULE EVERY 1 DAY")
+        );
+        assert_eq!(
+            with_definer("CREATE PROCEDURE p() SELECT 1", "o'b\\", "10.%").as_deref(),
+            Some("CREATE DEFINER='o''b\\\\'@'10.%' PROCEDURE p() SELECT 1")
+        );
+        // Already named, or nothing that has a definer.
+        assert_eq!(d("CREATE DEFINER=root@localhost VIEW v AS SELECT 1"), None);
+        assert_eq!(
+            d("/*!50001 CREATE ALGORITHM=UNDEFINED */ /*!50013 DEFINER=`a`@`%` SQL SECURITY DEFINER */ /*!50001 VIEW `v` AS select 1 */"),
+            None
+        );
+        assert_eq!(d("CREATE TABLE t (a INT)"), None);
+        assert_eq!(d("ALTER PROCEDURE p COMMENT 'x'"), None);
+        assert_eq!(d("CREATE FUNCTION udf RETURNS STRING SONAME 'x.so'"), None);
+        assert_eq!(d("CREATE USER u"), None);
+    }
+}

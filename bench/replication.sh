@@ -16,6 +16,8 @@
 #   WARMUP=5           seconds of oltp_write_only on each target before measuring (0: none)
 #   BUFFER_POOL=256M   innodb_buffer_pool_size of every MariaDB
 #   INNODB_FLUSH=1     innodb_flush_log_at_trx_commit of every MariaDB (1 = durable commits)
+#   CLUSTER_INNODB_FLUSH=$INNODB_FLUSH   the same for the cluster's MariaDBs only (an
+#                      experiment: the baseline keeps INNODB_FLUSH)
 #   PS_MODE=probe      probe: try sysbench's prepared statements through the leader first
 #                      and fall back to --db-ps-mode=disable (both sides) if they are
 #                      refused or not replicated; auto: always prepared; disable: never
@@ -37,6 +39,7 @@ TABLE_SIZE=${TABLE_SIZE:-10000}
 WARMUP=${WARMUP:-5}
 BUFFER_POOL=${BUFFER_POOL:-256M}
 INNODB_FLUSH=${INNODB_FLUSH:-1}
+CLUSTER_INNODB_FLUSH=${CLUSTER_INNODB_FLUSH:-$INNODB_FLUSH}
 PS_MODE=${PS_MODE:-probe}
 LAG_CAP=${LAG_CAP:-60}
 WOLFSCALE_LOG=${WOLFSCALE_LOG:-info,wolfscale::proxy::server=debug}
@@ -183,8 +186,9 @@ install_template() {
 # start_mariadb <name> [extra mariadbd args...]; sets DB_PORT[<name>].
 declare -A DB_PORT DB_PID
 start_mariadb() {
-    local name=$1 dir=$TMP/$1 port
+    local name=$1 dir=$TMP/$1 port flush=$INNODB_FLUSH
     shift
+    [[ $name == node-* ]] && flush=$CLUSTER_INNODB_FLUSH
     free_port port
     mkdir -p "$dir/tmp"
     cp -a "$TMP/template" "$dir/data"
@@ -193,7 +197,7 @@ start_mariadb() {
         --pid-file="$dir/mariadbd.pid" --log-error="$dir/mariadbd.err" \
         --skip-log-bin --skip-name-resolve --max-connections=1000 \
         --innodb-buffer-pool-size="$BUFFER_POOL" --innodb-log-file-size=256M \
-        --innodb-flush-log-at-trx-commit="$INNODB_FLUSH" "$@" \
+        --innodb-flush-log-at-trx-commit="$flush" "$@" \
         >"$dir/mariadbd.out" 2>&1 &
     DB_PID[$name]=$!
     PIDS+=($!)
@@ -511,7 +515,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 report() {
     local r key workload threads t lag max_lag=0 l name
     echo
-    echo "sysbench: ${DURATION}s per run, $TABLES x $TABLE_SIZE rows, $(nproc) CPUs, innodb_flush_log_at_trx_commit=$INNODB_FLUSH, load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "sysbench: ${DURATION}s per run, $TABLES x $TABLE_SIZE rows, $(nproc) CPUs, innodb_flush_log_at_trx_commit=$INNODB_FLUSH (cluster: $CLUSTER_INNODB_FLUSH), load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "statements: $PS_NOTE"
     printf '%-22s | %-20s | %9s | %7s | %9s | %8s | %s\n' workload target TPS "p95 ms" "vs single" "errors/s" "follower lag s (entries behind): node-2, node-3"
     printf '%s\n' "-----------------------+----------------------+-----------+---------+-----------+----------+-----------------------------------------------"

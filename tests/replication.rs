@@ -161,3 +161,92 @@ async fn writes_to_non_transactional_tables_are_refused() {
     .await;
     assert_eq!(rows.len(), 2);
 }
+
+/// The client sees its own statement's counters and warnings, as directly on MariaDB,
+/// not those of the proxy's XA statements around an autocommit write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_autocommit_write_keeps_its_own_warnings_and_counters() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let mut direct = nodes[l].raft.db.root().await;
+    let mut c = nodes[l].client(Some("test")).await;
+    c.query_drop("CREATE TABLE w (id INT PRIMARY KEY, v TINYINT)")
+        .await
+        .unwrap();
+    // The same table on the leader's MariaDB directly, outside the replicated schema.
+    direct
+        .query_drop(
+            "CREATE DATABASE scratch; CREATE TABLE scratch.w (id INT PRIMARY KEY, v TINYINT)",
+        )
+        .await
+        .unwrap();
+    let sql = "INSERT IGNORE INTO {t} VALUES (1, 1), (1, 2), (2, 3)";
+    let mut seen = Vec::new();
+    for (conn, table) in [(&mut c, "w"), (&mut direct, "scratch.w")] {
+        conn.query_drop(sql.replace("{t}", table)).await.unwrap();
+        let counters = (conn.affected_rows(), conn.get_warnings());
+        let warnings: Vec<(String, u16, String)> = conn.query("SHOW WARNINGS").await.unwrap();
+        let warnings: Vec<(String, u16, String)> = warnings
+            .into_iter()
+            .map(|(l, c, m)| (l, c, m.replace("scratch.w", "w")))
+            .collect();
+        seen.push((counters, warnings));
+    }
+    assert_eq!(seen[0], seen[1], "through the proxy vs directly");
+    assert_eq!(seen[0].0, (2, 1));
+    assert_eq!(seen[0].1.len(), 1);
+    assert_eq!(seen[0].1[0].1, 1062);
+    // After other statements (one that uses no table keeps them, one that does
+    // replaces them), the same as directly.
+    for next in ["SELECT 1", "SELECT COUNT(*) FROM {t}"] {
+        let mut after = Vec::new();
+        for (conn, table) in [(&mut c, "w"), (&mut direct, "scratch.w")] {
+            conn.query_drop(next.replace("{t}", table)).await.unwrap();
+            let w: Vec<(String, u16, String)> = conn.query("SHOW WARNINGS").await.unwrap();
+            after.push(w);
+        }
+        assert_eq!(
+            after[0], after[1],
+            "after {next}: through the proxy vs directly"
+        );
+    }
+    common::converged_report(&nodes, "test").await;
+}
+
+/// Transaction statements prepared with COM_STMT_PREPARE (as sysbench does) drive the
+/// replicated transaction like their text form: the rolled-back one leaves nothing,
+/// the committed one reaches every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prepared_begin_commit_and_rollback_drive_the_transaction() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let mut c = nodes[l].client(Some("test")).await;
+    c.query_drop("CREATE TABLE pt (id INT PRIMARY KEY, k INT)")
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO pt VALUES (?, ?)", (1, 0))
+        .await
+        .unwrap();
+    for round in 0..3 {
+        c.exec_drop("BEGIN", ()).await.unwrap();
+        c.exec_drop("UPDATE pt SET k = k + 1 WHERE id = ?", (1,))
+            .await
+            .unwrap();
+        c.exec_drop("INSERT INTO pt VALUES (?, ?)", (10 + round, round))
+            .await
+            .unwrap();
+        if round == 1 {
+            c.exec_drop("ROLLBACK", ()).await.unwrap();
+        } else {
+            c.exec_drop("COMMIT", ()).await.unwrap();
+        }
+    }
+    let k: Option<i64> = c
+        .exec_first("SELECT k FROM pt WHERE id = ?", (1,))
+        .await
+        .unwrap();
+    assert_eq!(k, Some(2));
+    common::converged_report(&nodes, "test").await;
+    let rows = common::same_on_all(&nodes, "SELECT id, k FROM pt ORDER BY id").await;
+    assert_eq!(rows.len(), 3, "{}", common::show_rows(&rows));
+}

@@ -11,8 +11,10 @@
 //!   fresh entries from memory.
 //! * The vote is saved through the same writer, so it is durable, and ordered with the
 //!   log IO, before `save_vote` returns. The committed log id is queued the same way but
-//!   not awaited: it only saves re-applying at start-up, and waiting for it would put a
-//!   sync on every apply.
+//!   not awaited, and at most once per [`COMMITTED_EVERY`]: it only saves re-applying at
+//!   start-up (an older value is always valid), and saving it at every commit advance
+//!   put a state-database transaction and its fsync between every two appends of the
+//!   writer (12% of all CPU under sysbench, profiled).
 //! * Truncation and purge also go through the writer, in order with appends.
 
 use std::collections::BTreeMap;
@@ -38,7 +40,12 @@ const ENCODING_VERSION: u8 = 1;
 pub struct LogStore {
     wal: Arc<Wal>,
     cache: Arc<Mutex<Cache>>,
+    /// When the committed log id was last queued for saving.
+    committed_saved: Arc<Mutex<Option<std::time::Instant>>>,
 }
+
+/// How often the committed log id is saved at most.
+pub const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Default)]
 struct Cache {
@@ -86,6 +93,7 @@ impl LogStore {
         LogStore {
             wal,
             cache: Arc::new(Mutex::new(Cache::default())),
+            committed_saved: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -218,6 +226,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        {
+            let mut last = self
+                .committed_saved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < COMMITTED_EVERY) {
+                return Ok(());
+            }
+            *last = Some(std::time::Instant::now());
+        }
         let bytes = postcard::to_allocvec(&committed).map_err(io_err)?;
         // Ordered with the log IO by the writer; not awaited (see the module doc).
         drop(

@@ -477,7 +477,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(Flow::Continue);
         };
         // An autocommit statement: commit it now, then answer with its own reply as an
-        // autocommit client sees it.
+        // autocommit client sees it. (Its warnings stay MariaDB's to list: the XA
+        // statements use no table, so they do not reset them.)
         match self.commit_xa().await {
             Ok(_) => {
                 let patched = patch_status(&held, self.status);
@@ -645,11 +646,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 format!("The transaction was rolled back: {e}"),
             ));
         }
-        match self
+        let prepare_started = Instant::now();
+        let prepared = self
             .internal(&format!("XA PREPARE '{xid}'"))
             .await
-            .map_err(session_err)?
-        {
+            .map_err(session_err)?;
+        tracing::debug!(target: "wolfscale::timing", us = prepare_started.elapsed().as_micros() as u64, "xa prepare");
+        match prepared {
             Internal::Ok(_) => {}
             Internal::Err(e) => {
                 self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
@@ -684,6 +687,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 term,
             },
         );
+        let proposed_at = Instant::now();
         let proposal = match rep.propose(entry, term).await {
             Ok(p) => p,
             Err(e) => {
@@ -730,8 +734,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ));
             }
         };
+        tracing::debug!(target: "wolfscale::timing", us = proposed_at.elapsed().as_micros() as u64, "propose to commit turn");
         crate::failpoint::hit("before-local-commit");
+        let commit_started = Instant::now();
         let committed = self.internal(&format!("XA COMMIT '{xid}'")).await;
+        tracing::debug!(target: "wolfscale::timing", us = commit_started.elapsed().as_micros() as u64, "xa commit");
         crate::failpoint::hit("after-local-commit");
         let result = match &committed {
             Ok(Internal::Ok(_)) => Ok(()),
@@ -1004,6 +1011,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(rep) = self.shared.replicator.get().cloned() else {
             return self.forward(p, Some(Expect::execute(&p.payload))).await;
         };
+        let transaction_control = self
+            .prepared_id(&p.payload)
+            .and_then(|id| self.stmts.get(&id))
+            .filter(|s| s.class.class == StatementClass::Transaction)
+            .map(|s| (s.class.clone(), s.sql.clone()));
+        if let Some((class, sql)) = transaction_control {
+            // The same as the text statement (its reply is an OK either way).
+            return self.sequenced_query(p, &sql, class).await;
+        }
         let term = rep.writable_term();
         if let TxnState::Xa(x) = &self.txn {
             if term != Some(x.term) {

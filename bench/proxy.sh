@@ -211,7 +211,7 @@ start_wolfscale() {
     WS_PORT=$(free_port)
     cat >"$TMP/wolfscale.toml" <<EOF
 [node]
-id = 1
+id = "node-1"
 data_dir = "$TMP/wolfscale-data"
 
 [database]

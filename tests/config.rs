@@ -936,3 +936,20 @@ fn documented_config_sections_are_accepted() {
         assert_eq!(found_warnings, *warnings, "{name}: {found:#?}");
     }
 }
+
+/// The example configs shipped in `examples/` load without errors.
+#[test]
+fn shipped_examples_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = Config::load(&path) {
+                panic!("{}: {e}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no example config in {}", dir.display());
+}

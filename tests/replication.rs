@@ -250,3 +250,66 @@ async fn prepared_begin_commit_and_rollback_drive_the_transaction() {
     let rows = common::same_on_all(&nodes, "SELECT id, k FROM pt ORDER BY id").await;
     assert_eq!(rows.len(), 3, "{}", common::show_rows(&rows));
 }
+
+/// A session at READ COMMITTED (Django's default) gets its write transactions run at
+/// REPEATABLE READ, and a warning it can read says so, once; reads keep its level.
+/// With `proxy.refuse_weak_isolation` they are refused instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn weak_isolation_is_raised_with_a_warning_or_refused() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let mut c = nodes[l].client(Some("test")).await;
+    c.query_drop("CREATE TABLE iso (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    // An autocommit write: its OK counts one warning, SHOW WARNINGS shows it.
+    c.query_drop("INSERT INTO iso VALUES (1)").await.unwrap();
+    assert_eq!(c.get_warnings(), 1);
+    let w: Vec<(String, u16, String)> = c.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].2.contains("REPEATABLE READ"), "{w:?}");
+    // The transaction did run at REPEATABLE READ; the session keeps its own level.
+    let level: Option<String> = c.query_first("SELECT @@tx_isolation").await.unwrap();
+    assert_eq!(level.as_deref(), Some("READ-COMMITTED"));
+    // Once per session: the next ones are quiet.
+    c.query_drop("BEGIN").await.unwrap();
+    assert_eq!(c.get_warnings(), 0);
+    c.query_drop("INSERT INTO iso VALUES (2)").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    // A new session is told again, at BEGIN.
+    let mut d = nodes[l].client(Some("test")).await;
+    d.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    d.query_drop("BEGIN").await.unwrap();
+    assert_eq!(d.get_warnings(), 1);
+    d.query_drop("INSERT INTO iso VALUES (3)").await.unwrap();
+    d.query_drop("COMMIT").await.unwrap();
+    common::converged_report(&nodes, "test").await;
+    drop(nodes);
+
+    let nodes = common::full_cluster_with(3, |s| s.refuse_weak_isolation = true).await;
+    let l = leader_of(&nodes);
+    let mut c = nodes[l].client(Some("test")).await;
+    c.query_drop("CREATE TABLE iso (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    for sql in ["INSERT INTO iso VALUES (1)", "BEGIN"] {
+        let e = c.query_drop(sql).await.expect_err(sql);
+        assert_eq!(server_error(&e).map(|(c, _)| c), Some(1235), "{sql}: {e}");
+    }
+    // Reads are unaffected; at REPEATABLE READ writes go through.
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM iso").await.unwrap();
+    assert_eq!(n, Some(0));
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO iso VALUES (1)").await.unwrap();
+    common::converged_report(&nodes, "test").await;
+}

@@ -467,6 +467,7 @@ impl Checker<'_> {
             shutdown_timeout_ms: shutdown_timeout_ms?,
             client_buffer_limit_mb: client_buffer_limit_mb?,
             net_read_timeout_ms: net_read_timeout_ms?,
+            refuse_weak_isolation: raw.refuse_weak_isolation.unwrap_or(d.refuse_weak_isolation),
         })
     }
 

@@ -360,6 +360,10 @@ pub struct ProxyConfig {
     /// connection is closed, as MariaDB's `net_read_timeout`. Default 30000,
     /// 100..=3600000.
     pub net_read_timeout_ms: u64,
+    /// `refuse_weak_isolation`: on a cluster node, a write transaction of a session at
+    /// READ COMMITTED or READ UNCOMMITTED is refused (ERR 1235) instead of being run at
+    /// REPEATABLE READ with a warning. Default false.
+    pub refuse_weak_isolation: bool,
 }
 
 impl Default for ProxyConfig {
@@ -375,6 +379,7 @@ impl Default for ProxyConfig {
             shutdown_timeout_ms: 10_000,
             client_buffer_limit_mb: 256,
             net_read_timeout_ms: 30_000,
+            refuse_weak_isolation: false,
         }
     }
 }

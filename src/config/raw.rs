@@ -132,6 +132,7 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("shutdown_timeout_ms", Kind::Integer),
             ("client_buffer_limit_mb", Kind::Integer),
             ("net_read_timeout_ms", Kind::Integer),
+            ("refuse_weak_isolation", Kind::Boolean),
         ],
     ),
 ];
@@ -222,6 +223,7 @@ pub(crate) struct RawProxy {
     pub shutdown_timeout_ms: Option<i64>,
     pub client_buffer_limit_mb: Option<i64>,
     pub net_read_timeout_ms: Option<i64>,
+    pub refuse_weak_isolation: Option<bool>,
 }
 
 /// The outcome of the raw layer.

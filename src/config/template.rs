@@ -144,4 +144,8 @@ client_buffer_limit_mb = 256
 # contents) for this long is dropped with ERR 1159, in ms: 100..=3600000.
 # Default 30000 (MariaDB's net_read_timeout).
 net_read_timeout_ms = 30000
+# Cluster writes run at REPEATABLE READ (statement replay needs its locks); a
+# session at READ COMMITTED gets its write transactions raised, with a warning.
+# true refuses them instead (ERR 1235). Default false.
+refuse_weak_isolation = false
 "#;

@@ -54,6 +54,8 @@ pub struct Shared {
     pub sequencing: sequencer::Sequencing,
     /// Tables whose engine cannot roll back (writes to them are refused on a cluster).
     pub catalog: Arc<catalog::Catalog>,
+    /// See [`server::ProxySettings::refuse_weak_isolation`].
+    pub refuse_weak_isolation: bool,
 }
 
 impl Shared {

@@ -325,9 +325,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if matches!(self.txn, TxnState::Plain) {
             return self.forward(p, Some(Expect::Query)).await;
         }
-        let ok = self.open_xa(term, false).await?;
+        if let Some(err) = self.weak_isolation_refusal().await? {
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
+        let mut ok = self.open_xa(term, false).await?;
+        if let Some(warned) = self.isolation_warning().await? {
+            ok = warned;
+        }
         self.send_held(p.last_seq, &ok, None).await?;
         Ok(Flow::Continue)
+    }
+
+    /// With `proxy.refuse_weak_isolation`, the refusal of a write transaction in a
+    /// session below REPEATABLE READ.
+    async fn weak_isolation_refusal(&mut self) -> Result<Option<ServerError>, SessionError> {
+        if !self.shared.refuse_weak_isolation {
+            return Ok(None);
+        }
+        self.session_vars().await?;
+        if !self.isolation.starts_with("READ-") {
+            return Ok(None);
+        }
+        Ok(Some(refusal(
+            1235,
+            "42000",
+            format!(
+                "WolfScale runs write transactions at REPEATABLE READ and this node refuses weaker \
+                 levels (proxy.refuse_weak_isolation); this session is at {}: SET SESSION \
+                 TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                self.isolation
+            ),
+        )))
+    }
+
+    /// The first time a session's write transaction is raised to REPEATABLE READ, a
+    /// warning the client can read with SHOW WARNINGS; the OK packet that carries it.
+    async fn isolation_warning(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        if self.isolation_warned || !self.isolation.starts_with("READ-") {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SIGNAL SQLSTATE '01000' SET MESSAGE_TEXT = 'WolfScale runs write transactions at \
+             REPEATABLE READ (this session is at {}): statement replay needs its locks'",
+            self.isolation
+        );
+        match self.internal(&sql).await? {
+            Internal::Ok(ok) => {
+                self.isolation_warned = true;
+                Ok(Some(ok))
+            }
+            Internal::Err(e) => {
+                tracing::debug!(error = %e, "cannot raise the isolation warning");
+                Ok(None)
+            }
+        }
     }
 
     /// `XA START` on the backend; the OK packet it answered.
@@ -417,6 +469,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let implicit = matches!(self.txn, TxnState::Idle) && !self.autocommit_off();
         if matches!(self.txn, TxnState::Idle) {
+            if let Some(err) = self.weak_isolation_refusal().await? {
+                self.reply_err(p.last_seq, err).await?;
+                return Ok(Flow::Continue);
+            }
             self.open_xa(term, implicit).await?;
         }
         let started = Instant::now();
@@ -473,9 +529,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
             x.last_statement = started;
         }
-        let Some(held) = held else {
+        let Some(mut held) = held else {
             return Ok(Flow::Continue);
         };
+        if outcome.warnings == 0 && self.isolation_warning().await?.is_some() {
+            // The statement had no warning of its own to lose: the client can read ours.
+            held = bump_warnings(&held);
+        }
         // An autocommit statement: commit it now, then answer with its own reply as an
         // autocommit client sees it. (Its warnings stay MariaDB's to list: the XA
         // statements use no table, so they do not reset them.)
@@ -1095,6 +1155,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let implicit = matches!(self.txn, TxnState::Idle) && !self.autocommit_off();
         if matches!(self.txn, TxnState::Idle) {
+            if let Some(err) = self.weak_isolation_refusal().await? {
+                self.reply_err(p.last_seq, err).await?;
+                return Ok(Flow::Continue);
+            }
             self.open_xa(term, implicit).await?;
         }
         let started = Instant::now();
@@ -1602,6 +1666,29 @@ fn patch_status(reply: &[u8], status: u16) -> Vec<u8> {
                 | (status & (SERVER_STATUS_IN_TRANS | SERVER_STATUS_AUTOCOMMIT));
             out[at..at + 2].copy_from_slice(&fixed.to_le_bytes());
         }
+    }
+    out
+}
+
+/// An OK packet reply with one more warning (the proxy's own, from SIGNAL).
+fn bump_warnings(reply: &[u8]) -> Vec<u8> {
+    let mut out = reply.to_vec();
+    let Some((len, _)) = crate::protocol::packet::peek_header(reply) else {
+        return out;
+    };
+    let Some(body) = reply.get(4..4 + len) else {
+        return out;
+    };
+    if body.first() != Some(&0x00) {
+        return out;
+    }
+    let mut r = Reader::new(&body[1..]);
+    r.lenenc();
+    r.lenenc();
+    let at = 4 + 1 + (body.len() - 1 - r.remaining().len()) + 2;
+    if let Some(w) = out.get_mut(at..at + 2) {
+        let n = u16::from_le_bytes([w[0], w[1]]).saturating_add(1);
+        w.copy_from_slice(&n.to_le_bytes());
     }
     out
 }

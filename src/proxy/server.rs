@@ -55,6 +55,8 @@ pub struct ProxySettings {
     pub net_read_timeout: Duration,
     /// The cluster writes go through (`None`: a single node, writes run directly).
     pub replicator: Option<super::replicate::SharedReplicator>,
+    /// Refuse write transactions of sessions below REPEATABLE READ instead of raising.
+    pub refuse_weak_isolation: bool,
 }
 
 impl ProxySettings {
@@ -76,6 +78,7 @@ impl ProxySettings {
             client_buffer_limit: d.client_buffer_limit_mb << 20,
             net_read_timeout: Duration::from_millis(d.net_read_timeout_ms),
             replicator: None,
+            refuse_weak_isolation: d.refuse_weak_isolation,
         }
     }
 }
@@ -99,6 +102,7 @@ impl ProxySettings {
             client_buffer_limit: c.proxy.client_buffer_limit_mb << 20,
             net_read_timeout: Duration::from_millis(c.proxy.net_read_timeout_ms),
             replicator: None,
+            refuse_weak_isolation: c.proxy.refuse_weak_isolation,
         }
     }
 }
@@ -220,6 +224,7 @@ impl Proxy {
                 .unwrap_or_default(),
             sequencing: Default::default(),
             catalog,
+            refuse_weak_isolation: settings.refuse_weak_isolation,
         });
         let listener =
             TcpListener::bind(settings.listen)

@@ -346,6 +346,11 @@ impl FullNode {
 
 /// `n` full nodes; waits until one is the writable leader.
 pub async fn full_cluster(n: u16) -> Vec<FullNode> {
+    full_cluster_with(n, |_| {}).await
+}
+
+/// [`full_cluster`] with every proxy's settings adjusted by `adjust`.
+pub async fn full_cluster_with(n: u16, adjust: impl Fn(&mut ProxySettings)) -> Vec<FullNode> {
     let nodes = raft_cluster(n).await;
     let mut out = Vec::new();
     for mut node in nodes {
@@ -353,6 +358,7 @@ pub async fn full_cluster(n: u16) -> Vec<FullNode> {
         let mut settings = settings_for(node.db.port());
         settings.node_number = node.settings.number;
         settings.replicator = Some(cluster.clone());
+        adjust(&mut settings);
         let proxy = Proxy::bind(settings).await.expect("bind proxy").spawn();
         out.push(FullNode {
             raft: node,

@@ -25,8 +25,68 @@ const SCHEMA: &[&str] = &[
      UNIQUE KEY (v))",
 ];
 
-/// One random statement of a transaction.
-fn statement(rng: &mut StdRng, client: u64) -> String {
+/// One random statement: text, or prepared with typed parameters.
+enum Stmt {
+    Text(String),
+    Prepared(&'static str, Vec<mysql_async::Value>),
+}
+
+impl std::fmt::Display for Stmt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stmt::Text(s) => f.write_str(s),
+            Stmt::Prepared(s, p) => write!(f, "{s} {p:?}"),
+        }
+    }
+}
+
+async fn run(c: &mut Conn, s: &Stmt) -> Result<(), mysql_async::Error> {
+    match s {
+        Stmt::Text(sql) => c.query_drop(sql).await,
+        Stmt::Prepared(sql, params) => c.exec_drop(*sql, params.clone()).await,
+    }
+}
+
+fn statement(rng: &mut StdRng, client: u64) -> Stmt {
+    use mysql_async::Value as V;
+    if rng.random_bool(0.25) {
+        let acct = rng.random_range(1..=40);
+        return match rng.random_range(0..3) {
+            0 => Stmt::Prepared(
+                "UPDATE acct SET bal = bal + ?, note = ? WHERE id = ?",
+                vec![
+                    V::Int(rng.random_range(-50..50)),
+                    V::Bytes(format!("p{client}-é-{}", rng.random_range(0..9)).into_bytes()),
+                    V::Int(acct),
+                ],
+            ),
+            1 => Stmt::Prepared(
+                "INSERT INTO ev (acct, kind, amount, r) VALUES (?, ?, ?, ?)",
+                vec![
+                    V::Int(acct),
+                    if rng.random_bool(0.2) {
+                        V::NULL
+                    } else {
+                        V::Bytes(b"prep".to_vec())
+                    },
+                    V::Double(f64::from(rng.random_range(0..10_000)) / 100.0),
+                    V::Float(rng.random_range(0.0..1.0)),
+                ],
+            ),
+            _ => Stmt::Prepared(
+                "INSERT INTO kv (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE hits = hits + 1",
+                vec![
+                    V::Bytes(format!("k{}", rng.random_range(0..30)).into_bytes()),
+                    V::Int(rng.random_range(0..60)),
+                ],
+            ),
+        };
+    }
+    Stmt::Text(text_statement(rng, client))
+}
+
+/// One random text statement of a transaction.
+fn text_statement(rng: &mut StdRng, client: u64) -> String {
     let acct = rng.random_range(1..=40);
     match rng.random_range(0..10) {
         0 | 1 => format!(
@@ -82,7 +142,7 @@ async fn client(mut c: Conn, seed: u64, client: u64, txns: usize) -> (usize, usi
         let autocommit = rng.random_bool(0.3);
         if autocommit {
             let sql = statement(&mut rng, client);
-            match c.query_drop(&sql).await {
+            match run(&mut c, &sql).await {
                 Ok(()) => committed += 1,
                 Err(e) => {
                     let code = server_error(&e).map_or(0, |(c, _)| c);
@@ -99,7 +159,7 @@ async fn client(mut c: Conn, seed: u64, client: u64, txns: usize) -> (usize, usi
             if i == 2 && rng.random_bool(0.3) {
                 c.query_drop("SAVEPOINT s").await.unwrap();
                 let sql = statement(&mut rng, client);
-                if let Err(e) = c.query_drop(&sql).await {
+                if let Err(e) = run(&mut c, &sql).await {
                     let code = server_error(&e).map_or(0, |(c, _)| c);
                     assert!(expected(code), "{sql}: {e}");
                     if ends_transaction(code) {
@@ -111,7 +171,7 @@ async fn client(mut c: Conn, seed: u64, client: u64, txns: usize) -> (usize, usi
                 continue;
             }
             let sql = statement(&mut rng, client);
-            if let Err(e) = c.query_drop(&sql).await {
+            if let Err(e) = run(&mut c, &sql).await {
                 let code = server_error(&e).map_or(0, |(c, _)| c);
                 assert!(expected(code), "{sql}: {e}");
                 failed += 1;

@@ -584,11 +584,28 @@ impl Applier {
                 .collect();
             script.push_plain(format!("SET {}", sets.join(", ")));
         }
-        let text = pinned_statement(session, st);
+        // Parameters that have an exact literal join the text round trip; others keep
+        // the statement prepared.
+        let inlined = st.params.as_deref().and_then(|params| {
+            let literals: Option<Vec<String>> =
+                params.iter().map(|v| inline_literal(v, session)).collect();
+            crate::sql::substitute_params(&st.sql, &literals?)
+        });
+        let (text, params) = match inlined {
+            Some(sql) => {
+                let st = Statement {
+                    sql,
+                    params: None,
+                    ..st.clone()
+                };
+                (pinned_statement(session, &st), None)
+            }
+            None => (pinned_statement(session, st), st.params.clone()),
+        };
         script.push_checked(Check {
             index,
             sql: text,
-            params: st.params.clone(),
+            params,
             expect: st.expect,
         });
     }
@@ -1032,6 +1049,40 @@ pub fn pinned_statement(session: &SessionVars, st: &Statement) -> String {
     }
 }
 
+/// A prepared-statement parameter as a literal that MariaDB reads exactly as it reads
+/// the parameter, or `None` when there is no such literal here. Numbers and NULL always
+/// have one. A string parameter is text in the connection's character set with the
+/// connection's collation and coercible derivation; `_charset X'…'` is the same only when
+/// that collation is the character set's default (and the bytes are valid in it).
+/// Dates and times are left prepared (a literal would not carry the parameter's type).
+fn inline_literal(v: &Value, session: &SessionVars) -> Option<String> {
+    match v {
+        Value::Null | Value::Int(_) | Value::UInt(_) | Value::Double(_) => Some(v.literal()),
+        Value::Float(f) => Some(Value::Double(f64::from(*f)).literal()),
+        Value::Bytes(b) => {
+            let default = match session.charset.as_str() {
+                "utf8mb4" => "utf8mb4_general_ci",
+                "utf8mb3" | "utf8" => "utf8mb3_general_ci",
+                "latin1" => "latin1_swedish_ci",
+                "ascii" => "ascii_general_ci",
+                "binary" => "binary",
+                _ => return None,
+            };
+            let valid = match session.charset.as_str() {
+                "utf8mb4" => std::str::from_utf8(b).is_ok(),
+                "utf8mb3" | "utf8" => {
+                    std::str::from_utf8(b).is_ok_and(|s| s.chars().all(|c| c.len_utf8() < 4))
+                }
+                "ascii" => b.is_ascii(),
+                _ => true,
+            };
+            (session.collation == default && valid)
+                .then(|| Value::Text(session.charset.clone(), b.clone()).literal())
+        }
+        Value::Text(..) | Value::Decimal(_) | Value::Date(..) | Value::Time(..) => None,
+    }
+}
+
 fn to_driver_value(v: &Value) -> mysql_async::Value {
     use mysql_async::Value as V;
     match v {
@@ -1064,6 +1115,44 @@ pub fn quote_ident(s: &str) -> String {
 mod tests {
     use super::*;
     use entry::{Pins, RowCounts};
+
+    #[test]
+    fn parameters_are_inlined_only_where_the_literal_means_the_same() {
+        let session = |charset: &str, collation: &str| SessionVars {
+            charset: charset.into(),
+            collation: collation.into(),
+            vars: vec![],
+        };
+        let utf8 = session("utf8mb4", "utf8mb4_general_ci");
+        assert_eq!(
+            inline_literal(&Value::Int(-3), &utf8).as_deref(),
+            Some("-3")
+        );
+        assert_eq!(inline_literal(&Value::Null, &utf8).as_deref(), Some("NULL"));
+        assert_eq!(
+            inline_literal(&Value::Bytes(b"a'b".to_vec()), &utf8).as_deref(),
+            Some("_utf8mb4 X'612762'")
+        );
+        // A FLOAT parameter is the float's exact value.
+        let f = inline_literal(&Value::Float(0.1), &utf8).unwrap();
+        assert_eq!(f.parse::<f64>().unwrap(), f64::from(0.1f32));
+        // Another collation, invalid bytes, dates: left prepared.
+        let bin = session("utf8mb4", "utf8mb4_bin");
+        assert_eq!(inline_literal(&Value::Bytes(b"a".to_vec()), &bin), None);
+        assert_eq!(inline_literal(&Value::Bytes(vec![0xFF]), &utf8), None);
+        assert_eq!(
+            inline_literal(&Value::Date(2024, 1, 2, 0, 0, 0, 0), &utf8),
+            None
+        );
+        assert_eq!(
+            inline_literal(
+                &Value::Bytes(vec![0xE9]),
+                &session("latin1", "latin1_swedish_ci")
+            )
+            .as_deref(),
+            Some("_latin1 X'E9'")
+        );
+    }
 
     fn st(sql: &str) -> Statement {
         Statement {

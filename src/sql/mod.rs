@@ -582,3 +582,49 @@ mod definer_tests {
         assert_eq!(d("CREATE USER u"), None);
     }
 }
+
+/// `sql` with its `?` placeholders (outside strings, comments and identifiers) replaced,
+/// in order, by `literals`. `None` when the counts differ.
+pub fn substitute_params(sql: &str, literals: &[String]) -> Option<String> {
+    let tokens = lexer::lex(sql);
+    let params: Vec<&lexer::Token<'_>> = tokens
+        .iter()
+        .filter(|t| t.kind == lexer::Kind::Param)
+        .collect();
+    if params.len() != literals.len() {
+        return None;
+    }
+    let mut out =
+        String::with_capacity(sql.len() + literals.iter().map(String::len).sum::<usize>());
+    let mut at = 0;
+    for (t, lit) in params.iter().zip(literals) {
+        out.push_str(sql.get(at..t.start)?);
+        out.push_str(lit);
+        at = t.start + t.text.len();
+    }
+    out.push_str(sql.get(at..)?);
+    Some(out)
+}
+
+#[cfg(test)]
+mod substitute_tests {
+    use super::substitute_params;
+
+    #[test]
+    fn placeholders_outside_strings_and_comments_are_replaced() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            substitute_params(
+                "UPDATE t SET c = ?, d = '?' /* ? */ WHERE id = ?",
+                &l(&["X'41'", "7"])
+            )
+            .as_deref(),
+            Some("UPDATE t SET c = X'41', d = '?' /* ? */ WHERE id = 7")
+        );
+        assert_eq!(substitute_params("SELECT ?", &l(&[])), None);
+        assert_eq!(
+            substitute_params("SELECT 1", &l(&[])).as_deref(),
+            Some("SELECT 1")
+        );
+    }
+}

@@ -193,6 +193,33 @@ async fn an_autocommit_write_keeps_its_own_warnings_and_counters() {
         seen.push((counters, warnings));
     }
     assert_eq!(seen[0], seen[1], "through the proxy vs directly");
+    // ROW_COUNT() right after an autocommit write (and in a write right after it) is the
+    // write's, as directly, not that of the proxy's XA COMMIT.
+    let mut counts = Vec::new();
+    for (conn, table) in [(&mut c, "w"), (&mut direct, "scratch.w")] {
+        conn.query_drop(format!("UPDATE {table} SET v = v + 1 WHERE id <= 2"))
+            .await
+            .unwrap();
+        let rc: Option<i64> = conn.query_first("SELECT ROW_COUNT()").await.unwrap();
+        conn.query_drop(format!("INSERT INTO {table} VALUES (10, 1), (11, 1)"))
+            .await
+            .unwrap();
+        conn.query_drop(format!("INSERT INTO {table} VALUES (20, ROW_COUNT())"))
+            .await
+            .unwrap();
+        let stored: Option<i64> = conn
+            .query_first(format!("SELECT v FROM {table} WHERE id = 20"))
+            .await
+            .unwrap();
+        let again: Option<i64> = conn.query_first("SELECT ROW_COUNT()").await.unwrap();
+        counts.push((rc, stored, again));
+    }
+    assert_eq!(
+        counts[0], counts[1],
+        "ROW_COUNT() through the proxy vs directly"
+    );
+    assert_eq!(counts[0].0, Some(2));
+    assert_eq!(counts[0].1, Some(2));
     assert_eq!(seen[0].0, (2, 1));
     assert_eq!(seen[0].1.len(), 1);
     assert_eq!(seen[0].1[0].1, 1062);

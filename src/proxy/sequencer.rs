@@ -194,6 +194,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(rep) = self.shared.replicator.get().cloned() else {
             return self.forward(p, Some(Expect::Query)).await;
         };
+        // ROW_COUNT() right after an autocommit write: the write's count, which the XA
+        // statements that committed it replaced on the backend.
+        if let Some(n) = self.row_count.take() {
+            if let Some(sql) = crate::sql::replace_call(text, "ROW_COUNT", &n.to_string()) {
+                let mut payload = Vec::with_capacity(1 + sql.len());
+                payload.push(COM_QUERY);
+                payload.extend_from_slice(sql.as_bytes());
+                let mut raw = BytesMut::new();
+                encode_packet(&mut raw, 0, &payload);
+                let pinned = Packet {
+                    seq: 0,
+                    last_seq: 0,
+                    payload: payload.into(),
+                    raw: raw.freeze(),
+                    reservation: None,
+                };
+                return Box::pin(self.sequenced_query(&pinned, &sql, class)).await;
+            }
+        }
         let term = rep.writable_term();
         // A transaction of a term this node no longer leads cannot go on.
         if let TxnState::Xa(x) = &self.txn {
@@ -541,6 +560,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // statements use no table, so they do not reset them.)
         match self.commit_xa().await {
             Ok(_) => {
+                self.row_count = i64::try_from(outcome.affected_rows).ok();
                 let patched = patch_status(&held, self.status);
                 self.client
                     .write_raw(&patched)
@@ -1071,6 +1091,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(rep) = self.shared.replicator.get().cloned() else {
             return self.forward(p, Some(Expect::execute(&p.payload))).await;
         };
+        self.row_count = None;
         let transaction_control = self
             .prepared_id(&p.payload)
             .and_then(|id| self.stmts.get(&id))
@@ -1222,6 +1243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         match self.commit_xa().await {
             Ok(_) => {
+                self.row_count = i64::try_from(outcome.affected_rows).ok();
                 let patched = patch_status(&held, self.status);
                 self.client
                     .write_raw(&patched)

@@ -120,6 +120,11 @@ pub struct Session<S> {
     /// prepared transaction whose fate the applier decides, which it can only finish by
     /// xid once this connection is gone.
     pub(super) close_after_reply: bool,
+    /// The session was told once that its write transactions run at REPEATABLE READ.
+    pub(super) isolation_warned: bool,
+    /// What `ROW_COUNT()` would say after this session's last autocommit write on a
+    /// cluster node (the proxy's XA statements after it reset MariaDB's own).
+    pub(super) row_count: Option<i64>,
 }
 
 /// Run the rest of the connection phase (after the greeting and the optional TLS
@@ -198,6 +203,8 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         db: None,
         isolation: String::new(),
         close_after_reply: false,
+        isolation_warned: false,
+        row_count: None,
     })
 }
 
@@ -624,7 +631,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let write = self
             .prepared_id(&p.payload)
             .and_then(|id| self.stmts.get(&id))
-            .is_some_and(|s| s.class.is_write());
+            .is_some_and(|s| {
+                // Prepared BEGIN/COMMIT/ROLLBACK/SAVEPOINT (sysbench prepares them) must
+                // drive the replicated transaction just as their text form does.
+                s.class.is_write() || s.class.class == sql::StatementClass::Transaction
+            });
         if self.shared.replicator.get().is_some() && write {
             return self.sequenced_execute(&p).await;
         }

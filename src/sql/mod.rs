@@ -628,3 +628,52 @@ mod substitute_tests {
         );
     }
 }
+
+/// `sql` with every call `name()` (no arguments; outside strings and comments) replaced
+/// by `literal`; `None` when there is none.
+pub fn replace_call(sql: &str, name: &str, literal: &str) -> Option<String> {
+    let tokens = lexer::lex(sql);
+    let mut out = String::new();
+    let mut at = 0;
+    let mut i = 0;
+    while i + 2 < tokens.len() {
+        let (t, open, close) = (&tokens[i], &tokens[i + 1], &tokens[i + 2]);
+        let qualified = i > 0 && tokens[i - 1].is_punct(".");
+        if t.is_word(name) && open.is_punct("(") && close.is_punct(")") && !qualified {
+            out.push_str(sql.get(at..t.start)?);
+            out.push_str(literal);
+            at = close.start + close.text.len();
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    if at == 0 {
+        return None;
+    }
+    out.push_str(sql.get(at..)?);
+    Some(out)
+}
+
+#[cfg(test)]
+mod replace_call_tests {
+    use super::replace_call;
+
+    #[test]
+    fn calls_are_replaced_outside_strings() {
+        assert_eq!(
+            replace_call(
+                "SELECT ROW_COUNT(), 'ROW_COUNT()', row_count ( )",
+                "ROW_COUNT",
+                "2"
+            )
+            .as_deref(),
+            Some("SELECT 2, 'ROW_COUNT()', 2")
+        );
+        assert_eq!(replace_call("SELECT 1", "ROW_COUNT", "2"), None);
+        assert_eq!(
+            replace_call("SELECT db.ROW_COUNT()", "ROW_COUNT", "2"),
+            None
+        );
+    }
+}

@@ -346,3 +346,138 @@ async fn prepared_call_with_procedure_cursor_matches_mariadb() {
     .expect("proxied query hangs");
     assert_eq!(want, got);
 }
+
+/// A COM_STMT_EXECUTE of statement `id` with one parameter of `ty` (type, flags)
+/// holding `value`; `ty: None` leaves the types out (the previous execution's hold).
+fn execute_one(id: [u8; 4], ty: Option<(u8, u8)>, value: Option<&[u8]>) -> Vec<u8> {
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id);
+    exec.push(0);
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    exec.push(if value.is_none() { 1 } else { 0 }); // null bitmap
+    match ty {
+        Some((t, flags)) => exec.extend_from_slice(&[1, t, flags]),
+        None => exec.push(0),
+    }
+    exec.extend_from_slice(value.unwrap_or_default());
+    exec
+}
+
+fn lenenc_str(s: &str) -> Vec<u8> {
+    [&[s.len() as u8][..], s.as_bytes()].concat()
+}
+
+/// Prepared KILLs answer with MariaDB's own bytes: the prepare reply (one parameter,
+/// or none for a literal id), and each execution's, with the id bound as an integer,
+/// NULL, a string, long data, a double (rounded) and a decimal (rounded), with and
+/// without the types resent. None of the ids names a connection, so each execution is
+/// MariaDB's ERR 1094 for the id it took; which id shows that the value was read as
+/// MariaDB reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_kill_replies_match_mariadb_byte_for_byte() {
+    const LONGLONG: u8 = 8;
+    const DOUBLE: u8 = 5;
+    const NEWDECIMAL: u8 = 246;
+    const STRING: u8 = 0xFE;
+    const UNSIGNED: u8 = 0x80;
+    let node = Node::start().await;
+    let mut replies = Vec::new();
+    // Both logged in first: MariaDB numbers prepared statements per connection, but a
+    // new connection may continue the count of one that just closed.
+    let mut direct = Raw::login(node.db.port(), "app", APP_PASSWORD).await;
+    let mut proxied = Raw::login(node.proxy_port(), "app", APP_PASSWORD).await;
+    for raw in [&mut direct, &mut proxied] {
+        let mut got = Vec::new();
+        let prep = raw
+            .exchange(b"\x16KILL QUERY ?", Some(Expect::Prepare))
+            .await;
+        let id = stmt_id(&prep);
+        got.push(prep);
+        // An execution's reply is kept; long data has none.
+        let mut run = async |cmd: Vec<u8>| {
+            let expect = (cmd[0] == 0x17).then(|| Expect::execute(&cmd));
+            let reply = raw.exchange(&cmd, expect).await;
+            if expect.is_some() {
+                got.push(reply);
+            }
+        };
+        run(execute_one(
+            id,
+            Some((LONGLONG, UNSIGNED)),
+            Some(&2_147_483_632u64.to_le_bytes()),
+        ))
+        .await;
+        run(execute_one(id, Some((LONGLONG, 0)), None)).await;
+        run(execute_one(
+            id,
+            Some((STRING, 0)),
+            Some(&lenenc_str("2147483633")),
+        ))
+        .await;
+        // The types of the previous execution (a string) hold.
+        run(execute_one(id, None, Some(&lenenc_str("2147483634")))).await;
+        // Long data (no reply), then an execution that takes it. (After a DOUBLE or
+        // DECIMAL execution MariaDB reads long data as the stale value of that type.)
+        let mut long = vec![0x18];
+        long.extend_from_slice(&id);
+        long.extend_from_slice(&[0, 0]);
+        long.extend_from_slice(b"21474836");
+        run(long.clone()).await;
+        long.truncate(7);
+        long.extend_from_slice(b"38");
+        run(long.clone()).await;
+        run(execute_one(id, Some((STRING, 0)), Some(&[]))).await;
+        run(execute_one(
+            id,
+            Some((DOUBLE, 0)),
+            Some(&2_147_483_635.5f64.to_le_bytes()),
+        ))
+        .await;
+        run(execute_one(
+            id,
+            Some((NEWDECIMAL, 0)),
+            Some(&lenenc_str("2147483636.5")),
+        ))
+        .await;
+        let mut close = vec![0x19];
+        close.extend_from_slice(&id);
+        raw.exchange(&close, None).await;
+        // A literal id: no parameter.
+        let prep = raw
+            .exchange(b"\x16KILL 2147483639", Some(Expect::Prepare))
+            .await;
+        let id = stmt_id(&prep);
+        got.push(prep);
+        let mut exec = vec![0x17];
+        exec.extend_from_slice(&id);
+        exec.push(0);
+        exec.extend_from_slice(&1u32.to_le_bytes());
+        got.push(raw.exchange(&exec, Some(Expect::execute(&exec))).await);
+        // The connection is in step afterwards.
+        got.push(raw.exchange(b"\x03SELECT 1", Some(Expect::Query)).await);
+        replies.push(got);
+    }
+    let (want, got) = (&replies[0], &replies[1]);
+    assert_eq!(want.len(), got.len());
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+        assert_eq!(w, g, "reply #{i} differs");
+    }
+    // What MariaDB said, so that a change there shows.
+    let said = |i: usize| {
+        let p = &want[i][0].1;
+        assert_eq!(p[0], 0xFF, "#{i}: {p:?}");
+        common::raw::err_of(p)
+    };
+    let unknown = |n: u64| (1094, format!("Unknown thread id: {n}"));
+    assert_eq!(said(1), unknown(2_147_483_632));
+    assert_eq!(said(2), unknown(0));
+    assert_eq!(said(3), unknown(2_147_483_633));
+    assert_eq!(said(4), unknown(2_147_483_634));
+    assert_eq!(said(5), unknown(2_147_483_638)); // long data
+    assert_eq!(said(6), unknown(2_147_483_636)); // a double rounds half to even
+    assert_eq!(said(7), unknown(2_147_483_637)); // a decimal rounds half up
+    assert_eq!(said(9), unknown(2_147_483_639));
+    // The prepare replies: one parameter, then none.
+    assert_eq!(u16::from_le_bytes([want[0][0].1[7], want[0][0].1[8]]), 1);
+    assert_eq!(u16::from_le_bytes([want[8][0].1[7], want[8][0].1[8]]), 0);
+}

@@ -35,9 +35,10 @@ use super::Shared;
 use crate::protocol::command::*;
 use crate::protocol::handshake::{self, ChangeUserRequest, ClientHello, Stage1, NATIVE_PASSWORD};
 use crate::protocol::packet::{Reader, StreamTracker};
+use crate::protocol::params::ParamValue;
 use crate::protocol::response::{Expect, Outcome, Scanner, Step};
 use crate::protocol::{Packet, PacketConn, ProtoError, ServerError};
-use crate::sql::{self, Classification, KillRequest};
+use crate::sql::{self, Classification, KillRequest, NameUse};
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,29 @@ pub struct Prepared {
     pub types: Option<Vec<(u8, u8)>>,
     /// COM_STMT_SEND_LONG_DATA bytes by parameter, until the next execution.
     pub long_data: std::collections::BTreeMap<u16, Vec<u8>>,
+    /// A prepared KILL: the proxy maps and runs it at each execution, and the backend
+    /// holds a stand-in with the same parameters (`DO ?` or `DO 0`) that never runs.
+    pub kill: Option<sql::Kill>,
 }
+
+/// The value bound to a prepared KILL's `?`.
+enum Bound {
+    /// An integer as text, or `NULL`: mapped as it is.
+    Value(String),
+    /// SQL for the backend to evaluate: an `EXECUTE … USING` argument, or a
+    /// binary-protocol value written as a literal.
+    Expr(String),
+}
+
+/// MariaDB's ER_SUBQUERIES_NOT_SUPPORTED: `KILL (SELECT …)`, `KILL f()`.
+const ER_SUBQUERIES_NOT_SUPPORTED: u16 = 1970;
+
+/// What a text-protocol prepared KILL is on the backend: a statement that fails if it is
+/// ever executed there (from a stored procedure, where the proxy cannot map it). It has
+/// no parameter (SIGNAL takes none), so an EXECUTE with a value fails with MariaDB's
+/// 1210 (wrong number of arguments) instead, a failure all the same.
+const TEXT_KILL_STAND_IN: &str = "SIGNAL SQLSTATE ''42000'' SET MYSQL_ERRNO = 1235, \
+     MESSAGE_TEXT = ''WolfScale runs a prepared KILL only as an EXECUTE statement of its own''";
 
 /// Connection-phase state that the command phase still needs.
 pub struct Authenticated {
@@ -105,6 +128,9 @@ pub struct Session<S> {
     pub(super) stmts: HashMap<u32, Prepared>,
     /// The last statement prepared (MariaDB's statement id 0xFFFFFFFF).
     pub(super) last_prepared: Option<u32>,
+    /// Text-protocol prepared statements (`PREPARE name FROM 'KILL …'`) that are KILLs,
+    /// by lower-cased name; the backend holds a stand-in under each name.
+    pub(super) text_kills: HashMap<String, sql::Kill>,
     pub(super) shared: Arc<Shared>,
     pub(super) registration: RegistryGuard,
     /// The transaction as the sequencer sees it (cluster nodes only).
@@ -122,9 +148,6 @@ pub struct Session<S> {
     pub(super) close_after_reply: bool,
     /// The session was told once that its write transactions run at REPEATABLE READ.
     pub(super) isolation_warned: bool,
-    /// What `ROW_COUNT()` would say after this session's last autocommit write on a
-    /// cluster node (the proxy's XA statements after it reset MariaDB's own).
-    pub(super) row_count: Option<i64>,
 }
 
 /// Run the rest of the connection phase (after the greeting and the optional TLS
@@ -198,13 +221,13 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         shared,
         registration,
         last_prepared: None,
+        text_kills: HashMap::new(),
         txn: Default::default(),
         vars: None,
         db: None,
         isolation: String::new(),
         close_after_reply: false,
         isolation_warned: false,
-        row_count: None,
     })
 }
 
@@ -343,6 +366,24 @@ fn first_payload(reply: &[u8]) -> &[u8] {
     }
 }
 
+/// The payload of the ERR that ended a collected reply: its first packet, or one after a
+/// result set's column definitions (an error raised while rows are produced, such as
+/// "Subquery returns more than 1 row"). No row packet starts with 0xFF.
+fn err_payload(reply: &[u8]) -> &[u8] {
+    let mut off = 0;
+    let mut err: &[u8] = &[];
+    while let Some((len, _)) = crate::protocol::packet::peek_header(&reply[off..]) {
+        let Some(p) = reply.get(off + 4..off + 4 + len) else {
+            break;
+        };
+        if p.first() == Some(&0xFF) {
+            err = p;
+        }
+        off += 4 + len;
+    }
+    err
+}
+
 /// A [`ServerError`] from an ERR payload.
 fn err_from_payload(p: &[u8]) -> ServerError {
     let code = p
@@ -398,6 +439,44 @@ fn first_row(reply: &[u8]) -> Vec<Option<String>> {
             }
         })
         .collect()
+}
+
+/// MariaDB's ER_WRONG_ARGUMENTS for an EXECUTE with the wrong number of values.
+fn wrong_arguments() -> ServerError {
+    ServerError::new(1210, "HY000", "Incorrect arguments to EXECUTE")
+}
+
+/// What a binary-protocol value bound to a prepared KILL's `?` means to MariaDB, which
+/// takes its `val_int()`: integers as they are, other values as literals of their type
+/// for the backend to convert (`ty` is the parameter's type, `long` its long data).
+fn bound_value(value: ParamValue, ty: u8, long: Option<&[u8]>) -> Result<Bound, &'static str> {
+    const DECIMAL: u8 = 0;
+    const NEWDECIMAL: u8 = 246;
+    let text = |b: &[u8]| {
+        let s = std::str::from_utf8(b).unwrap_or("");
+        let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+        let decimal = matches!(ty, DECIMAL | NEWDECIMAL)
+            && digits.bytes().any(|c| c.is_ascii_digit())
+            && digits.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+            && digits.bytes().filter(|&c| c == b'.').count() <= 1;
+        if decimal {
+            // A decimal rounds (1.5 names 2); its text as a string would truncate.
+            Bound::Expr(s.to_string())
+        } else {
+            let hex: String = b.iter().map(|x| format!("{x:02X}")).collect();
+            Bound::Expr(format!("CAST(X'{hex}' AS CHAR)"))
+        }
+    };
+    Ok(match value {
+        ParamValue::Null => Bound::Value("NULL".into()),
+        ParamValue::Int(v) => Bound::Value(v.to_string()),
+        ParamValue::UInt(v) => Bound::Value(v.to_string()),
+        ParamValue::Float(f) if f.is_finite() => Bound::Expr(format!("{:e}", f64::from(f))),
+        ParamValue::Double(d) if d.is_finite() => Bound::Expr(format!("{d:e}")),
+        ParamValue::Bytes(b) => text(&b),
+        ParamValue::LongData => text(long.unwrap_or_default()),
+        _ => return Err("a date, a time or an infinite number does not name a connection"),
+    })
 }
 
 fn ok_status(payload: &[u8]) -> u16 {
@@ -506,14 +585,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => self.execute(p).await,
             COM_STMT_FETCH => self.forward(&p, Some(Expect::Fetch)).await,
             COM_STMT_SEND_LONG_DATA => {
+                let mut kill = false;
                 if let Some(prep) = self.prepared_mut(&p.payload) {
-                    let mut r = Reader::new(&p.payload[5..]);
+                    let mut r = Reader::new(p.payload.get(5..).unwrap_or_default());
                     if let Some(param) = r.u16() {
                         prep.long_data
                             .entry(param)
                             .or_default()
                             .extend_from_slice(r.remaining());
                     }
+                    kill = prep.kill.is_some();
+                }
+                if kill {
+                    // The stand-in never runs: its backend needs no data.
+                    return Ok(Flow::Continue);
                 }
                 self.forward(&p, None).await
             }
@@ -533,6 +618,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             COM_PROCESS_INFO => self.forward(&p, Some(Expect::Query)).await,
             COM_RESET_CONNECTION => {
                 self.stmts.clear();
+                self.text_kills.clear();
                 self.forward(&p, Some(Expect::Single)).await
             }
             COM_INIT_DB => {
@@ -558,17 +644,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let text = String::from_utf8_lossy(&p.payload[1..]);
         match sql::kill_request(&text) {
             KillRequest::None => {}
-            KillRequest::Kill(kill) => return self.kill_statement(&p, &kill).await,
-            KillRequest::Prepare { .. } => {
-                let why = "KILL cannot be prepared here";
-                self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
-                    .await?;
-                return Ok(Flow::Continue);
+            KillRequest::Kill(kill) => return self.kill_statement(&p, &kill, None, true).await,
+            KillRequest::Prepare { name, kill } => {
+                return self.prepare_text_kill(&p, name, kill).await
             }
             KillRequest::Refused(why) => {
                 self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
                     .await?;
                 return Ok(Flow::Continue);
+            }
+        }
+        if !self.text_kills.is_empty() {
+            if let Some(flow) = self.text_kill_uses(&p, &text).await? {
+                return Ok(flow);
             }
         }
         let class = sql::classify(&text);
@@ -581,11 +669,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn prepare(&mut self, p: Packet) -> Result<Flow, SessionError> {
         let text = String::from_utf8_lossy(&p.payload[1..]);
-        if sql::kill_request(&text) != KillRequest::None {
-            let why = "KILL cannot be prepared here";
-            self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
-                .await?;
-            return Ok(Flow::Continue);
+        match sql::kill_request(&text) {
+            KillRequest::None => {}
+            KillRequest::Kill(kill) => return self.prepare_kill(&p, text.into_owned(), kill).await,
+            KillRequest::Prepare { .. } | KillRequest::Refused(_) => {
+                let why = "this KILL cannot be prepared here";
+                self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
         }
         let class = sql::classify(&text);
         if let Some(err) = self.refuse_prepare(&text, &class) {
@@ -603,6 +695,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     params: outcome.params as usize,
                     types: None,
                     long_data: Default::default(),
+                    kill: None,
                 },
             );
             self.last_prepared = Some(id);
@@ -628,6 +721,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// COM_STMT_EXECUTE: writes on a cluster node go through the sequencer.
     async fn execute(&mut self, p: Packet) -> Result<Flow, SessionError> {
+        let kill = self.prepared_id(&p.payload).and_then(|id| {
+            let kill = self.stmts.get(&id)?.kill.clone()?;
+            Some((id, kill))
+        });
+        if let Some((id, kill)) = kill {
+            return self.execute_kill(&p, id, kill).await;
+        }
         let write = self
             .prepared_id(&p.payload)
             .and_then(|id| self.stmts.get(&id))
@@ -712,10 +812,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// An ERR is returned as [`Internal::Err`]; a lost backend is an error.
     pub(super) async fn internal(&mut self, sql: &str) -> Result<Internal, SessionError> {
         let (outcome, reply) = self.run_collect(sql).await?;
-        let first = first_payload(&reply);
         Ok(match outcome.error {
-            Some(_) => Internal::Err(err_from_payload(first)),
-            None => Internal::Ok(first.to_vec()),
+            Some(_) => Internal::Err(err_from_payload(err_payload(&reply))),
+            None => Internal::Ok(first_payload(&reply).to_vec()),
         })
     }
 
@@ -726,7 +825,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<Vec<Option<String>>, SessionError> {
         let (outcome, reply) = self.run_collect(sql).await?;
         if outcome.error.is_some() {
-            let e = err_from_payload(first_payload(&reply));
+            let e = err_from_payload(err_payload(&reply));
             return Err(SessionError::Internal(format!("{sql}: {e}")));
         }
         Ok(first_row(&reply))
@@ -832,39 +931,276 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// A text KILL: a literal id is mapped as it is; an expression without side effects
+    /// Run a KILL: a literal id is mapped as it is; an expression without side effects
     /// is first evaluated on this session's backend connection (so `CONNECTION_ID()`
     /// names this session's backend thread, which the registry maps back), then its
-    /// value mapped like a literal. Anything else is refused rather than guessed.
-    async fn kill_statement(&mut self, p: &Packet, kill: &sql::Kill) -> Result<Flow, SessionError> {
-        let expr = match &kill.target {
-            sql::Target::Id(id) => {
-                return self.kill(p, kill.mode, kill.query_only, *id, None).await
+    /// value mapped like a literal; a prepared KILL's `?` takes the `bound` value.
+    /// Anything else is refused rather than guessed. `direct`: `p` is the KILL
+    /// statement itself (not an EXECUTE of a prepared one), so it may be forwarded.
+    async fn kill_statement(
+        &mut self,
+        p: &Packet,
+        kill: &sql::Kill,
+        bound: Option<Bound>,
+        direct: bool,
+    ) -> Result<Flow, SessionError> {
+        let value = match (&kill.target, bound) {
+            (sql::Target::Id(id), _) => {
+                let literal = (!direct).then(|| kill.with_id(id));
+                return self
+                    .kill(p, kill.mode, kill.query_only, *id, literal.as_deref())
+                    .await;
             }
-            sql::Target::Expr(e) if sql::evaluable(e) => e.clone(),
-            _ => {
-                let why = "KILL needs a literal connection id or a side-effect-free expression here";
-                self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
-                    .await?;
+            // `?` outside a prepared statement: MariaDB's own syntax error; nothing runs.
+            _ if direct && kill.placeholders() > 0 => {
+                return self.forward(p, Some(Expect::Query)).await
+            }
+            (sql::Target::Param, Some(Bound::Value(v))) => Some(v),
+            (sql::Target::Param, Some(Bound::Expr(e))) => {
+                self.evaluate(p, &e, "EXECUTE..USING").await?
+            }
+            (sql::Target::Param, None) => {
+                self.reply_err(p.last_seq, wrong_arguments()).await?;
                 return Ok(Flow::Continue);
             }
+            (sql::Target::Expr(e), _) => self.evaluate(p, e, "KILL").await?,
         };
-        let (outcome, reply) = self.run_collect(&format!("SELECT ({expr})")).await?;
+        match value {
+            Some(v) => self.kill_value(p, kill, &v).await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    /// The integer MariaDB's KILL would take from `expr` (its `val_int()`, which
+    /// `CAST(… AS SIGNED)` gives too), as text or `NULL`, evaluated on this session's
+    /// backend connection. `None` when the client has been answered already: `expr` is
+    /// refused (`what` names the statement in MariaDB's own refusal), or its evaluation
+    /// failed (the backend's error is passed on).
+    async fn evaluate(
+        &mut self,
+        p: &Packet,
+        expr: &str,
+        what: &str,
+    ) -> Result<Option<String>, SessionError> {
+        // MariaDB takes a subquery without tables in KILL, none in EXECUTE … USING.
+        if let Err(why) = sql::evaluable(expr, what == "KILL") {
+            let err = if why.refused_by_mariadb() {
+                ServerError::new(
+                    ER_SUBQUERIES_NOT_SUPPORTED,
+                    "42000",
+                    format!("{what} does not support subqueries or stored functions"),
+                )
+            } else {
+                ServerError::kill_not_mappable(&format!(
+                    "it evaluates a KILL's argument only when that cannot have side effects \
+                     (literals, variables, arithmetic, CONNECTION_ID() and a few other \
+                     built-ins), and `{expr}` may"
+                ))
+            };
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(None);
+        }
+        let (outcome, reply) = self
+            .run_collect(&format!("SELECT CAST(({expr}) AS SIGNED)"))
+            .await?;
         if outcome.error.is_some() {
-            let e = err_from_payload(first_payload(&reply));
-            self.reply_err(p.last_seq, e).await?;
-            return Ok(Flow::Continue);
+            self.client
+                .send(p.last_seq.wrapping_add(1), err_payload(&reply))
+                .await
+                .map_err(SessionError::Client)?;
+            return Ok(None);
         }
         let value = first_row(&reply).into_iter().next().flatten();
-        match value.as_deref().and_then(|v| v.trim().parse::<u64>().ok()) {
-            Some(id) => {
-                let literal = kill.with_id(id);
-                self.kill(p, kill.mode, kill.query_only, id, Some(&literal))
-                    .await
-            }
-            // NULL, negative or not a number: MariaDB's own error for the statement.
-            None => self.forward(p, Some(Expect::Query)).await,
+        Ok(Some(value.unwrap_or_else(|| "NULL".into())))
+    }
+
+    /// Run `kill` naming the connection `value` (an integer as text, or `NULL`).
+    async fn kill_value(
+        &mut self,
+        p: &Packet,
+        kill: &sql::Kill,
+        value: &str,
+    ) -> Result<Flow, SessionError> {
+        let value = value.trim();
+        tracing::debug!(id = self.auth.id, value, "KILL of an evaluated id");
+        if let Ok(id) = value.parse::<u64>() {
+            let literal = kill.with_id(id);
+            return self
+                .kill(p, kill.mode, kill.query_only, id, Some(&literal))
+                .await;
         }
+        if value != "NULL" && value.parse::<i64>().is_err() {
+            let why = "its argument did not evaluate to an integer";
+            self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        // NULL or negative names no connection: MariaDB's own error for that value.
+        self.send_query(&kill.with_id(value)).await?;
+        self.relay(Expect::Query).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// COM_STMT_PREPARE of a KILL: the backend prepares a stand-in with as many
+    /// parameters (`DO ?`, or `DO 0`), so the client gets MariaDB's own prepare reply;
+    /// the session remembers the KILL and runs it at each execution.
+    async fn prepare_kill(
+        &mut self,
+        p: &Packet,
+        text: String,
+        kill: sql::Kill,
+    ) -> Result<Flow, SessionError> {
+        if matches!(kill.target, sql::Target::Expr(_)) && kill.placeholders() > 0 {
+            let why = "a prepared KILL takes the connection id as one `?` of its own";
+            self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        let stand_in: &[u8] = if kill.target == sql::Target::Param {
+            b"DO ?"
+        } else {
+            b"DO 0"
+        };
+        let mut payload = vec![COM_STMT_PREPARE];
+        payload.extend_from_slice(stand_in);
+        let mut raw = bytes::BytesMut::new();
+        crate::protocol::packet::encode_packet(&mut raw, 0, &payload);
+        self.send_backend(&raw).await?;
+        let outcome = self.relay(Expect::Prepare).await?;
+        if let Some(id) = outcome.stmt_id {
+            self.stmts.insert(
+                id,
+                Prepared {
+                    class: sql::classify(&text),
+                    sql: text,
+                    params: outcome.params as usize,
+                    types: None,
+                    long_data: Default::default(),
+                    kill: Some(kill),
+                },
+            );
+            self.last_prepared = Some(id);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// COM_STMT_EXECUTE of a prepared KILL: the id from the bound parameter (or the
+    /// statement's own literal or expression), mapped like a text KILL's.
+    async fn execute_kill(
+        &mut self,
+        p: &Packet,
+        id: u32,
+        kill: sql::Kill,
+    ) -> Result<Flow, SessionError> {
+        if p.first() == Some(COM_STMT_BULK_EXECUTE) {
+            let why = "a prepared KILL cannot run as COM_STMT_BULK_EXECUTE";
+            self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        let Some(prep) = self.stmts.get_mut(&id) else {
+            return Ok(Flow::Continue);
+        };
+        let long_data = std::mem::take(&mut prep.long_data);
+        let bound = if kill.target == sql::Target::Param {
+            let long = [long_data.contains_key(&0)];
+            let decoded = crate::protocol::params::decode_execute(
+                &p.payload,
+                1,
+                prep.types.as_deref(),
+                &long,
+            );
+            let Some((values, types)) = decoded else {
+                self.reply_err(p.last_seq, ServerError::malformed("COM_STMT_EXECUTE"))
+                    .await?;
+                return Ok(Flow::Continue);
+            };
+            let ty = types.first().map_or(0, |t| t.0);
+            prep.types = Some(types);
+            let value = values.into_iter().next().unwrap_or(ParamValue::Null);
+            match bound_value(value, ty, long_data.get(&0).map(Vec::as_slice)) {
+                Ok(b) => Some(b),
+                Err(why) => {
+                    self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                        .await?;
+                    return Ok(Flow::Continue);
+                }
+            }
+        } else {
+            None
+        };
+        self.kill_statement(p, &kill, bound, false).await
+    }
+
+    /// `PREPARE name FROM '<a KILL>'`: the backend prepares a stand-in under that name
+    /// (one that fails if it ever runs there), and the session runs the KILL at each
+    /// `EXECUTE name`.
+    async fn prepare_text_kill(
+        &mut self,
+        p: &Packet,
+        name: String,
+        kill: sql::Kill,
+    ) -> Result<Flow, SessionError> {
+        if matches!(kill.target, sql::Target::Expr(_)) && kill.placeholders() > 0 {
+            let why = "a prepared KILL takes the connection id as one `?` of its own";
+            self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        let ident = format!("`{}`", name.replace('`', "``"));
+        self.send_query(&format!("PREPARE {ident} FROM '{TEXT_KILL_STAND_IN}'"))
+            .await?;
+        let outcome = self.relay(Expect::Query).await?;
+        // A failed PREPARE drops an older statement of that name all the same.
+        if outcome.error.is_none() {
+            self.text_kills.insert(name, kill);
+        } else {
+            self.text_kills.remove(&name);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// What a query does with the text-protocol prepared KILLs the session holds: an
+    /// `EXECUTE` of one is run here (it must be the query's only statement, like a
+    /// KILL); a `PREPARE` or `DEALLOCATE` of the name forgets it. `None`: the query
+    /// goes on as usual.
+    async fn text_kill_uses(
+        &mut self,
+        p: &Packet,
+        text: &str,
+    ) -> Result<Option<Flow>, SessionError> {
+        let (uses, count) = sql::statement_names(text);
+        let executed = uses.iter().find_map(|u| match u {
+            NameUse::Execute(name, args) => {
+                Some((self.text_kills.get(name)?.clone(), args.clone()))
+            }
+            _ => None,
+        });
+        if let Some((kill, args)) = executed {
+            if count != 1 {
+                let why = "an EXECUTE of a prepared KILL must be the only statement of its query";
+                self.reply_err(p.last_seq, ServerError::kill_not_mappable(why))
+                    .await?;
+                return Ok(Some(Flow::Continue));
+            }
+            if args.iter().any(|a| a.trim().is_empty()) {
+                // `EXECUTE s USING` and nothing: MariaDB's syntax error; nothing runs.
+                return self.forward(p, Some(Expect::Query)).await.map(Some);
+            }
+            let wanted = usize::from(kill.target == sql::Target::Param);
+            if args.len() != wanted {
+                self.reply_err(p.last_seq, wrong_arguments()).await?;
+                return Ok(Some(Flow::Continue));
+            }
+            let bound = args.into_iter().next().map(Bound::Expr);
+            return self.kill_statement(p, &kill, bound, false).await.map(Some);
+        }
+        for u in uses {
+            if let NameUse::Prepare(name) | NameUse::Deallocate(name) = u {
+                self.text_kills.remove(&name);
+            }
+        }
+        Ok(None)
     }
 
     /// KILL naming connection `id`: a session of this proxy (by proxy id or by its
@@ -963,6 +1299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .map_err(SessionError::Client)?;
                 self.status = ok_status(&ok.payload);
                 self.stmts.clear();
+                self.text_kills.clear();
                 let entry = Entry {
                     user: login.user.clone(),
                     backend_thread: self.backend.thread_id,

@@ -35,8 +35,21 @@ pub enum Target {
 }
 
 impl Kill {
-    /// The same KILL naming connection `id` literally.
-    pub fn with_id(&self, id: u64) -> String {
+    /// How many `?` the KILL holds: a text KILL with any is a syntax error; a prepared
+    /// one can be mapped only with one `?` as its whole argument ([`Target::Param`]).
+    pub fn placeholders(&self) -> usize {
+        match &self.target {
+            Target::Id(_) => 0,
+            Target::Param => 1,
+            Target::Expr(e) => lexer::lex(e)
+                .iter()
+                .filter(|t| t.kind == Kind::Param)
+                .count(),
+        }
+    }
+
+    /// The same KILL naming connection `id` literally (an integer, or `NULL`).
+    pub fn with_id(&self, id: impl std::fmt::Display) -> String {
         let verb = if self.query_only {
             "QUERY"
         } else {
@@ -170,8 +183,8 @@ fn statement_name(t: &Token<'_>) -> Option<String> {
 }
 
 /// Functions a KILL argument may call and still be evaluated by the proxy: built-ins
-/// without side effects. Anything else (a stored function, a sequence, a subquery) is
-/// left to MariaDB, which refuses most of them in KILL and must not see them run twice.
+/// without side effects. Anything else is refused rather than run twice (see
+/// [`evaluable`]).
 const PURE_FUNCTIONS: &[&str] = &[
     "CONNECTION_ID",
     "CAST",
@@ -179,6 +192,7 @@ const PURE_FUNCTIONS: &[&str] = &[
     "ABS",
     "COALESCE",
     "IFNULL",
+    "NULLIF",
     "IF",
     "GREATEST",
     "LEAST",
@@ -186,26 +200,128 @@ const PURE_FUNCTIONS: &[&str] = &[
     "CEIL",
     "CEILING",
     "ROUND",
+    "TRUNCATE",
+    "MOD",
+    "SIGN",
+    "CONV",
+    "CONCAT",
+    "SUBSTRING",
+    "SUBSTR",
+    "TRIM",
+    "LENGTH",
 ];
 
-/// Whether evaluating `expr` with `SELECT` has no effect beyond its value: no
-/// assignment, no subquery, no placeholder, and only the built-ins of
-/// [`PURE_FUNCTIONS`].
-pub fn evaluable(expr: &str) -> bool {
+/// Calls that read a sequence: MariaDB refuses them in KILL (a table is used).
+const SEQUENCE_FUNCTIONS: &[&str] = &["NEXTVAL", "LASTVAL", "SETVAL"];
+
+/// Why the proxy does not evaluate a KILL argument itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotEvaluable {
+    /// A `?`: a syntax error in a text statement, a second placeholder in a prepared one.
+    Placeholder,
+    /// A subquery, a stored function of a named schema or a sequence: MariaDB refuses
+    /// these in KILL and in EXECUTE … USING itself (ER_SUBQUERIES_NOT_SUPPORTED).
+    MariaDbRefuses,
+    /// An assignment, a function the proxy does not know to be free of side effects
+    /// (a stored function of the current database, or a built-in not in its list), or
+    /// text it cannot enclose in parentheses safely.
+    Unknown,
+}
+
+/// Whether `expr` can be evaluated with `SELECT CAST((expr) AS SIGNED)` with no effect
+/// beyond its value: no assignment, placeholder, sequence or table, only the built-ins
+/// of [`PURE_FUNCTIONS`], and balanced parentheses (so that it cannot close the ones
+/// around it). A subquery without tables (`(SELECT @a)`, `(VALUES (1))`) is evaluated
+/// when `subqueries` allows it, as MariaDB's KILL does; MariaDB refuses any subquery in
+/// `EXECUTE … USING`.
+pub fn evaluable(expr: &str, subqueries: bool) -> Result<(), NotEvaluable> {
     let toks = lexer::lex(expr);
     let s = Stmt::new(expr, &toks);
-    !toks.is_empty()
-        && toks.iter().enumerate().all(|(i, t)| match t.kind {
-            Kind::Param => false,
-            Kind::Punct => !t.is_punct(":=") && !t.is_punct(";"),
-            Kind::Word if t.is_word("SELECT") || t.is_word("VALUE") => false,
-            Kind::Word | Kind::QuotedIdent if s.tok(i + 1).is_some_and(|n| n.is_punct("(")) => {
-                t.kind == Kind::Word
-                    && s.is_call(i)
-                    && PURE_FUNCTIONS.iter().any(|f| t.is_word(f))
+    if toks.is_empty() {
+        return Err(NotEvaluable::Unknown);
+    }
+    // A refusal MariaDB would give itself wins (its error is then the exact one), then
+    // a placeholder, then the proxy's own refusal.
+    let rank = |w: NotEvaluable| match w {
+        NotEvaluable::MariaDbRefuses => 2,
+        NotEvaluable::Placeholder => 1,
+        NotEvaluable::Unknown => 0,
+    };
+    let mut worst: Option<NotEvaluable> = None;
+    let mut note = |why: NotEvaluable| {
+        if worst.is_none_or(|w| rank(why) > rank(w)) {
+            worst = Some(why);
+        }
+    };
+    // Whether each level of parentheses is a SELECT (its FROM names a table).
+    let mut selects = vec![false];
+    for (i, t) in toks.iter().enumerate() {
+        let call = s.tok(i + 1).is_some_and(|n| n.is_punct("("));
+        let after_dot = i
+            .checked_sub(1)
+            .and_then(|p| s.tok(p))
+            .is_some_and(|p| p.is_punct("."));
+        match t.kind {
+            Kind::Param => note(NotEvaluable::Placeholder),
+            Kind::Punct if t.is_punct("(") => selects.push(false),
+            Kind::Punct if t.is_punct(")") => {
+                selects.pop();
+                if selects.is_empty() {
+                    note(NotEvaluable::Unknown);
+                    selects.push(false);
+                }
             }
-            _ => true,
-        })
+            Kind::Punct if t.is_punct(":=") || t.is_punct(";") => note(NotEvaluable::Unknown),
+            Kind::Word if t.is_word("SELECT") || t.is_word("VALUES") => {
+                if !subqueries {
+                    note(NotEvaluable::MariaDbRefuses);
+                }
+                if let Some(level) = selects.last_mut() {
+                    *level = true;
+                }
+            }
+            // A table (`FROM DUAL` is none), or a common table expression.
+            Kind::Word
+                if (t.is_word("FROM")
+                    && selects.last() == Some(&true)
+                    && !s.word_at(i + 1, "DUAL"))
+                    || t.is_word("WITH") =>
+            {
+                note(NotEvaluable::MariaDbRefuses)
+            }
+            // NEXT VALUE FOR s, PREVIOUS VALUE FOR s.
+            Kind::Word if t.is_word("VALUE") && s.word_at(i + 1, "FOR") => {
+                note(NotEvaluable::MariaDbRefuses)
+            }
+            Kind::Word | Kind::QuotedIdent if call && after_dot => {
+                // `schema.f(…)`: a stored function.
+                note(NotEvaluable::MariaDbRefuses)
+            }
+            Kind::Word if call && SEQUENCE_FUNCTIONS.iter().any(|f| t.is_word(f)) => {
+                note(NotEvaluable::MariaDbRefuses)
+            }
+            Kind::Word if call && PURE_FUNCTIONS.iter().any(|f| t.is_word(f)) => {}
+            Kind::Word | Kind::QuotedIdent if call => note(NotEvaluable::Unknown),
+            _ => {}
+        }
+    }
+    if selects.len() != 1 {
+        note(NotEvaluable::Unknown);
+    }
+    worst.map_or(Ok(()), Err)
+}
+
+impl NotEvaluable {
+    /// MariaDB refuses the argument too (ER_SUBQUERIES_NOT_SUPPORTED), so its error
+    /// is the exact answer.
+    pub fn refused_by_mariadb(self) -> bool {
+        self == NotEvaluable::MariaDbRefuses
+    }
+
+    /// The argument holds a `?`.
+    pub fn is_placeholder(self) -> bool {
+        self == NotEvaluable::Placeholder
+    }
 }
 
 /// How one statement of a payload uses a text-protocol prepared statement.
@@ -234,9 +350,7 @@ pub fn statement_names(sql: &str) -> (Vec<NameUse>, usize) {
             "EXECUTE" if !s.word_at(1, "IMMEDIATE") => {
                 name_at(1).map(|name| NameUse::Execute(name, using_args(&s)))
             }
-            "DEALLOCATE" | "DROP" if s.word_at(1, "PREPARE") => {
-                name_at(2).map(NameUse::Deallocate)
-            }
+            "DEALLOCATE" | "DROP" if s.word_at(1, "PREPARE") => name_at(2).map(NameUse::Deallocate),
             _ => None,
         };
         uses.extend(used);
@@ -327,22 +441,94 @@ mod tests {
 
     #[test]
     fn what_is_evaluated() {
-        for e in ["@id", "CONNECTION_ID()", "(1+2)", "0x10", "cast(@a as unsigned)"] {
-            assert!(evaluable(e), "{e}");
-        }
         for e in [
+            "@id",
+            "CONNECTION_ID()",
+            "connection_id ( )",
+            "(1+2)",
+            "0x10",
+            "X'35'",
+            "cast(@a as unsigned)",
+            "CONV('ff', 16, 10)",
+            "IF(@a > 0, @a, CONNECTION_ID())",
+            "'(' ",
+            "@@pseudo_thread_id",
+            "TRIM(LEADING '0' FROM '007')",
+            // Subqueries without tables, as MariaDB's KILL takes them.
             "(SELECT 1)",
-            "LASTVAL(s)",
-            "NEXT VALUE FOR s",
-            "f(1)",
-            "db.f(1)",
-            "@a := 5",
-            "?",
-            "",
-            "1; DROP TABLE t",
+            "(SELECT @a FROM DUAL)",
+            "(VALUES (3))",
+            "(SELECT TRIM(LEADING '0' FROM @a))",
+            "(SELECT 1 UNION SELECT 2)",
         ] {
-            assert!(!evaluable(e), "{e}");
+            assert_eq!(evaluable(e, true), Ok(()), "{e}");
         }
+        use NotEvaluable::*;
+        for (e, why) in [
+            ("(SELECT 1 FROM t)", MariaDbRefuses),
+            ("(SELECT (SELECT 2) FROM t)", MariaDbRefuses),
+            (
+                "(SELECT 1 FROM DUAL WHERE 1 IN (SELECT a FROM t))",
+                MariaDbRefuses,
+            ),
+            ("(WITH x AS (SELECT 1) SELECT * FROM x)", MariaDbRefuses),
+            ("LASTVAL(s)", MariaDbRefuses),
+            ("nextval(s)", MariaDbRefuses),
+            ("NEXT VALUE FOR s", MariaDbRefuses),
+            ("PREVIOUS VALUE FOR s", MariaDbRefuses),
+            ("db.f(1)", MariaDbRefuses),
+            ("`db`.`f`(1)", MariaDbRefuses),
+            // A stored function of the current database, or a built-in not listed.
+            ("f(1)", Unknown),
+            ("`f`(1)", Unknown),
+            ("(SELECT f(1))", Unknown),
+            ("SLEEP(1)", Unknown),
+            ("RAND()", Unknown),
+            ("LAST_INSERT_ID(5)", Unknown),
+            ("@a := 5", Unknown),
+            ("", Unknown),
+            ("1; DROP TABLE t", Unknown),
+            // It could close the parentheses it is evaluated in.
+            ("1) AS SIGNED), (1", Unknown),
+            ("(1", Unknown),
+            ("?", Placeholder),
+            ("? + 1", Placeholder),
+            // The refusal MariaDB gives itself wins over the proxy's own.
+            ("f(1) + (SELECT 1 FROM t)", MariaDbRefuses),
+            ("(SELECT ? FROM t)", MariaDbRefuses),
+        ] {
+            assert_eq!(evaluable(e, true), Err(why), "{e}");
+        }
+        // EXECUTE … USING takes no subquery at all.
+        assert_eq!(evaluable("(SELECT 1)", false), Err(MariaDbRefuses));
+        assert_eq!(evaluable("@a + 1", false), Ok(()));
+        assert!(MariaDbRefuses.refused_by_mariadb() && !Unknown.refused_by_mariadb());
+        assert!(Placeholder.is_placeholder() && !MariaDbRefuses.is_placeholder());
+    }
+
+    #[test]
+    fn literal_form_of_a_kill() {
+        let k = |mode, query_only| Kill {
+            mode,
+            query_only,
+            target: Target::Param,
+        };
+        assert_eq!(k(None, false).with_id(7), "KILL CONNECTION 7");
+        assert_eq!(k(None, true).with_id(7), "KILL QUERY 7");
+        assert_eq!(k(Some("SOFT"), true).with_id(0), "KILL SOFT QUERY 0");
+        assert_eq!(
+            k(Some("HARD"), false).with_id(u64::MAX),
+            "KILL HARD CONNECTION 18446744073709551615"
+        );
+        let placeholders = |sql: &str| match kill_request(sql) {
+            KillRequest::Kill(k) => k.placeholders(),
+            other => panic!("{sql}: {other:?}"),
+        };
+        assert_eq!(placeholders("KILL 5"), 0);
+        assert_eq!(placeholders("KILL ?"), 1);
+        assert_eq!(placeholders("KILL @a"), 0);
+        assert_eq!(placeholders("KILL ? + ?"), 2);
+        assert_eq!(placeholders("KILL (SELECT '?' FROM t WHERE a = ?)"), 1);
     }
 
     #[test]
@@ -385,7 +571,10 @@ mod tests {
         let (uses, _) = statement_names("PREPARE x FROM 'SELECT 1'; DROP PREPARE `y`");
         assert_eq!(
             uses,
-            vec![NameUse::Prepare("x".into()), NameUse::Deallocate("y".into())]
+            vec![
+                NameUse::Prepare("x".into()),
+                NameUse::Deallocate("y".into())
+            ]
         );
     }
 

@@ -148,6 +148,9 @@ pub struct Session<S> {
     pub(super) close_after_reply: bool,
     /// The session was told once that its write transactions run at REPEATABLE READ.
     pub(super) isolation_warned: bool,
+    /// What `ROW_COUNT()` would say after this session's last autocommit write on a
+    /// cluster node (the proxy's XA statements after it reset MariaDB's own).
+    pub(super) row_count: Option<i64>,
 }
 
 /// Run the rest of the connection phase (after the greeting and the optional TLS
@@ -228,6 +231,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         isolation: String::new(),
         close_after_reply: false,
         isolation_warned: false,
+        row_count: None,
     })
 }
 

@@ -481,3 +481,140 @@ async fn prepared_kill_replies_match_mariadb_byte_for_byte() {
     assert_eq!(u16::from_le_bytes([want[0][0].1[7], want[0][0].1[8]]), 1);
     assert_eq!(u16::from_le_bytes([want[8][0].1[7], want[8][0].1[8]]), 0);
 }
+
+/// What one connection saw of a prepared LOAD DATA LOCAL INFILE: the prepare reply, the
+/// file request, the reply after the file, the second request, the reply after an empty
+/// file, and a query's reply afterwards.
+type Exchange = (
+    Vec<(u8, Vec<u8>)>,
+    Reply,
+    Reply,
+    Reply,
+    Reply,
+    Vec<(u8, Vec<u8>)>,
+);
+
+/// A prepared LOAD DATA LOCAL INFILE (COM_STMT_PREPARE + COM_STMT_EXECUTE): MariaDB asks
+/// for the file in the execute's reply, as for a query; through the proxy the request,
+/// the file's packets and the final OK pass as they do directly, and the rows land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_load_data_local_infile_matches_mariadb() {
+    use std::time::Duration;
+    let node = Node::start().await;
+    let mut root = node.db.root().await;
+    root.query_drop(
+        "SET GLOBAL local_infile = 1;
+         CREATE TABLE test.li (id INT PRIMARY KEY, name VARCHAR(20))",
+    )
+    .await
+    .unwrap();
+    let mut replies = Vec::new();
+    // Both logged in first: MariaDB numbers prepared statements per connection, but a
+    // new connection may inherit the counter of one that just closed.
+    let mut direct = Raw::login(node.db.port(), "app", APP_PASSWORD).await;
+    let mut proxied = Raw::login(node.proxy_port(), "app", APP_PASSWORD).await;
+    for (raw, base) in [(&mut direct, 0), (&mut proxied, 1000)] {
+        let sql = format!(
+            "LOAD DATA LOCAL INFILE 'rows-{base}.csv' INTO TABLE test.li FIELDS TERMINATED BY ','"
+        );
+        let prep = raw
+            .exchange(
+                &[&[0x16][..], sql.as_bytes()].concat(),
+                Some(Expect::Prepare),
+            )
+            .await;
+        let id = stmt_id(&prep);
+        let mut exec = vec![0x17];
+        exec.extend_from_slice(&id);
+        exec.push(0);
+        exec.extend_from_slice(&1u32.to_le_bytes());
+        raw.send(0, &exec).await;
+        let asked = raw.read(Duration::from_secs(10)).await;
+        let Reply::Packet(1, ref request) = asked else {
+            panic!("no file request: {asked:?}");
+        };
+        assert_eq!(request[0], 0xFB, "{request:?}");
+        // The file, in two packets, then the empty packet that ends it.
+        let rows: Vec<String> = (0..200).map(|i| format!("{},r{i}\n", base + i)).collect();
+        raw.send(2, rows[..100].concat().as_bytes()).await;
+        raw.send(3, rows[100..].concat().as_bytes()).await;
+        raw.send(4, &[]).await;
+        let done = raw.read(Duration::from_secs(10)).await;
+        // Records: 200  Deleted: 0  Skipped: 0  Warnings: 0
+        let Reply::Packet(5, ref ok) = done else {
+            panic!("no reply after the file: {done:?}");
+        };
+        assert_eq!(ok[..2], [0x00, 200], "{ok:?}");
+        // Executed again, it asks again.
+        raw.send(0, &exec).await;
+        let again = raw.read(Duration::from_secs(10)).await;
+        assert!(
+            matches!(&again, Reply::Packet(1, p) if p[0] == 0xFB),
+            "{again:?}"
+        );
+        raw.send(2, &[]).await;
+        let empty = raw.read(Duration::from_secs(10)).await;
+        let after = raw.exchange(b"\x03SELECT 1", Some(Expect::Query)).await;
+        replies.push((prep, asked, done, again, empty, after));
+    }
+    let masked = |r: &Exchange| {
+        // The file names differ (rows-0.csv, rows-1000.csv).
+        let name = |reply: &Reply| match reply {
+            Reply::Packet(seq, p) => Reply::Packet(*seq, p[..1].to_vec()),
+            other => panic!("{other:?}"),
+        };
+        (
+            r.0.clone(),
+            name(&r.1),
+            format!("{:?}", r.2),
+            name(&r.3),
+            format!("{:?}", r.4),
+            r.5.clone(),
+        )
+    };
+    assert_eq!(masked(&replies[0]), masked(&replies[1]));
+    let n: Option<(i64, i64)> = root
+        .query_first("SELECT COUNT(*), SUM(id >= 1000) FROM test.li")
+        .await
+        .unwrap();
+    assert_eq!(n, Some((400, 200)));
+}
+
+/// The same through a driver: mysql_async prepares the LOAD DATA LOCAL INFILE and
+/// executes it, answering the file request from its handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_load_data_local_infile_from_a_driver() {
+    let node = Node::start().await;
+    let mut root = node.db.root().await;
+    root.query_drop(
+        "SET GLOBAL local_infile = 1;
+         CREATE TABLE test.li (id INT PRIMARY KEY, name VARCHAR(20))",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.csv");
+    let body: String = (0..3000).map(|i| format!("{i},name-{i}\n")).collect();
+    std::fs::write(&file, &body).unwrap();
+    let opts =
+        mysql_async::OptsBuilder::from_opts(node.proxy_opts("app", APP_PASSWORD, Some("test")))
+            .local_infile_handler(Some(mysql_async::WhiteListFsHandler::new(vec![
+                file.clone()
+            ])));
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    let sql = format!(
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE li FIELDS TERMINATED BY ','",
+        file.display()
+    );
+    let stmt = c.prep(&sql).await.expect("prepare LOAD DATA");
+    c.exec_drop(&stmt, ()).await.expect("execute LOAD DATA");
+    assert_eq!(c.affected_rows(), 3000);
+    // Again: every key is taken now; with LOCAL, MariaDB skips duplicates with a
+    // warning each.
+    c.exec_drop(&stmt, ())
+        .await
+        .expect("execute LOAD DATA again");
+    assert_eq!((c.affected_rows(), c.get_warnings()), (0, 3000));
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM li").await.unwrap();
+    assert_eq!(n, Some(3000));
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Differential run of MariaDB's own test suite (mysql-test-run test files) directly
-# against a throwaway mariadbd and through a wolfscale node in front of it, in the text,
+# against a throwaway mariadbd and through wolfscale in front of it (`wolfscale proxy`
+# by default, the front end alone; `--cluster` for a one-node cluster), in the text,
 # prepared-statement and cursor protocols (README "Fidelity: MariaDB's own test suite").
 # Not part of CI. Installs what it needs (mariadb-test, the server, the client),
 # builds the release binary, then runs scripts/mtr-diff/driver.py on
@@ -9,6 +10,8 @@
 #   bash scripts/mtr-diff.sh                      # whole list, all three protocols
 #   bash scripts/mtr-diff.sh --tests kill,sp-cursor --protocols ps
 #   bash scripts/mtr-diff.sh --out /tmp/mtr-out --timeout 60
+#   bash scripts/mtr-diff.sh --cluster            # a one-node cluster (start --bootstrap)
+#                                                 # instead of the front end alone (proxy)
 #   MTR_DIFF_KEEP=1 ...                           # keep the server/proxy directory
 #   MTR_DIFF_WOLFSCALE=path/to/wolfscale ...      # skip the build, use this binary
 #

@@ -2,9 +2,10 @@
 """Differential runner for MariaDB's own test suite (mysql-test-run test files).
 
 Runs every test of a list with `mariadb-test` (mysqltest) twice per protocol: once
-straight against a throwaway mariadbd and once through a wolfscale node in front of
-that same server, in the plain text protocol, --ps-protocol and --cursor-protocol. The
-two outputs of each (test, protocol) are normalized (see normalizations()) and compared.
+straight against a throwaway mariadbd and once through wolfscale in front of that same
+server (`wolfscale proxy`, the front end alone; `--cluster`: a one-node cluster), in
+the plain text protocol, --ps-protocol and --cursor-protocol. The two outputs of each
+(test, protocol) are normalized (see normalizations()) and compared.
 Started by scripts/mtr-diff.sh, which installs the packages and builds the binary.
 
 Nothing here talks to a MariaDB on 3306: the server is installed into a temporary
@@ -451,7 +452,8 @@ def cleanup(server, base, after=""):
 
 
 class Proxy:
-    def __init__(self, root, binary, server, log_level):
+    def __init__(self, root, binary, server, log_level, cluster):
+        self.cluster = cluster
         self.dir = os.path.join(root, "wolfscale")
         os.makedirs(self.dir, exist_ok=True)
         self.binary = binary
@@ -494,12 +496,16 @@ enabled = false
 
     def start(self):
         self.logf = open(os.path.join(self.dir, "wolfscale.log"), "a")
+        # The front end alone (`wolfscale proxy`), or a one-node cluster whose writes
+        # go through the log (`wolfscale start --bootstrap`).
+        mode = ["start", "--bootstrap"] if self.cluster else ["proxy"]
         self.proc = subprocess.Popen(
-            [self.binary, "-c", self.conf, "--log-level", self.log_level, "start",
-             "--bootstrap"],
+            [self.binary, "-c", self.conf, "--log-level", self.log_level, *mode],
             stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
             start_new_session=True)
         wait_port(self.port, self.proc, "wolfscale")
+        if not self.cluster:
+            return
         # A cluster build takes writes only once this node is the leader of its
         # one-node cluster: wait until a write goes through (at most 60 s).
         probe = ("CREATE DATABASE IF NOT EXISTS mtr_diff_probe; "
@@ -666,6 +672,10 @@ def main():
     ap.add_argument("--tests", help="comma-separated subset of the list")
     ap.add_argument("--buffer-pool", default="32M")
     ap.add_argument("--log-level", default="warn", help="wolfscale --log-level")
+    ap.add_argument("--cluster", action="store_true",
+                    help="run the node as a one-node cluster (`wolfscale start "
+                         "--bootstrap`, writes through the log) instead of the front "
+                         "end alone (`wolfscale proxy`, the default)")
     ap.add_argument("--calibrate", action="store_true",
                     help="run the list directly only (text protocol) and print "
                          "outcome, seconds and whether the output matches the "
@@ -698,7 +708,7 @@ def main():
         client_cnf(direct["cnf"], server.port, direct_sock)
         targets = [direct]
         if not args.calibrate:
-            proxy = Proxy(root, args.wolfscale, server, args.log_level)
+            proxy = Proxy(root, args.wolfscale, server, args.log_level, args.cluster)
             proxy.start()
             base.note_proxy_connections(server)
             via = {"name": "proxy", "port": proxy.port, "sock": proxy_sock,

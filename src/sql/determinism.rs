@@ -90,6 +90,11 @@ fn reason_at(s: &Stmt<'_>, i: usize, in_routine: bool) -> Option<String> {
                 .map(|n| format!("@@{n}"))
         }
         Kind::Word => word_reason(s, i, in_routine),
+        // `UPDATE t SET a = (@v := @v + 1)`: the value depends on the order rows are
+        // visited in. (Inside a routine `:=` is the usual local assignment.)
+        Kind::Punct if t.is_punct(":=") && !in_routine => {
+            Some("assignment to a user variable (:=) inside a write".into())
+        }
         _ => None,
     }
 }
@@ -106,6 +111,19 @@ fn word_reason(s: &Stmt<'_>, i: usize, in_routine: bool) -> Option<String> {
             Some(format!("{name}()"))
         }
         "RAND" if in_routine && is_builtin_call(s, i) => Some("RAND() in a stored routine".into()),
+        // A sequence advances on the leader also for rolled-back statements.
+        "NEXTVAL" | "LASTVAL" | "SETVAL" if is_builtin_call(s, i) => {
+            Some(format!("{name}() (sequences)"))
+        }
+        "NEXT" | "PREVIOUS" if s.word_at(i + 1, "VALUE") && s.word_at(i + 2, "FOR") => {
+            Some(format!("{name} VALUE FOR (sequences)"))
+        }
+        // Its order follows the plan unless it says otherwise.
+        "GROUP_CONCAT" if !in_routine && is_builtin_call(s, i) => {
+            let end = s.skip_parens(i + 1);
+            let ordered = (i + 1..end).any(|j| s.word_at(j, "ORDER"));
+            (!ordered).then(|| "GROUP_CONCAT() without ORDER BY".into())
+        }
         _ => None,
     }
 }
@@ -200,6 +218,27 @@ mod tests {
     fn why(sql: &str) -> Vec<String> {
         let toks = lex(sql);
         reasons(&Stmt::new(sql, &toks), StatementClass::Write)
+    }
+
+    #[test]
+    fn plan_dependent_values_and_sequences() {
+        assert_eq!(
+            why("UPDATE t SET a = (@v := @v + 1)"),
+            ["assignment to a user variable (:=) inside a write"]
+        );
+        assert_eq!(why("INSERT INTO t VALUES (NEXTVAL(s))"), ["NEXTVAL() (sequences)"]);
+        assert_eq!(
+            why("INSERT INTO t VALUES (NEXT VALUE FOR s)"),
+            ["NEXT VALUE FOR (sequences)"]
+        );
+        assert_eq!(
+            why("UPDATE t SET v = (SELECT GROUP_CONCAT(x) FROM u)"),
+            ["GROUP_CONCAT() without ORDER BY"]
+        );
+        assert!(why("UPDATE t SET v = (SELECT GROUP_CONCAT(x ORDER BY x) FROM u)").is_empty());
+        assert!(why("CREATE PROCEDURE p() BEGIN DECLARE v INT; SET v := 1; END").is_empty());
+        // A table or column that is merely named like the function.
+        assert!(why("INSERT INTO nextval (a) VALUES (1)").is_empty());
     }
 
     #[test]

@@ -226,7 +226,10 @@ mod tests {
             why("UPDATE t SET a = (@v := @v + 1)"),
             ["assignment to a user variable (:=) inside a write"]
         );
-        assert_eq!(why("INSERT INTO t VALUES (NEXTVAL(s))"), ["NEXTVAL() (sequences)"]);
+        assert_eq!(
+            why("INSERT INTO t VALUES (NEXTVAL(s))"),
+            ["NEXTVAL() (sequences)"]
+        );
         assert_eq!(
             why("INSERT INTO t VALUES (NEXT VALUE FOR s)"),
             ["NEXT VALUE FOR (sequences)"]

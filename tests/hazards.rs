@@ -810,3 +810,61 @@ async fn follower_restarted_mid_stream_applies_nothing_twice() {
     q(&mut c, "INSERT INTO events VALUES (0, NOW(6))").await;
     converged_report(&nodes, "test").await;
 }
+
+// --------------------------------------------------------------------------------
+// Temporary tables
+
+/// Temporary tables belong to one session of one MariaDB: their writes are not logged
+/// (two sessions may use the same name), a logged write that reads one is refused, and
+/// with autocommit off a temporary-table write does not let later writes escape the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn temporary_tables_stay_local_and_logged_writes_cannot_read_them() {
+    let (nodes, l) = cluster().await;
+    let mut c = nodes[l].client(Some("test")).await;
+    q(&mut c, "CREATE TABLE base (id INT PRIMARY KEY)").await;
+    q(&mut c, "INSERT INTO base VALUES (1), (2)").await;
+    q(&mut c, "CREATE TEMPORARY TABLE tt (a INT)").await;
+    q(&mut c, "INSERT INTO tt VALUES (10), (20)").await;
+    q(&mut c, "INSERT INTO tt SELECT id FROM base").await;
+    q(&mut c, "UPDATE tt SET a = a + 1").await;
+    let sum: Option<i64> = c.query_first("SELECT SUM(a) FROM tt").await.unwrap();
+    assert_eq!(sum, Some(37));
+    let e = c
+        .query_drop("INSERT INTO base SELECT a FROM tt")
+        .await
+        .expect_err("a logged write reading a temporary table");
+    assert_eq!(code(&e), 1235, "{e}");
+    assert!(e.to_string().contains("`test`.`tt`"), "{e}");
+    // Another session, the same name: no clash anywhere.
+    let mut d = nodes[l].client(Some("test")).await;
+    q(&mut d, "CREATE TEMPORARY TABLE tt (b VARCHAR(5))").await;
+    q(&mut d, "INSERT INTO tt VALUES ('x')").await;
+    // Autocommit off: the temporary write opens the transaction the real write joins.
+    q(&mut d, "SET autocommit = 0").await;
+    q(&mut d, "INSERT INTO tt VALUES ('y')").await;
+    q(&mut d, "INSERT INTO base VALUES (3)").await;
+    q(&mut d, "COMMIT").await;
+    q(&mut c, "DROP TEMPORARY TABLE tt").await;
+    // A follower's session may use temporary tables too; they never leave it.
+    let f = (l + 1) % 3;
+    let mut r = nodes[f].client(Some("test")).await;
+    q(&mut r, "CREATE TEMPORARY TABLE ft (a INT)").await;
+    q(&mut r, "INSERT INTO ft VALUES (1)").await;
+    converged_report(&nodes, "test").await;
+    let rows = same_on_all(&nodes, "SELECT id FROM base ORDER BY id").await;
+    assert_eq!(rows.len(), 3);
+    // Nothing about them reached the log.
+    for n in &nodes {
+        let mut root = n.raft.db.root().await;
+        let tables: Vec<String> = root
+            .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'test'")
+            .await
+            .unwrap();
+        assert_eq!(
+            tables,
+            vec!["base".to_string()],
+            "{}",
+            n.raft.settings.node_id
+        );
+    }
+}

@@ -246,6 +246,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply_err(p.last_seq, err).await?;
             return Ok(Flow::Continue);
         }
+        if let Some(flow) = self.temporary_tables(p, text, &class, term).await? {
+            return Ok(flow);
+        }
         let Some(term) = term else {
             if needs_leader(&class) {
                 let err = follower_refusal(rep.leader(), &rep.me().id);
@@ -1389,6 +1392,88 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
             .map(|_| ())
             .map_err(SessionError::Client)
+    }
+
+    /// Temporary tables live in one session of one MariaDB: creating, changing or
+    /// dropping them is not logged (it runs here, on the leader or a follower alike),
+    /// and a logged write that reads one is refused, since no other node could replay
+    /// it. `None`: the statement is not about a temporary table.
+    async fn temporary_tables(
+        &mut self,
+        p: &Packet,
+        text: &str,
+        class: &Classification,
+        term: Option<u64>,
+    ) -> Result<Option<Flow>, SessionError> {
+        use crate::sql::TableUse;
+        if !needs_leader(class) {
+            return Ok(None);
+        }
+        let use_ = crate::sql::table_use(text);
+        if self.temp_tables.is_empty() && !matches!(use_, Some(TableUse::CreateTemporary(..))) {
+            return Ok(None);
+        }
+        self.session_vars().await?;
+        let current = self.db.clone();
+        let key = |db: &Option<String>, t: &str| {
+            db.clone()
+                .or_else(|| current.clone())
+                .map(|d| (d, t.to_string()))
+        };
+        let local = match &use_ {
+            Some(TableUse::CreateTemporary(db, t)) => key(db, t),
+            Some(TableUse::Drop(db, t) | TableUse::Target(db, t)) => {
+                key(db, t).filter(|k| self.temp_tables.contains(k))
+            }
+            None => None,
+        };
+        let Some(table) = local else {
+            let reads = crate::sql::table_names(text)
+                .into_iter()
+                .filter_map(|(db, t)| key(&db, &t))
+                .find(|k| self.temp_tables.contains(k));
+            let Some((db, t)) = reads else {
+                return Ok(None);
+            };
+            let err = refusal(
+                1235,
+                "42000",
+                format!(
+                    "WolfScale does not replicate writes that read the temporary table `{db}`.`{t}`: \
+                     the other nodes do not have it; copy the rows into a regular table first"
+                ),
+            );
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Some(Flow::Continue));
+        };
+        if matches!(use_, Some(TableUse::Drop(..))) && text.contains(',') {
+            let err = refusal(
+                1235,
+                "42000",
+                "WolfScale drops temporary tables one per statement (DROP TEMPORARY TABLE t)",
+            );
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Some(Flow::Continue));
+        }
+        if let (TxnState::Idle, true, Some(term)) = (&self.txn, self.autocommit_off(), term) {
+            // With autocommit off the statement opens a transaction: make it the XA
+            // transaction that later logged writes join (a plain one would let them
+            // commit outside the log).
+            self.open_xa(term, false).await?;
+        }
+        let outcome = self.forward_outcome(p).await?;
+        if outcome.error.is_none() {
+            match use_ {
+                Some(TableUse::CreateTemporary(..)) => {
+                    self.temp_tables.insert(table);
+                }
+                Some(TableUse::Drop(..)) => {
+                    self.temp_tables.remove(&table);
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(Flow::Continue))
     }
 
     /// Forward the client's packet and read the reply's outcome (relayed).

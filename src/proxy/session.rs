@@ -151,6 +151,9 @@ pub struct Session<S> {
     /// What `ROW_COUNT()` would say after this session's last autocommit write on a
     /// cluster node (the proxy's XA statements after it reset MariaDB's own).
     pub(super) row_count: Option<i64>,
+    /// This session's temporary tables on a cluster node, as `(db, table)`: writes to
+    /// them stay local, writes that read them are refused (see the sequencer).
+    pub(super) temp_tables: std::collections::HashSet<(String, String)>,
 }
 
 /// Run the rest of the connection phase (after the greeting and the optional TLS
@@ -232,6 +235,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         close_after_reply: false,
         isolation_warned: false,
         row_count: None,
+        temp_tables: Default::default(),
     })
 }
 

@@ -677,3 +677,148 @@ mod replace_call_tests {
         );
     }
 }
+
+/// What a statement does to one named table, for the temporary-table rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableUse {
+    /// `CREATE [OR REPLACE] TEMPORARY TABLE name …`.
+    CreateTemporary(Option<String>, String),
+    /// `DROP [TEMPORARY] TABLE name` (the first name).
+    Drop(Option<String>, String),
+    /// The table an INSERT/REPLACE/UPDATE/DELETE/TRUNCATE/ALTER/CREATE INDEX changes.
+    Target(Option<String>, String),
+}
+
+/// The table a one-statement payload creates as temporary, drops or changes, if any.
+pub fn table_use(sql: &str) -> Option<TableUse> {
+    use lexer::Kind;
+    let text = versioned::expand(sql);
+    let tokens = lexer::lex(&text);
+    let s = Stmt::new(&text, &tokens);
+    let name_at = |i: usize| -> Option<(Option<String>, String, usize)> {
+        let ident = |j: usize| -> Option<String> {
+            let t = tokens.get(j)?;
+            match t.kind {
+                Kind::Word => Some(t.text.to_string()),
+                Kind::QuotedIdent => {
+                    Some(t.text[1..t.text.len().saturating_sub(1).max(1)].replace("``", "`"))
+                }
+                _ => None,
+            }
+        };
+        let first = ident(i)?;
+        if tokens.get(i + 1).is_some_and(|t| t.is_punct(".")) {
+            Some((Some(first), ident(i + 2)?, i + 3))
+        } else {
+            Some((None, first, i + 1))
+        }
+    };
+    let skip = |mut i: usize, words: &[&str]| {
+        while words.iter().any(|w| s.word_at(i, w)) {
+            i += 1;
+        }
+        i
+    };
+    let kw = s.keyword_at(0);
+    match kw.as_str() {
+        "CREATE" => {
+            let mut i = 1;
+            if s.word_at(1, "OR") && s.word_at(2, "REPLACE") {
+                i = 3;
+            }
+            if s.word_at(i, "TEMPORARY") && s.word_at(i + 1, "TABLE") {
+                i += 2;
+                if s.word_at(i, "IF") && s.word_at(i + 1, "NOT") && s.word_at(i + 2, "EXISTS") {
+                    i += 3;
+                }
+                let (db, t, _) = name_at(i)?;
+                return Some(TableUse::CreateTemporary(db, t));
+            }
+            // CREATE [UNIQUE|FULLTEXT|SPATIAL] INDEX i ON t
+            let i = skip(i, &["UNIQUE", "FULLTEXT", "SPATIAL", "ONLINE"]);
+            if s.word_at(i, "INDEX") {
+                let on = (i..tokens.len()).find(|&j| s.word_at(j, "ON"))?;
+                let (db, t, _) = name_at(on + 1)?;
+                return Some(TableUse::Target(db, t));
+            }
+            None
+        }
+        "DROP" => {
+            let mut i = skip(1, &["TEMPORARY"]);
+            if !s.word_at(i, "TABLE") {
+                return None;
+            }
+            i += 1;
+            if s.word_at(i, "IF") && s.word_at(i + 1, "EXISTS") {
+                i += 2;
+            }
+            let (db, t, _) = name_at(i)?;
+            Some(TableUse::Drop(db, t))
+        }
+        "INSERT" | "REPLACE" => {
+            let i = skip(
+                1,
+                &["LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO"],
+            );
+            let (db, t, _) = name_at(i)?;
+            Some(TableUse::Target(db, t))
+        }
+        "UPDATE" => {
+            let i = skip(1, &["LOW_PRIORITY", "IGNORE"]);
+            let (db, t, _) = name_at(i)?;
+            Some(TableUse::Target(db, t))
+        }
+        "DELETE" => {
+            let i = skip(1, &["LOW_PRIORITY", "QUICK", "IGNORE"]);
+            if !s.word_at(i, "FROM") {
+                return None;
+            }
+            let (db, t, _) = name_at(i + 1)?;
+            Some(TableUse::Target(db, t))
+        }
+        "TRUNCATE" => {
+            let i = skip(1, &["TABLE"]);
+            let (db, t, _) = name_at(i)?;
+            Some(TableUse::Target(db, t))
+        }
+        "ALTER" => {
+            let i = skip(1, &["ONLINE", "IGNORE"]);
+            if !s.word_at(i, "TABLE") {
+                return None;
+            }
+            let (db, t, _) = name_at(i + 1)?;
+            Some(TableUse::Target(db, t))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod table_use_tests {
+    use super::{table_use, TableUse};
+
+    #[test]
+    fn the_changed_table_is_found() {
+        let t = |s: &str| Some(TableUse::Target(None, s.to_string()));
+        assert_eq!(
+            table_use("CREATE TEMPORARY TABLE IF NOT EXISTS tt (a INT)"),
+            Some(TableUse::CreateTemporary(None, "tt".into()))
+        );
+        assert_eq!(
+            table_use("create or replace temporary table d.`t t` select 1"),
+            Some(TableUse::CreateTemporary(Some("d".into()), "t t".into()))
+        );
+        assert_eq!(
+            table_use("DROP TEMPORARY TABLE IF EXISTS tt"),
+            Some(TableUse::Drop(None, "tt".into()))
+        );
+        assert_eq!(table_use("INSERT IGNORE INTO tt SELECT * FROM r"), t("tt"));
+        assert_eq!(table_use("UPDATE LOW_PRIORITY tt SET a = 1"), t("tt"));
+        assert_eq!(table_use("DELETE QUICK FROM tt WHERE a = 1"), t("tt"));
+        assert_eq!(table_use("TRUNCATE TABLE tt"), t("tt"));
+        assert_eq!(table_use("ALTER TABLE tt ADD b INT"), t("tt"));
+        assert_eq!(table_use("CREATE UNIQUE INDEX i ON tt (a)"), t("tt"));
+        assert_eq!(table_use("CREATE TABLE r (a INT)"), None);
+        assert_eq!(table_use("SELECT * FROM tt"), None);
+    }
+}

@@ -497,6 +497,9 @@ async fn after_a_deadlock_the_session_behaves_as_on_mariadb() {
     /// on without ROLLBACK: an insert, then ROLLBACK. Returns the ids present after.
     async fn scenario(nodes: &[FullNode], l: usize, mut a: Conn, mut b: Conn) -> String {
         q(&mut a, "BEGIN").await;
+        // InnoDB rolls back the lighter transaction of a deadlock: make `a` heavier so
+        // that `b` is the victim in both runs.
+        q(&mut a, "INSERT INTO dl VALUES (10, 0), (11, 0), (12, 0)").await;
         q(&mut a, "UPDATE dl SET v = 1 WHERE id = 1").await;
         q(&mut b, "BEGIN").await;
         q(&mut b, "UPDATE dl SET v = 2 WHERE id = 2").await;

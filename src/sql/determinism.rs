@@ -111,13 +111,6 @@ fn word_reason(s: &Stmt<'_>, i: usize, in_routine: bool) -> Option<String> {
             Some(format!("{name}()"))
         }
         "RAND" if in_routine && is_builtin_call(s, i) => Some("RAND() in a stored routine".into()),
-        // A sequence advances on the leader also for rolled-back statements.
-        "NEXTVAL" | "LASTVAL" | "SETVAL" if is_builtin_call(s, i) => {
-            Some(format!("{name}() (sequences)"))
-        }
-        "NEXT" | "PREVIOUS" if s.word_at(i + 1, "VALUE") && s.word_at(i + 2, "FOR") => {
-            Some(format!("{name} VALUE FOR (sequences)"))
-        }
         // Its order follows the plan unless it says otherwise.
         "GROUP_CONCAT" if !in_routine && is_builtin_call(s, i) => {
             let end = s.skip_parens(i + 1);
@@ -221,18 +214,10 @@ mod tests {
     }
 
     #[test]
-    fn plan_dependent_values_and_sequences() {
+    fn plan_dependent_values() {
         assert_eq!(
             why("UPDATE t SET a = (@v := @v + 1)"),
             ["assignment to a user variable (:=) inside a write"]
-        );
-        assert_eq!(
-            why("INSERT INTO t VALUES (NEXTVAL(s))"),
-            ["NEXTVAL() (sequences)"]
-        );
-        assert_eq!(
-            why("INSERT INTO t VALUES (NEXT VALUE FOR s)"),
-            ["NEXT VALUE FOR (sequences)"]
         );
         assert_eq!(
             why("UPDATE t SET v = (SELECT GROUP_CONCAT(x) FROM u)"),
@@ -240,8 +225,8 @@ mod tests {
         );
         assert!(why("UPDATE t SET v = (SELECT GROUP_CONCAT(x ORDER BY x) FROM u)").is_empty());
         assert!(why("CREATE PROCEDURE p() BEGIN DECLARE v INT; SET v := 1; END").is_empty());
-        // A table or column that is merely named like the function.
-        assert!(why("INSERT INTO nextval (a) VALUES (1)").is_empty());
+        // A table that is merely named like the function.
+        assert!(why("INSERT INTO group_concat (a) VALUES (1)").is_empty());
     }
 
     #[test]

@@ -35,6 +35,10 @@ async fn writes_through_the_leader_converge() {
     assert_eq!(n, Some(22));
     let sums = common::converged(&nodes, "test").await;
     assert_eq!(sums.len(), 1);
+    // Every transaction was prepared or ended: none is still counted as open (an open
+    // one's connection is killed when the leader changes).
+    use wolfscale::proxy::replicate::Replicator;
+    assert_eq!(nodes[l].cluster.pending().open_len(), 0);
     // A follower's proxy refuses writes, naming the leader.
     let f = (l + 1) % 3;
     let mut fc = nodes[f].client(Some("test")).await;

@@ -176,6 +176,11 @@ impl PendingCommits {
             .insert(id, (term, thread));
     }
 
+    /// How many write transactions are open (not yet prepared or ended).
+    pub fn open_len(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// It was prepared (the commit pipeline has it) or rolled back.
     pub fn closed(&self, id: &TxnId) {
         self.open

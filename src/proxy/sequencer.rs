@@ -696,6 +696,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let TxnState::Xa(x) = std::mem::take(&mut self.txn) else {
             return Ok(crate::protocol::codes::ok_payload(0, 0, self.status, 0));
         };
+        self.commit_xa_inner(x).await
+    }
+
+    /// No longer an open transaction of this session: prepared (the commit pipeline
+    /// has it) or ended. Until then a change of leader kills its connection.
+    fn close_open(&self, id: &TxnId) {
+        if let Some(rep) = self.shared.replicator.get() {
+            rep.pending().closed(id);
+        }
+    }
+
+    async fn commit_xa_inner(&mut self, x: XaTxn) -> Result<Vec<u8>, ServerError> {
         let xid = x.id.xid();
         let end = self
             .internal(&format!("XA END '{xid}'"))
@@ -703,9 +715,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_err(session_err)?;
         if let Internal::Err(e) = end {
             self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+            self.close_open(&x.id);
             return Err(e);
         }
         if x.statements.is_empty() {
+            self.close_open(&x.id);
             // Nothing was written: commit locally, nothing to log.
             return match self
                 .internal(&format!("XA COMMIT '{xid}' ONE PHASE"))
@@ -723,6 +737,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         });
         if let Err(e) = entry.encode() {
             self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+            self.close_open(&x.id);
             return Err(refusal(
                 1197,
                 "HY000",
@@ -735,6 +750,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
             .map_err(session_err)?;
         tracing::debug!(target: "wolfscale::timing", us = prepare_started.elapsed().as_micros() as u64, "xa prepare");
+        self.close_open(&x.id);
         match prepared {
             Internal::Ok(_) => {}
             Internal::Err(e) => {

@@ -547,3 +547,82 @@ async fn prepared_kill_like_mariadb() {
         assert!(direct[i].1 .1.is_err(), "{}", direct[i].0);
     }
 }
+
+/// KILL CONNECTION of another session in the middle of its statement: the victim learns
+/// that its connection was killed (ERR 1927, or the connection gone), as directly, and
+/// nothing malformed reaches it (main.lock_kill, main.information_schema).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_connection_mid_statement_like_mariadb() {
+    let node = Node::start().await;
+    let mut seen = Vec::new();
+    for via in [Via::Direct, Via::Proxy] {
+        let mut pair = Pair::new(&node, via).await;
+        let sleep = pair.start(&node).await;
+        let k = outcome(pair.killer.query_drop("KILL CONNECTION @victim").await);
+        let (k, v) = pair.finish(sleep, k).await;
+        let mut victim = pair.victim.take().unwrap();
+        let after = outcome(victim.query_drop("SELECT 1").await);
+        seen.push((k, v, after));
+    }
+    assert_eq!(seen[0], (Ok(()), KILLED, KILLED), "directly");
+    assert_eq!(seen[1], seen[0], "through the proxy");
+}
+
+/// A client that goes away while its statement waits (here for a user lock) gets that
+/// statement stopped, as directly: MariaDB notices the closed connection, and through
+/// the proxy the backend connection is closed when the client's is (main.dirty_close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_statement_stops_it() {
+    let node = Node::start().await;
+    let mut holder = node.client(None).await;
+    let got: Option<i32> = holder
+        .query_first("SELECT GET_LOCK('dangling', 0)")
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1));
+    let waiting = "STATE = 'User lock' AND INFO = \"SELECT GET_LOCK('dangling', 3600)\"";
+    for port in [node.db.port(), node.proxy_port()] {
+        let mut raw = Raw::login(port, "app", APP_PASSWORD).await;
+        raw.send(0, b"\x03SELECT GET_LOCK('dangling', 3600)").await;
+        let started = common::wait_until(T, || async { count(&node, waiting).await == 1 }).await;
+        assert!(started, "port {port}: the lock wait never started");
+        drop(raw); // no COM_QUIT: the socket just closes
+        let stopped = common::wait_until(T, || async { count(&node, waiting).await == 0 }).await;
+        assert!(
+            stopped,
+            "port {port}: the lock wait went on after its client left"
+        );
+    }
+}
+
+/// COM_CHANGE_USER to an account MariaDB refuses (locked): the ERR, and the connection
+/// goes on as the old account with its session state reset (a user variable gone), as
+/// directly (main.lock_user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_change_user_keeps_the_connection_like_mariadb() {
+    let node = Node::start().await;
+    let mut root = node.db.root().await;
+    root.query_drop("CREATE USER locked@'%' IDENTIFIED BY 'pw' ACCOUNT LOCK")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for port in [node.db.port(), node.proxy_port()] {
+        let mut raw = Raw::login(port, "app", APP_PASSWORD).await;
+        raw.query("SET @kept = 1").await.unwrap();
+        let refused = raw.change_user("locked", "pw").await;
+        let after = raw
+            .query("SELECT CURRENT_USER(), @kept IS NULL")
+            .await
+            .map_err(|e| e.0);
+        seen.push((refused.map_err(|e| e.0), after));
+    }
+    assert_eq!(
+        seen[0],
+        (
+            Err(4151), // ER_ACCOUNT_HAS_BEEN_LOCKED
+            Ok(vec![vec![Some("app@%".to_string()), Some("1".to_string())]])
+        ),
+        "directly"
+    );
+    assert_eq!(seen[1], seen[0], "through the proxy");
+}

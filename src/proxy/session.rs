@@ -767,18 +767,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(Flow::Continue)
     }
 
+    /// Send bytes to the backend. If it is gone, the session ends and the client's
+    /// connection is closed without a word, as MariaDB's own would be.
     pub(super) async fn send_backend(&mut self, raw: &[u8]) -> Result<(), SessionError> {
-        if let Err(e) = self.backend.conn.write_raw(raw).await {
-            self.reply_err(0, ServerError::lost_backend("")).await.ok();
-            return Err(SessionError::Backend(e));
-        }
-        Ok(())
+        self.backend
+            .conn
+            .write_raw(raw)
+            .await
+            .map_err(SessionError::Backend)
     }
 
     /// Stream the backend's reply to the client until the scanner says it is complete.
+    ///
+    /// A backend that goes away mid-reply (KILL, a crash) ends the session: what it
+    /// sent whole is passed on and the client's connection closed without a word of
+    /// the proxy's, as MariaDB closes a killed connection. On the front end alone
+    /// (not a cluster node) a client that goes away while its statement runs ends the
+    /// session too, closing the backend connection, so MariaDB stops the statement as
+    /// it would for a direct client that left (a SLEEP, a lock wait); bytes the
+    /// client sends meanwhile (pipelined commands) are kept, up to a limit.
     pub(super) async fn relay(&mut self, expect: Expect) -> Result<Outcome, SessionError> {
+        /// Pipelined bytes read from the client while watching it, at most.
+        const WATCH_LIMIT: usize = 64 * 1024;
         let mut scanner = Scanner::new(expect);
-        let mut forwarded = false;
+        let mut watch_client = self.shared.replicator.get().is_none();
         loop {
             let buf = self.backend.conn.read_buffer();
             let (n, step) = scanner.scan(buf).map_err(SessionError::Backend)?;
@@ -788,7 +800,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .write_raw(&chunk)
                     .await
                     .map_err(SessionError::Client)?;
-                forwarded = true;
             }
             match step {
                 Step::Done => break,
@@ -796,17 +807,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.client.flush().await.map_err(SessionError::Client)?;
                     self.relay_infile().await?;
                 }
-                Step::NeedMore => match self.backend.conn.fill().await {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) if !forwarded => {
-                        self.reply_err(0, ServerError::lost_backend("during query"))
-                            .await
-                            .ok();
-                        return Err(SessionError::Backend(ProtoError::Closed));
+                Step::NeedMore => {
+                    let filled = tokio::select! {
+                        filled = self.backend.conn.fill() => filled,
+                        read = self.client.fill(), if watch_client => {
+                            match read {
+                                Ok(true) => {
+                                    watch_client = self.client.read_buffer().len() < WATCH_LIMIT;
+                                    continue;
+                                }
+                                // Gone: nobody is left to answer.
+                                Ok(false) => return Err(SessionError::Client(ProtoError::Closed)),
+                                Err(e) => return Err(SessionError::Client(e)),
+                            }
+                        }
+                    };
+                    match filled {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.client.flush().await.ok();
+                            return Err(SessionError::Backend(ProtoError::Closed));
+                        }
+                        Err(e) => {
+                            self.client.flush().await.ok();
+                            return Err(SessionError::Backend(e));
+                        }
                     }
-                    Ok(false) => return Err(SessionError::Backend(ProtoError::Closed)),
-                    Err(e) => return Err(SessionError::Backend(e)),
-                },
+                }
             }
         }
         self.client.flush().await.map_err(SessionError::Client)?;
@@ -1300,7 +1327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         )
         .await;
         match switched {
-            Ok(Ok(ok)) => {
+            Ok(Ok(Ok(ok))) => {
                 self.client
                     .send(seq.wrapping_add(1), &ok.payload)
                     .await
@@ -1317,7 +1344,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.auth.account = account;
                 Ok(Flow::Continue)
             }
-            Ok(Err(e)) => {
+            // MariaDB refused the account (locked, too many attempts, …) and kept the
+            // connection as the old one, its session state reset (prepared statements
+            // gone), as a direct client sees it. A cluster node still closes: the
+            // sequencer's transaction state would no longer match the backend's.
+            Ok(Ok(Err(err))) if self.shared.replicator.get().is_none() => {
+                let e = BackendError::Refused(err);
+                let reply = login_refusal(&e, &req.user, &self.auth.origin.client, &req.auth);
+                self.client
+                    .send(seq.wrapping_add(1), &reply)
+                    .await
+                    .map_err(SessionError::Client)?;
+                self.stmts.clear();
+                self.text_kills.clear();
+                self.last_prepared = None;
+                self.vars = None;
+                Ok(Flow::Continue)
+            }
+            Ok(result) => {
+                let e = match result {
+                    Ok(Err(err)) => BackendError::Refused(err),
+                    Err(e) => e,
+                    Ok(Ok(_)) => unreachable!("handled above"),
+                };
                 let reply = login_refusal(&e, &req.user, &self.auth.origin.client, &req.auth);
                 self.client
                     .send(seq.wrapping_add(1), &reply)
@@ -1337,11 +1386,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The backend half of COM_CHANGE_USER: re-authenticate and check the account.
-    async fn switch_backend_user(&mut self, login: &Login) -> Result<Packet, BackendError> {
+    /// `Ok(Err(err))`: MariaDB refused the new account (its ERR), and went back to the
+    /// session's old one.
+    async fn switch_backend_user(
+        &mut self,
+        login: &Login,
+    ) -> Result<Result<Packet, Packet>, BackendError> {
         let payload = backend::change_user_payload(login, &self.backend.scramble);
         self.backend.conn.send(0, &payload).await?;
-        let ok = backend::finish_auth(&mut self.backend.conn, login).await?;
+        let ok = match backend::finish_auth(&mut self.backend.conn, login).await {
+            Ok(ok) => ok,
+            Err(BackendError::Refused(err)) => return Ok(Err(err)),
+            Err(e) => return Err(e),
+        };
         backend::verify_account(&mut self.backend.conn, &login.identity).await?;
-        Ok(ok)
+        Ok(Ok(ok))
     }
 }

@@ -211,6 +211,13 @@ const PURE_FUNCTIONS: &[&str] = &[
     "LENGTH",
 ];
 
+/// Keywords that a `(` may follow without being called: operators and clauses.
+const NOT_CALLS: &[&str] = &[
+    "AND", "OR", "XOR", "NOT", "IN", "IS", "LIKE", "RLIKE", "REGEXP", "BETWEEN", "CASE", "WHEN",
+    "THEN", "ELSE", "DIV", "MOD", "EXISTS", "ANY", "ALL", "SOME", "ESCAPE", "BINARY", "DISTINCT",
+    "UNION", "WHERE", "HAVING", "AS", "ROW", "INTERVAL", "BY", "LIMIT", "OFFSET",
+];
+
 /// Calls that read a sequence: MariaDB refuses them in KILL (a table is used).
 const SEQUENCE_FUNCTIONS: &[&str] = &["NEXTVAL", "LASTVAL", "SETVAL"];
 
@@ -300,7 +307,8 @@ pub fn evaluable(expr: &str, subqueries: bool) -> Result<(), NotEvaluable> {
             Kind::Word if call && SEQUENCE_FUNCTIONS.iter().any(|f| t.is_word(f)) => {
                 note(NotEvaluable::MariaDbRefuses)
             }
-            Kind::Word if call && PURE_FUNCTIONS.iter().any(|f| t.is_word(f)) => {}
+            Kind::Word
+                if call && (PURE_FUNCTIONS.iter().chain(NOT_CALLS).any(|f| t.is_word(f))) => {}
             Kind::Word | Kind::QuotedIdent if call => note(NotEvaluable::Unknown),
             _ => {}
         }
@@ -460,6 +468,10 @@ mod tests {
             "(VALUES (3))",
             "(SELECT TRIM(LEADING '0' FROM @a))",
             "(SELECT 1 UNION SELECT 2)",
+            // Operators before a parenthesis are no calls (main.sp-bugs).
+            "(('x' IN ( SELECT 1)) MOD 44)",
+            "@a AND (1) OR NOT (0)",
+            "EXISTS (SELECT 1)",
         ] {
             assert_eq!(evaluable(e, true), Ok(()), "{e}");
         }

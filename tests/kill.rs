@@ -626,3 +626,51 @@ async fn a_refused_change_user_keeps_the_connection_like_mariadb() {
     );
     assert_eq!(seen[1], seen[0], "through the proxy");
 }
+
+/// COM_CHANGE_USER with credentials the proxy refuses: the connection goes on as the
+/// old account, MariaDB counts the failure (three per connection, then ERR 1047 for
+/// any COM_CHANGE_USER), as directly (main.change_user_notembedded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_change_users_are_counted_like_mariadb() {
+    let node = Node::start().await;
+    let mut seen = Vec::new();
+    for port in [node.db.port(), node.proxy_port()] {
+        let mut raw = Raw::login(port, "app", APP_PASSWORD).await;
+        raw.query("SET @kept = 1").await.unwrap();
+        let mut got = Vec::new();
+        for (user, pass) in [
+            ("foo", "bar"),
+            ("foo", ""),
+            ("app", APP_PASSWORD),
+            ("foo", "bar"),
+            ("foo", "bar"),
+            ("app", APP_PASSWORD),
+        ] {
+            let r = raw.change_user(user, pass).await;
+            let who = raw.query("SELECT CURRENT_USER()").await.map_err(|e| e.0);
+            got.push((r, who));
+        }
+        seen.push(got);
+    }
+    let app = || Ok(vec![vec![Some("app@%".to_string())]]);
+    let codes: Vec<_> = seen[0]
+        .iter()
+        .map(|(r, who)| (r.as_ref().err().map(|e| e.0), who.clone()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (Some(1045), app()),
+            (Some(1045), app()),
+            (None, app()),
+            (Some(1045), app()),
+            (Some(1047), app()),
+            (Some(1047), app()),
+        ],
+        "directly"
+    );
+    // Through the proxy, the same, messages included (the host a client sees).
+    for (i, (want, got)) in seen[0].iter().zip(&seen[1]).enumerate() {
+        assert_eq!(want, got, "change_user #{i}");
+    }
+}

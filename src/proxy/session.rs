@@ -330,6 +330,20 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     scramble: &[u8; 20],
     host: &ClientHost,
 ) -> Result<(AccountName, Option<Stage1>, u8), SessionError> {
+    match check_credentials(client, shared, creds, scramble, host).await? {
+        Ok(ok) => Ok(ok),
+        Err((refusal, seq)) => Err(refuse(client, seq, refusal).await),
+    }
+}
+
+/// [`authenticate`] without answering a refusal: `Err((refusal, last_seq))`.
+async fn check_credentials<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut PacketConn<S>,
+    shared: &Shared,
+    creds: Credentials<'_>,
+    scramble: &[u8; 20],
+    host: &ClientHost,
+) -> Result<Result<(AccountName, Option<Stage1>, u8), (ServerError, u8)>, SessionError> {
     let (reply, seq) = if creds.plugin.is_none_or(|p| p == NATIVE_PASSWORD) {
         (creds.reply.to_vec(), creds.last_seq)
     } else {
@@ -346,11 +360,11 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         .verify(creds.user, host, scramble, &reply)
         .await
     {
-        Verdict::Ok { account, stage1 } => return Ok((account, stage1, seq)),
+        Verdict::Ok { account, stage1 } => return Ok(Ok((account, stage1, seq))),
         Verdict::Denied => ServerError::access_denied(creds.user, &host.shown(), !reply.is_empty()),
         Verdict::Unsupported(p) => ServerError::plugin_unsupported(&p),
     };
-    Err(refuse(client, seq, refusal).await)
+    Ok(Err((refusal, seq)))
 }
 
 /// Send an ERR during the connection phase and produce the matching error.
@@ -447,6 +461,28 @@ fn first_row(reply: &[u8]) -> Vec<Option<String>> {
             }
         })
         .collect()
+}
+
+/// A COM_CHANGE_USER to `login`'s user that MariaDB must refuse: a random reply to its
+/// scramble (never an empty one, which an account without a password would take).
+fn failing_change_user(login: &Login) -> Vec<u8> {
+    let reply: [u8; 20] = rand::random();
+    let mut out = vec![COM_CHANGE_USER];
+    out.extend_from_slice(login.user.as_bytes());
+    out.push(0);
+    out.push(reply.len() as u8);
+    out.extend_from_slice(&reply);
+    if let Some(db) = &login.database {
+        out.extend_from_slice(db.as_bytes());
+    }
+    out.push(0);
+    out.extend_from_slice(&(login.collation as u16).to_le_bytes());
+    out.extend_from_slice(NATIVE_PASSWORD.as_bytes());
+    out.push(0);
+    if let Some(attrs) = &login.connect_attrs {
+        out.extend_from_slice(attrs);
+    }
+    out
 }
 
 /// MariaDB's ER_WRONG_ARGUMENTS for an EXECUTE with the wrong number of values.
@@ -1296,19 +1332,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             reply: &req.auth,
             last_seq: p.last_seq,
         };
-        let (account, stage1, seq) = match authenticate(
+        let checked = check_credentials(
             &mut self.client,
             &self.shared,
             creds,
             &self.auth.scramble,
             &self.auth.origin.client,
         )
-        .await
-        {
+        .await?;
+        let (account, stage1, seq) = match checked {
             Ok(ok) => ok,
-            // Refused: MariaDB closes the connection after a failed COM_CHANGE_USER too.
-            Err(SessionError::Handshake(_)) => return Ok(Flow::Close),
-            Err(e) => return Err(e),
+            Err((refusal, seq)) => return self.change_user_refused(&req, refusal, seq).await,
         };
         let mut login = self.auth.login.clone();
         login.user = req.user.clone();
@@ -1386,6 +1420,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The backend half of COM_CHANGE_USER: re-authenticate and check the account.
+    /// COM_CHANGE_USER that the proxy's own check refused. MariaDB keeps a connection
+    /// whose COM_CHANGE_USER failed (as the old account, its session state reset), and
+    /// counts the failure: three per connection, then ERR 1047 for any COM_CHANGE_USER;
+    /// an account's `max_password_errors`. So that all of this happens as for a direct
+    /// client, MariaDB is made to fail the same change itself (credentials that cannot
+    /// match), and the client gets the proxy's refusal (which names the client's host),
+    /// or MariaDB's own when MariaDB refused for another reason. Anything unexpected,
+    /// and every refusal on a cluster node, closes the session as before.
+    async fn change_user_refused(
+        &mut self,
+        req: &ChangeUserRequest,
+        refusal: ServerError,
+        seq: u8,
+    ) -> Result<Flow, SessionError> {
+        let refuse = async |s: &mut Self, payload: &[u8], flow: Flow| {
+            s.client
+                .send(seq.wrapping_add(1), payload)
+                .await
+                .map_err(SessionError::Client)?;
+            Ok(flow)
+        };
+        if self.shared.replicator.get().is_some() {
+            return refuse(self, &refusal.payload(), Flow::Close).await;
+        }
+        let mut login = self.auth.login.clone();
+        login.user = req.user.clone();
+        login.stage1 = None;
+        login.database = req.database.clone();
+        let payload = failing_change_user(&login);
+        let failed = tokio::time::timeout(self.shared.handshake_timeout, async {
+            self.backend.conn.send(0, &payload).await?;
+            backend::finish_auth(&mut self.backend.conn, &login).await
+        })
+        .await;
+        match failed {
+            Ok(Err(BackendError::Refused(err))) => {
+                self.stmts.clear();
+                self.text_kills.clear();
+                self.last_prepared = None;
+                self.vars = None;
+                if err.payload.get(1..3) == Some(&1045u16.to_le_bytes()[..]) {
+                    refuse(self, &refusal.payload(), Flow::Continue).await
+                } else {
+                    refuse(self, &err.payload, Flow::Continue).await
+                }
+            }
+            // Logged in after all, half way through an exchange, or stalled: the
+            // backend connection is no longer the session's.
+            _ => refuse(self, &refusal.payload(), Flow::Close).await,
+        }
+    }
+
     /// `Ok(Err(err))`: MariaDB refused the new account (its ERR), and went back to the
     /// session's old one.
     async fn switch_backend_user(

@@ -246,6 +246,26 @@ async fn change_user_on_a_stalled_backend_is_bounded() {
     let pid = node.db.server.pid().unwrap() as i32;
     // SAFETY: signals to our own child process.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // The stop takes effect asynchronously: wait until every thread is stopped, or a
+    // loaded machine lets the server answer first.
+    let stopped = common::wait_until(Duration::from_secs(10), || async move {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|st| {
+                            st.rsplit(')')
+                                .next()
+                                .map(|r| r.trim_start().starts_with('T'))
+                        })
+                        .unwrap_or(true)
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(stopped, "mariadbd did not stop");
     let started = Instant::now();
     let result = raw.change_user("app", APP_PASSWORD).await;
     let took = started.elapsed();

@@ -189,12 +189,14 @@ async fn database_report(cfg: &Config) -> anyhow::Result<Vec<String>> {
     Ok(lines)
 }
 
-fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
+/// The config of a node to run: its errors printed (exit code 2), its warnings logged,
+/// refused when the proxy is disabled (nothing would run).
+fn runnable_config(path: &std::path::Path) -> anyhow::Result<Result<Config, ExitCode>> {
     let (cfg, warnings) = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return Ok(ExitCode::from(2));
+            return Ok(Err(ExitCode::from(2)));
         }
     };
     for w in &warnings {
@@ -202,10 +204,18 @@ fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
     }
     if !cfg.proxy.enabled {
         anyhow::bail!(
-            "{}: proxy.enabled = false leaves nothing to run in this build",
+            "{}: proxy.enabled = false leaves nothing to run",
             path.display()
         );
     }
+    Ok(Ok(cfg))
+}
+
+fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
+    let cfg = match runnable_config(path)? {
+        Ok(cfg) => cfg,
+        Err(code) => return Ok(code),
+    };
     runtime()?.block_on(async {
         let node = RunningNode::start(&cfg, bootstrap).await?;
         tracing::info!(
@@ -223,22 +233,10 @@ fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let (cfg, warnings) = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
+    let cfg = match runnable_config(path)? {
+        Ok(cfg) => cfg,
+        Err(code) => return Ok(code),
     };
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
-    if !cfg.proxy.enabled {
-        anyhow::bail!(
-            "{}: proxy.enabled = false leaves nothing to run",
-            path.display()
-        );
-    }
     runtime()?.block_on(async {
         let proxy =
             wolfscale::proxy::Proxy::bind(wolfscale::proxy::ProxySettings::from_config(&cfg))

@@ -489,28 +489,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(Flow::Continue);
             }
         };
-        let implicit = matches!(self.txn, TxnState::Idle) && !self.autocommit_off();
-        if matches!(self.txn, TxnState::Idle) {
-            if let Some(err) = self.weak_isolation_refusal().await? {
-                self.reply_err(p.last_seq, err).await?;
-                return Ok(Flow::Continue);
-            }
-            self.open_xa(term, implicit).await?;
-        }
-        let started = Instant::now();
-        let mut pins = Pins {
-            timestamp_us: self.pin_timestamp(),
-            ..Pins::default()
+        let Some(implicit) = self.open_write(p, term).await? else {
+            return Ok(Flow::Continue);
         };
-        let upper = sql.to_ascii_uppercase();
-        if upper.contains("RAND") {
-            pins.rand_seed1 = rand::random::<u32>() >> 2;
-            pins.rand_seed2 = rand::random::<u32>() >> 2;
-        }
-        if upper.contains("LAST_INSERT_ID") {
-            pins.last_insert_id = self.scalar_u64("SELECT @@last_insert_id").await?;
-        }
-        let user_vars = self.user_vars_of(&sql).await?;
+        let started = Instant::now();
+        let (pins, user_vars) = self.pins_for(&sql).await?;
         let sent = with_pins(&sql, &pins);
         let mut payload = Vec::with_capacity(1 + sent.len());
         payload.push(COM_QUERY);
@@ -524,6 +507,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else {
             (self.relay(Expect::Query).await?, None)
         };
+        let written = Written {
+            sql,
+            params: None,
+            pins,
+            user_vars,
+            started,
+        };
+        self.finish_write(p, outcome, held, written).await
+    }
+
+    /// Before a write statement: refuse a weak isolation level when configured to, and
+    /// open the XA transaction when none is open. `None`: refused (the client has its
+    /// error); else whether the transaction is an implicit one around this statement.
+    async fn open_write(&mut self, p: &Packet, term: u64) -> Result<Option<bool>, SessionError> {
+        let implicit = matches!(self.txn, TxnState::Idle) && !self.autocommit_off();
+        if matches!(self.txn, TxnState::Idle) {
+            if let Some(err) = self.weak_isolation_refusal().await? {
+                self.reply_err(p.last_seq, err).await?;
+                return Ok(None);
+            }
+            self.open_xa(term, implicit).await?;
+        }
+        Ok(Some(implicit))
+    }
+
+    /// The pins and user variables a write statement runs with.
+    async fn pins_for(&mut self, sql: &str) -> Result<(Pins, Vec<(String, Value)>), SessionError> {
+        let mut pins = Pins {
+            timestamp_us: self.pin_timestamp(),
+            ..Pins::default()
+        };
+        let upper = sql.to_ascii_uppercase();
+        if upper.contains("RAND") {
+            pins.rand_seed1 = rand::random::<u32>() >> 2;
+            pins.rand_seed2 = rand::random::<u32>() >> 2;
+        }
+        if upper.contains("LAST_INSERT_ID") {
+            pins.last_insert_id = self.scalar_u64("SELECT @@last_insert_id").await?;
+        }
+        let user_vars = self.user_vars_of(sql).await?;
+        Ok((pins, user_vars))
+    }
+
+    /// After a write statement ran: a failure ends it as MariaDB would; a success joins
+    /// the transaction's entry; an autocommit statement (its reply `held`) is committed
+    /// now and answered with its own reply as an autocommit client sees it. (Its
+    /// warnings stay MariaDB's to list: the XA statements use no table, so they do not
+    /// reset them.)
+    async fn finish_write(
+        &mut self,
+        p: &Packet,
+        outcome: Outcome,
+        held: Option<Vec<u8>>,
+        written: Written,
+    ) -> Result<Flow, SessionError> {
         if let Some(code) = outcome.error {
             self.statement_failed(code).await?;
             if let Some(bytes) = held {
@@ -537,19 +575,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let db = self.current_db();
         if let TxnState::Xa(x) = &mut self.txn {
+            let mut pins = written.pins;
             pins.insert_id = (outcome.last_insert_id > 0).then_some(outcome.last_insert_id);
             x.statements.push(Statement {
                 db,
-                sql,
-                params: None,
+                sql: written.sql,
+                params: written.params,
                 pins,
-                user_vars,
+                user_vars: written.user_vars,
                 expect: RowCounts {
                     affected: outcome.affected_rows,
                     matched: outcome.info_matched,
                 },
             });
-            x.last_statement = started;
+            x.last_statement = written.started;
         }
         let Some(mut held) = held else {
             return Ok(Flow::Continue);
@@ -558,9 +597,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // The statement had no warning of its own to lose: the client can read ours.
             held = bump_warnings(&held);
         }
-        // An autocommit statement: commit it now, then answer with its own reply as an
-        // autocommit client sees it. (Its warnings stay MariaDB's to list: the XA
-        // statements use no table, so they do not reset them.)
         match self.commit_xa().await {
             Ok(_) => {
                 self.row_count = i64::try_from(outcome.affected_rows).ok();
@@ -1193,28 +1229,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(prep) = self.stmts.get_mut(&id) {
             prep.types = Some(types);
         }
-        let implicit = matches!(self.txn, TxnState::Idle) && !self.autocommit_off();
-        if matches!(self.txn, TxnState::Idle) {
-            if let Some(err) = self.weak_isolation_refusal().await? {
-                self.reply_err(p.last_seq, err).await?;
-                return Ok(Flow::Continue);
-            }
-            self.open_xa(term, implicit).await?;
-        }
-        let started = Instant::now();
-        let mut pins = Pins {
-            timestamp_us: self.pin_timestamp(),
-            ..Pins::default()
+        let Some(implicit) = self.open_write(p, term).await? else {
+            return Ok(Flow::Continue);
         };
-        let upper = sql.to_ascii_uppercase();
-        if upper.contains("RAND") {
-            pins.rand_seed1 = rand::random::<u32>() >> 2;
-            pins.rand_seed2 = rand::random::<u32>() >> 2;
-        }
-        if upper.contains("LAST_INSERT_ID") {
-            pins.last_insert_id = self.scalar_u64("SELECT @@last_insert_id").await?;
-        }
-        let user_vars = self.user_vars_of(&sql).await?;
+        let started = Instant::now();
+        let (pins, user_vars) = self.pins_for(&sql).await?;
         // A prepared statement cannot be wrapped in SET STATEMENT: set, run, restore.
         self.internal(&format!("SET {}", pins_list(&pins).join(", ")))
             .await?;
@@ -1230,49 +1249,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(prep) = self.stmts.get_mut(&id) {
             prep.long_data.clear();
         }
-        if let Some(code) = outcome.error {
-            self.statement_failed(code).await?;
-            if let Some(bytes) = held {
-                self.client
-                    .write_raw(&bytes)
-                    .await
-                    .map_err(SessionError::Client)?;
-                self.client.flush().await.map_err(SessionError::Client)?;
-            }
-            return Ok(Flow::Continue);
-        }
-        let db = self.current_db();
-        if let TxnState::Xa(x) = &mut self.txn {
-            pins.insert_id = (outcome.last_insert_id > 0).then_some(outcome.last_insert_id);
-            x.statements.push(Statement {
-                db,
-                sql,
-                params: Some(params),
-                pins,
-                user_vars,
-                expect: RowCounts {
-                    affected: outcome.affected_rows,
-                    matched: outcome.info_matched,
-                },
-            });
-            x.last_statement = started;
-        }
-        let Some(held) = held else {
-            return Ok(Flow::Continue);
+        let written = Written {
+            sql,
+            params: Some(params),
+            pins,
+            user_vars,
+            started,
         };
-        match self.commit_xa().await {
-            Ok(_) => {
-                self.row_count = i64::try_from(outcome.affected_rows).ok();
-                let patched = patch_status(&held, self.status);
-                self.client
-                    .write_raw(&patched)
-                    .await
-                    .map_err(SessionError::Client)?;
-                self.client.flush().await.map_err(SessionError::Client)?;
-            }
-            Err(e) => self.reply_err(p.last_seq, e).await?,
-        }
-        Ok(Flow::Continue)
+        self.finish_write(p, outcome, held, written).await
     }
 
     /// Replace session functions by their values, or say why the statement cannot be
@@ -1625,6 +1609,15 @@ fn is_decimal(t: &str) -> bool {
     !int.is_empty()
         && int.bytes().all(|b| b.is_ascii_digit())
         && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A write statement that ran, with what it ran with.
+struct Written {
+    sql: String,
+    params: Option<Vec<Value>>,
+    pins: Pins,
+    user_vars: Vec<(String, Value)>,
+    started: Instant,
 }
 
 /// A statement with its pins in `SET STATEMENT … FOR`.

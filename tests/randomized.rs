@@ -130,12 +130,24 @@ fn expected(code: u16) -> bool {
     matches!(code, 1062 | 1213 | 1205 | 1467)
 }
 
+/// COMMITs answered "outcome unknown" (counted, reported; see `client`).
+fn unknown_outcomes(add: usize) -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    N.fetch_add(add, std::sync::atomic::Ordering::Relaxed) + add
+}
+
 /// Errors after which InnoDB has rolled the whole transaction back.
 fn ends_transaction(code: u16) -> bool {
     matches!(code, 1213 | 1467)
 }
 
-async fn client(mut c: Conn, seed: u64, client: u64, txns: usize) -> (usize, usize, usize) {
+async fn client(
+    port: u16,
+    mut c: Conn,
+    seed: u64,
+    client: u64,
+    txns: usize,
+) -> (usize, usize, usize) {
     let mut rng = StdRng::seed_from_u64(seed ^ (client.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     let (mut committed, mut rolled_back, mut failed) = (0, 0, 0);
     for _ in 0..txns {
@@ -199,6 +211,27 @@ async fn client(mut c: Conn, seed: u64, client: u64, txns: usize) -> (usize, usi
                 Err(e) if matches!(server_error(&e), Some((1213 | 1614 | 1402, _))) => {
                     rolled_back += 1
                 }
+                // The documented answer when no verdict came within 60 s (seen once on
+                // an overloaded machine): the session is closed and the transaction
+                // commits if and only if its entry does; the comparison below still
+                // requires identical databases. Go on with a new connection.
+                Err(e) if matches!(server_error(&e), Some((1180, ref m)) if m.contains("unknown")) =>
+                {
+                    eprintln!("client {client}: {e}");
+                    // More than a rare stall is a stuck pipeline: fail.
+                    assert!(
+                        unknown_outcomes(1) <= 3,
+                        "the commit pipeline is stuck: {e}"
+                    );
+                    c = Conn::new(common::opts(
+                        port,
+                        "app",
+                        common::APP_PASSWORD,
+                        Some("test"),
+                    ))
+                    .await
+                    .expect("reconnect");
+                }
                 Err(e) => panic!("COMMIT: {e}"),
             }
         }
@@ -233,7 +266,8 @@ async fn random_concurrent_transactions_leave_identical_databases() {
     let mut tasks = Vec::new();
     for i in 0..CLIENTS {
         let conn = nodes[l].client(Some("test")).await;
-        tasks.push(tokio::spawn(client(conn, seed, i, txns)));
+        let port = nodes[l].proxy_port();
+        tasks.push(tokio::spawn(client(port, conn, seed, i, txns)));
     }
     let mut totals = (0, 0, 0);
     for t in tasks {
@@ -252,8 +286,8 @@ async fn random_concurrent_transactions_leave_identical_databases() {
         }
     }
     eprintln!(
-        "seed {seed}: {} transactions committed, {} rolled back, {} statements failed",
-        totals.0, totals.1, totals.2
+        "seed {seed}: {} transactions committed, {} rolled back, {} statements failed, {} COMMITs with an unknown outcome",
+        totals.0, totals.1, totals.2, unknown_outcomes(0)
     );
     assert!(totals.0 as u64 >= CLIENTS * txns as u64 / 2, "{totals:?}");
     converged_report(&nodes, "test").await;

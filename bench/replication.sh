@@ -18,6 +18,8 @@
 #   INNODB_FLUSH=1     innodb_flush_log_at_trx_commit of every MariaDB (1 = durable commits)
 #   CLUSTER_INNODB_FLUSH=$INNODB_FLUSH   the same for the cluster's MariaDBs only (an
 #                      experiment: the baseline keeps INNODB_FLUSH)
+#   FOLLOWER_FLUSH=2   the nodes' [database] follower_innodb_flush (empty: unset, every
+#                      cluster MariaDB keeps CLUSTER_INNODB_FLUSH); the leader runs with 1
 #   PS_MODE=probe      probe: try sysbench's prepared statements through the leader first
 #                      and fall back to --db-ps-mode=disable (both sides) if they are
 #                      refused or not replicated; auto: always prepared; disable: never
@@ -40,6 +42,7 @@ WARMUP=${WARMUP:-5}
 BUFFER_POOL=${BUFFER_POOL:-256M}
 INNODB_FLUSH=${INNODB_FLUSH:-1}
 CLUSTER_INNODB_FLUSH=${CLUSTER_INNODB_FLUSH:-$INNODB_FLUSH}
+FOLLOWER_FLUSH=${FOLLOWER_FLUSH-2}
 PS_MODE=${PS_MODE:-probe}
 LAG_CAP=${LAG_CAP:-60}
 WOLFSCALE_LOG=${WOLFSCALE_LOG:-info,wolfscale::proxy::server=debug}
@@ -234,6 +237,7 @@ host = "127.0.0.1"
 port = ${DB_PORT[node-$i]}
 user = "root"
 password = ""
+$([[ -n $FOLLOWER_FLUSH ]] && echo "follower_innodb_flush = $FOLLOWER_FLUSH")
 
 [cluster]
 peers = [$(
@@ -515,7 +519,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 report() {
     local r key workload threads t lag max_lag=0 l name
     echo
-    echo "sysbench: ${DURATION}s per run, $TABLES x $TABLE_SIZE rows, $(nproc) CPUs, innodb_flush_log_at_trx_commit=$INNODB_FLUSH (cluster: $CLUSTER_INNODB_FLUSH), load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "sysbench: ${DURATION}s per run, $TABLES x $TABLE_SIZE rows, $(nproc) CPUs, innodb_flush_log_at_trx_commit=$INNODB_FLUSH (cluster: $CLUSTER_INNODB_FLUSH, follower_innodb_flush=${FOLLOWER_FLUSH:-unset}), load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "statements: $PS_NOTE"
     printf '%-22s | %-20s | %9s | %7s | %9s | %8s | %s\n' workload target TPS "p95 ms" "vs single" "errors/s" "follower lag s (entries behind): node-2, node-3"
     printf '%s\n' "-----------------------+----------------------+-----------+---------+-----------+----------+-----------------------------------------------"

@@ -75,6 +75,7 @@ pub fn cluster_settings(
         election_timeout_max_ms: cfg.cluster.election_timeout_max_ms,
         disable_auto_election: cfg.cluster.disable_auto_election,
         database,
+        follower_innodb_flush: cfg.database.follower_innodb_flush,
     }
 }
 

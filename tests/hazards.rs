@@ -815,6 +815,112 @@ async fn follower_restarted_mid_stream_applies_nothing_twice() {
 }
 
 // --------------------------------------------------------------------------------
+// Followers without their own fsync ([database] follower_innodb_flush = 2)
+
+async fn flush_setting(node: &FullNode) -> String {
+    let mut c = node.raft.db.root().await;
+    let v: Option<String> = c
+        .query_first("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit")
+        .await
+        .unwrap();
+    c.disconnect().await.ok();
+    v.unwrap_or_default()
+}
+
+/// With `follower_innodb_flush = 2` a follower's MariaDB skips the fsync of each
+/// replayed commit, and the leader's stays at 1. What an OS crash takes from such a
+/// follower (here made certain to be lost: its MariaDB runs with 0, which keeps commits
+/// only in memory for up to a second, and is killed with SIGKILL together with its
+/// node) comes back from the log: afterwards all three databases are identical, with
+/// every write exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_loses_its_last_commits_replays_them_from_the_log() {
+    let mut nodes =
+        common::full_cluster_adjusted(3, |s| s.follower_innodb_flush = Some(2), |_| {}).await;
+    let l = leader_of(&nodes);
+    let f = (l + 1) % 3;
+    for (i, node) in nodes.iter().enumerate() {
+        let want = if i == l { "1" } else { "2" };
+        let settled = common::wait_until(Duration::from_secs(10), || async {
+            flush_setting(node).await == want
+        })
+        .await;
+        assert!(
+            settled,
+            "node {i}: innodb_flush_log_at_trx_commit is {}, expected {want}",
+            flush_setting(node).await
+        );
+    }
+    // Stands in for the page cache an OS crash loses (the node only sets the variable
+    // when its role changes).
+    let mut froot = nodes[f].raft.db.root().await;
+    q(&mut froot, "SET GLOBAL innodb_flush_log_at_trx_commit = 0").await;
+
+    let mut c = nodes[l].client(Some("test")).await;
+    q(&mut c, "CREATE TABLE lost (id INT PRIMARY KEY, v INT)").await;
+    const TOTAL: i64 = 200;
+    for i in 1..=TOTAL {
+        q(&mut c, &format!("INSERT INTO lost VALUES ({i}, {i})")).await;
+    }
+    // Polled directly, so that the kill follows the last replayed commit at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut applied = false;
+    while Instant::now() < deadline {
+        let n: Option<i64> = froot
+            .query_first("SELECT COUNT(*) FROM test.lost")
+            .await
+            .unwrap();
+        if n == Some(TOTAL) {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(applied, "the follower applied every write");
+    // The crash: its MariaDB and its node at once.
+    drop(froot);
+    let pid = nodes[f].raft.db.server.pid().expect("running") as i32;
+    // SAFETY: kill(2) on a child process of this test.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let follower = nodes.remove(f);
+    let mut stopped = common::stop_full_node(follower).await;
+    stopped.db.server.stop();
+    let dir = stopped.db.server.dir().to_path_buf();
+    stopped.db.server = tokio::task::spawn_blocking(move || {
+        wolfscale::localdb::LocalMariaDb::start(&dir, &Default::default())
+    })
+    .await
+    .unwrap()
+    .expect("restart the follower's MariaDB");
+    let port = stopped.db.port();
+    stopped.settings.database = common::opts(port, "root", "", None);
+    let mut direct = stopped.db.root().await;
+    let kept: Option<i64> = direct
+        .query_first("SELECT COUNT(*) FROM test.lost")
+        .await
+        .unwrap();
+    let lost = TOTAL - kept.unwrap_or(0);
+    eprintln!("the crash took {lost} of {TOTAL} committed rows from the follower's MariaDB");
+    direct.disconnect().await.ok();
+    let restarted = common::start_full_node(stopped).await;
+    nodes.insert(f, restarted);
+
+    q(&mut c, "INSERT INTO lost VALUES (0, 0)").await;
+    converged_report(&nodes, "test").await;
+    let rows = same_on_all(&nodes, "SELECT COUNT(*), SUM(v) FROM lost").await;
+    let got: Vec<String> = rows[0].iter().map(text).collect();
+    assert_eq!(
+        got,
+        vec![
+            (TOTAL + 1).to_string(),
+            (TOTAL * (TOTAL + 1) / 2).to_string()
+        ]
+    );
+}
+
+// --------------------------------------------------------------------------------
 // Temporary tables
 
 /// Temporary tables belong to one session of one MariaDB: their writes are not logged

@@ -260,6 +260,8 @@ pub enum ApplyStatus {
 struct ConnState {
     db: Option<String>,
     names: Option<(String, String)>,
+    /// The session variables last set with `SET SESSION` (see `push_statement`).
+    vars: Option<Vec<(String, Value)>>,
 }
 
 pub struct Applier {
@@ -581,6 +583,26 @@ impl Applier {
             script.push_plain(format!("SET NAMES {} COLLATE {}", names.0, names.1));
             self.state.names = Some(names);
         }
+        // The session's variables are set on the connection when they change (most
+        // entries share them), rather than with each statement: one `SET STATEMENT`
+        // of a dozen variables per statement cost MariaDB more than the statement.
+        // A procedure that sets one changes the replay connection as it changed the
+        // leader's session, statement for statement; the leader reads them again
+        // after a CALL, so the next entry carries what they became.
+        let vars: Vec<(String, Value)> = session
+            .vars
+            .iter()
+            .filter(|(name, _)| is_ident(name))
+            .cloned()
+            .collect();
+        if !vars.is_empty() && self.state.vars.as_ref() != Some(&vars) {
+            let sets: Vec<String> = vars
+                .iter()
+                .map(|(name, v)| format!("{name}={}", v.literal()))
+                .collect();
+            script.push_plain(format!("SET SESSION {}", sets.join(", ")));
+            self.state.vars = Some(vars);
+        }
         if !st.user_vars.is_empty() {
             let sets: Vec<String> = st
                 .user_vars
@@ -603,10 +625,14 @@ impl Applier {
                     params: None,
                     ..st.clone()
                 };
-                (pinned_statement(session, &st), None)
+                (pinned_statement(&SessionVars::default(), &st), None)
             }
-            None => (pinned_statement(session, st), st.params.clone()),
+            None => (
+                pinned_statement(&SessionVars::default(), st),
+                st.params.clone(),
+            ),
         };
+
         script.push_checked(Check {
             index,
             sql: text,

@@ -64,6 +64,10 @@ pub struct ClusterSettings {
     pub disable_auto_election: bool,
     /// The service account's connection to the local MariaDB (for the applier).
     pub database: mysql_async::Opts,
+    /// `[database] follower_innodb_flush`: the local MariaDB's
+    /// `innodb_flush_log_at_trx_commit` while a follower (1 while the leader); `None`
+    /// leaves it alone.
+    pub follower_innodb_flush: Option<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +239,7 @@ impl Cluster {
             cluster.raft.clone(),
             cluster.id,
             s.database.clone(),
+            s.follower_innodb_flush,
             cluster.read_write.clone(),
             cluster.shutdown.subscribe(),
         ));
@@ -387,15 +392,18 @@ impl Cluster {
 
 /// Keep the local MariaDB `read_only` unless this node is the fenced leader, so that
 /// nothing but the applier (whose account has READ ONLY ADMIN) writes to a follower's
-/// MariaDB, even a client that reaches it directly.
+/// MariaDB, even a client that reaches it directly. With `follower_flush`, also set
+/// `innodb_flush_log_at_trx_commit`: that value while a follower, 1 before taking
+/// writes (the leader's prepared transactions must survive an OS crash: nothing else
+/// holds their effects).
 async fn guard_read_only(
     raft: Raft<StateMachine>,
     me: NodeId,
     db: mysql_async::Opts,
+    follower_flush: Option<u8>,
     read_write: Arc<std::sync::atomic::AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    use mysql_async::prelude::Queryable;
     use std::sync::atomic::Ordering;
     let mut metrics = raft.metrics();
     let mut current: Option<bool> = None;
@@ -409,14 +417,25 @@ async fn guard_read_only(
                 // Stop taking writes before the database refuses them.
                 read_write.store(false, Ordering::SeqCst);
             }
-            let sql = format!(
+            let read_only = format!(
                 "SET GLOBAL read_only = {}",
                 if writable { "OFF" } else { "ON" }
             );
+            // Made durable before it is writable; relaxed once it is read-only.
+            let mut sqls = vec![read_only];
+            if let Some(flush) = follower_flush {
+                let flush = if writable { 1 } else { flush };
+                let sql = format!("SET GLOBAL innodb_flush_log_at_trx_commit = {flush}");
+                if writable {
+                    sqls.insert(0, sql);
+                } else {
+                    sqls.push(sql);
+                }
+            }
             match mysql_async::Conn::new(db.clone()).await {
-                Ok(mut conn) => match conn.query_drop(&sql).await {
+                Ok(mut conn) => match run_all(&mut conn, &sqls).await {
                     Ok(()) => {
-                        tracing::info!(read_only = !writable, "local MariaDB read_only set");
+                        tracing::info!(read_only = !writable, statements = %sqls.join("; "), "local MariaDB role set");
                         read_write.store(writable, Ordering::SeqCst);
                         current = Some(writable);
                     }
@@ -438,6 +457,14 @@ async fn guard_read_only(
             changed = metrics.changed() => if changed.is_err() { return },
         }
     }
+}
+
+async fn run_all(conn: &mut mysql_async::Conn, sqls: &[String]) -> Result<(), mysql_async::Error> {
+    use mysql_async::prelude::Queryable;
+    for sql in sqls {
+        conn.query_drop(sql).await?;
+    }
+    Ok(())
 }
 
 /// Once the cluster has a leader, ask every member for its MariaDB settings and warn

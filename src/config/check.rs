@@ -177,6 +177,14 @@ impl Checker<'_> {
             DEFAULT_POOL_SIZE,
             POOL_SIZE,
         );
+        // 0 is not offered: it loses commits when mariadbd alone crashes, while this
+        // node keeps running and would not replay them.
+        let follower_innodb_flush = match raw.follower_innodb_flush {
+            None => Some(None),
+            Some(v) => self
+                .in_range("database.follower_innodb_flush", v, 1..=2)
+                .map(Some),
+        };
         Some(DatabaseConfig {
             host: host?,
             port: port?,
@@ -185,6 +193,7 @@ impl Checker<'_> {
             database: database?,
             socket: socket?,
             pool_size: pool_size?,
+            follower_innodb_flush: follower_innodb_flush?,
         })
     }
 

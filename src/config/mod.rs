@@ -217,6 +217,13 @@ pub struct DatabaseConfig {
     pub socket: Option<PathBuf>,
     /// `pool_size`: connections to the local MariaDB. Default 8, 1..=1024.
     pub pool_size: usize,
+    /// `follower_innodb_flush`: the `innodb_flush_log_at_trx_commit` WolfScale sets on
+    /// the local MariaDB while this node is a follower, 1 or 2. Optional, no default
+    /// (the setting is left alone). With 2, replayed commits skip their fsync: every
+    /// entry is in the fsynced log and the applied marker commits with its effects, so
+    /// replay restores whatever an OS crash takes. When set, the node sets 1 before it
+    /// takes writes as leader (a leader's prepared transactions must be durable).
+    pub follower_innodb_flush: Option<u8>,
 }
 
 /// `[wal]`: the replicated write-ahead log on disk.

@@ -85,6 +85,7 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("database", Kind::String),
             ("socket", Kind::String),
             ("pool_size", Kind::Integer),
+            ("follower_innodb_flush", Kind::Integer),
         ],
     ),
     (
@@ -175,6 +176,7 @@ pub(crate) struct RawDatabase {
     pub database: Option<String>,
     pub socket: Option<String>,
     pub pool_size: Option<i64>,
+    pub follower_innodb_flush: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

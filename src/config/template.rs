@@ -66,6 +66,11 @@ password = ""
 # socket = "/run/mysqld/mysqld.sock"
 # Connections to the local MariaDB: 1..=1024. Default 8.
 pool_size = 8
+# innodb_flush_log_at_trx_commit WolfScale sets on this MariaDB while the node is a
+# follower: 1 or 2. Optional; unset leaves the setting alone. 2 skips the fsync of
+# each replayed commit (the fsynced log restores what an OS crash takes); the
+# leader is then always set to 1.
+# follower_innodb_flush = 2
 
 [wal]
 # Most log entries written under one fsync: 1..=100000. Default 1000.

@@ -72,10 +72,29 @@ fn template_optional_keys_load_when_uncommented() {
         .replace("# number = ", "number = ")
         .replace("# database = ", "database = ")
         .replace("# secret = ", "secret = ")
-        .replace("# token = ", "token = ");
+        .replace("# token = ", "token = ")
+        .replace("# follower_innodb_flush = ", "follower_innodb_flush = ");
     let (config, diagnostics) = load(&text).unwrap();
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     assert_eq!(config.database.database.as_deref(), Some("app"));
+    assert_eq!(config.database.follower_innodb_flush, Some(2));
+    assert_eq!(
+        load(&template("node-3"))
+            .unwrap()
+            .0
+            .database
+            .follower_innodb_flush,
+        None
+    );
+    // 0 would lose commits of a crashed mariadbd while the node keeps running.
+    for bad in ["0", "3"] {
+        let text = template("node-3").replace(
+            "# follower_innodb_flush = 2",
+            &format!("follower_innodb_flush = {bad}"),
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("database.follower_innodb_flush"), "{err}");
+    }
     assert_eq!(config.cluster.secret.unwrap().expose(), "change-me");
     assert_eq!(config.api.token.unwrap().expose(), "change-me");
     assert_eq!((config.node.number, config.node.number_explicit), (3, true));

@@ -283,7 +283,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             (StatementClass::Transaction, TxnEffect::Rollback) => self.rollback(p).await,
             (StatementClass::Transaction, TxnEffect::Savepoint) => self.savepoint(p, text).await,
             (StatementClass::Ddl, _) => self.ddl(p, text, term).await,
-            (StatementClass::Write, _) => self.write(p, text, &class, term).await,
+            (StatementClass::Write, _) => {
+                let flow = self.write(p, text, &class, term).await;
+                if crate::sql::may_call(text) {
+                    // A procedure may have set session variables: read them again
+                    // before the next transaction is logged.
+                    self.vars = None;
+                }
+                flow
+            }
             _ => {
                 if class.txn == TxnEffect::ImplicitCommit && matches!(self.txn, TxnState::Xa(_)) {
                     // LOCK TABLES, FLUSH, ANALYZE…: MariaDB commits first; so do we.
@@ -745,25 +753,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn commit_xa_inner(&mut self, x: XaTxn) -> Result<Vec<u8>, ServerError> {
         let xid = x.id.xid();
-        let end = self
-            .internal(&format!("XA END '{xid}'"))
-            .await
-            .map_err(session_err)?;
-        if let Internal::Err(e) = end {
-            self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
-            self.close_open(&x.id);
-            return Err(e);
-        }
         if x.statements.is_empty() {
             self.close_open(&x.id);
             // Nothing was written: commit locally, nothing to log.
-            return match self
-                .internal(&format!("XA COMMIT '{xid}' ONE PHASE"))
+            let end = format!("XA END '{xid}'");
+            let commit = format!("XA COMMIT '{xid}' ONE PHASE");
+            let mut replies = self
+                .internal_pipelined(&[&end, &commit])
                 .await
                 .map_err(session_err)?
-            {
-                Internal::Ok(ok) => Ok(ok),
-                Internal::Err(e) => Err(e),
+                .into_iter();
+            return match (replies.next(), replies.next()) {
+                (Some(Internal::Ok(_)), Some(Internal::Ok(ok))) => Ok(ok),
+                (Some(Internal::Err(e)), _) | (_, Some(Internal::Err(e))) => {
+                    self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+                    Err(e)
+                }
+                _ => Err(session_err(SessionError::Internal(
+                    "XA END / XA COMMIT: missing reply".into(),
+                ))),
             };
         }
         let entry = LogEntry::Txn(Txn {
@@ -772,6 +780,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             statements: x.statements,
         });
         if let Err(e) = entry.encode() {
+            self.internal(&format!("XA END '{xid}'")).await.ok();
             self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
             self.close_open(&x.id);
             return Err(refusal(
@@ -780,19 +789,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 format!("The transaction was rolled back: {e}"),
             ));
         }
+        // XA END and XA PREPARE in one round trip: a failed END makes PREPARE fail too
+        // (the transaction is not idle), and either way it is rolled back below.
         let prepare_started = Instant::now();
-        let prepared = self
-            .internal(&format!("XA PREPARE '{xid}'"))
+        let end = format!("XA END '{xid}'");
+        let prepare = format!("XA PREPARE '{xid}'");
+        let replies = self
+            .internal_pipelined(&[&end, &prepare])
             .await
             .map_err(session_err)?;
-        tracing::debug!(target: "wolfscale::timing", us = prepare_started.elapsed().as_micros() as u64, "xa prepare");
+        tracing::debug!(target: "wolfscale::timing", us = prepare_started.elapsed().as_micros() as u64, "xa end + prepare");
         self.close_open(&x.id);
-        match prepared {
-            Internal::Ok(_) => {}
-            Internal::Err(e) => {
-                self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
-                return Err(e);
-            }
+        if let Some(e) = replies.into_iter().find_map(|r| match r {
+            Internal::Err(e) => Some(e),
+            Internal::Ok(_) => None,
+        }) {
+            self.internal(&format!("XA ROLLBACK '{xid}'")).await.ok();
+            return Err(e);
         }
         crate::failpoint::hit("after-prepare");
         self.shared.sequencing.wait_for_ddl(x.last_statement).await;

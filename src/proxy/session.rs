@@ -663,6 +663,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             COM_RESET_CONNECTION => {
                 self.stmts.clear();
                 self.text_kills.clear();
+                // The backend's session variables go back to their defaults.
+                self.vars = None;
                 self.forward(&p, Some(Expect::Single)).await
             }
             COM_INIT_DB => {
@@ -887,6 +889,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Some(_) => Internal::Err(err_from_payload(err_payload(&reply))),
             None => Internal::Ok(first_payload(&reply).to_vec()),
         })
+    }
+
+    /// Several of the proxy's own statements sent at once (one write, one wake-up of
+    /// the server), their answers read in order. The server runs each after the one
+    /// before has answered, exactly as if they had been sent one by one.
+    pub(super) async fn internal_pipelined(
+        &mut self,
+        sqls: &[&str],
+    ) -> Result<Vec<Internal>, SessionError> {
+        let mut raw = bytes::BytesMut::new();
+        for sql in sqls {
+            let mut payload = Vec::with_capacity(1 + sql.len());
+            payload.push(COM_QUERY);
+            payload.extend_from_slice(sql.as_bytes());
+            crate::protocol::packet::encode_packet(&mut raw, 0, &payload);
+        }
+        self.send_backend(&raw).await?;
+        let mut out = Vec::with_capacity(sqls.len());
+        for _ in sqls {
+            let (outcome, reply) = self.collect_reply(Expect::Query).await?;
+            out.push(match outcome.error {
+                Some(_) => Internal::Err(err_from_payload(err_payload(&reply))),
+                None => Internal::Ok(first_payload(&reply).to_vec()),
+            });
+        }
+        Ok(out)
     }
 
     /// The first row of one of the proxy's own queries, as text (`None` for NULL).

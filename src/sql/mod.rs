@@ -374,6 +374,16 @@ fn decide(s: &Stmt<'_>, path: Path) -> (lexical::Decision, bool) {
     }
 }
 
+/// Whether a statement may run a stored procedure (which may change the session's
+/// variables or default database): any mention of the word `CALL` counts (a comment
+/// before it, a string holding it), since the answer only decides whether session
+/// state is read or set again.
+pub fn may_call(sql: &str) -> bool {
+    sql.as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"CALL"))
+}
+
 #[cfg(test)]
 mod tests;
 

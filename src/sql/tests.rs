@@ -380,3 +380,11 @@ proptest! {
         prop_assert!(agree);
     }
 }
+
+#[test]
+fn statements_that_may_call_a_procedure() {
+    assert!(may_call("CALL p()"));
+    assert!(may_call("/* c */ call p()"));
+    assert!(may_call("INSERT INTO t SELECT recall FROM u"));
+    assert!(!may_call("UPDATE t SET a = 1"));
+}

@@ -242,11 +242,20 @@ pub fn cluster_settings(
         election_timeout_max_ms: 800,
         disable_auto_election: false,
         database: opts(db.port(), "root", "", None),
+        follower_innodb_flush: None,
     }
 }
 
 /// Start `n` Raft nodes (numbers 1..=n), the first bootstrapping the others.
 pub async fn raft_cluster(n: u16) -> Vec<RaftNode> {
+    raft_cluster_with(n, |_| {}).await
+}
+
+/// [`raft_cluster`] with every node's settings adjusted by `adjust` before it starts.
+pub async fn raft_cluster_with(
+    n: u16,
+    adjust: impl Fn(&mut wolfscale::cluster::ClusterSettings),
+) -> Vec<RaftNode> {
     let dbs = futures_join_all((0..n).map(|_| Db::start())).await;
     let ports: Vec<u16> = (0..n)
         .map(|_| wolfscale::localdb::free_port().unwrap())
@@ -255,6 +264,7 @@ pub async fn raft_cluster(n: u16) -> Vec<RaftNode> {
     for (i, db) in dbs.into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = cluster_settings(i as u16 + 1, &db, dir.path(), ports[i]);
+        adjust(&mut s);
         if i == 0 {
             s.bootstrap = true;
             s.peers = ports[1..]
@@ -351,7 +361,16 @@ pub async fn full_cluster(n: u16) -> Vec<FullNode> {
 
 /// [`full_cluster`] with every proxy's settings adjusted by `adjust`.
 pub async fn full_cluster_with(n: u16, adjust: impl Fn(&mut ProxySettings)) -> Vec<FullNode> {
-    let nodes = raft_cluster(n).await;
+    full_cluster_adjusted(n, |_| {}, adjust).await
+}
+
+/// [`full_cluster`] with every node's cluster and proxy settings adjusted.
+pub async fn full_cluster_adjusted(
+    n: u16,
+    cluster: impl Fn(&mut wolfscale::cluster::ClusterSettings),
+    adjust: impl Fn(&mut ProxySettings),
+) -> Vec<FullNode> {
+    let nodes = raft_cluster_with(n, cluster).await;
     let mut out = Vec::new();
     for mut node in nodes {
         let cluster = std::sync::Arc::new(node.cluster.take().expect("started"));

@@ -11,6 +11,7 @@
 //! | `before-local-commit` | the leader's session got its turn from the applier, before `XA COMMIT` |
 //! | `after-local-commit` | right after that `XA COMMIT`, before the marker moves |
 //! | `after-prepare` | a transaction is PREPARED, before it is proposed to the log |
+//! | `after-ddl-before-log` | a DDL ran on the leader's MariaDB, before it is proposed to the log |
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -365,6 +365,11 @@ impl Applier {
     /// (they are replayed again after a restart). Returns once every item's effects
     /// are committed; a divergent entry stops it with an error that names the entry.
     pub async fn apply(&mut self, items: Vec<Item>) -> Result<(), ApplyError> {
+        if let ApplyStatus::Diverged { index, reason } = self.status_now() {
+            // Stopped (see `halt`): nothing more is applied on top of a database that
+            // differs from the log.
+            return Err(ApplyError::Diverged { index, reason });
+        }
         if let Some(term) = items.iter().map(Item::term).max() {
             self.abort_stale_transactions(term).await;
         }
@@ -515,6 +520,21 @@ impl Applier {
             }
         }
         Ok(())
+    }
+
+    fn status_now(&self) -> ApplyStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stop applying before anything is applied: this node's MariaDB is known to
+    /// differ from the log at `index` (see `Cluster::start`, DDL intents).
+    pub fn halt(&mut self, index: u64, reason: String) {
+        tracing::error!(index, %reason, "this node's MariaDB differs from the log; applying stops here");
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) =
+            ApplyStatus::Diverged { index, reason };
     }
 
     fn diverged(&mut self, index: u64, reason: String) -> ApplyError {

@@ -155,6 +155,21 @@ impl Cluster {
             .map_or(0, |v| v.leader_id.term);
         let log_term = wal.state().last.map_or(0, |(_, t)| t);
         applier.recover_prepared(vote_term.max(log_term)).await?;
+        let intents = state
+            .with_prefix(INTENT_PREFIX)
+            .map_err(|source| ClusterError::State {
+                path: s.wal.state_dir.clone(),
+                source,
+            })?;
+        let (unlogged, logged) = unlogged_ddl(intents, &wal).await?;
+        for key in logged {
+            if let Err(e) = state.delete(&key) {
+                tracing::warn!(error = %e, key, "cannot clear a DDL intent record");
+            }
+        }
+        if let Some((index, reason)) = unlogged {
+            applier.halt(index, reason);
+        }
         let apply_status = applier.status();
         let settings = Arc::new(applier.settings.clone());
         let applier = Arc::new(Mutex::new(applier));
@@ -527,8 +542,58 @@ async fn discover(addr: &str, auth: &PeerAuth) -> Result<PeerIdentity, ClusterEr
     }
 }
 
+const INTENT_PREFIX: &str = "ddl.intent.";
+
 fn intent_key(id: TxnId) -> String {
-    format!("ddl.intent.{id}")
+    format!("{INTENT_PREFIX}{id}")
+}
+
+/// A DDL this node ran (or was about to run) on its MariaDB before it last stopped,
+/// whose entry is not in its log: the database may hold a change the other nodes never
+/// get. Intents whose entries are in the log are cleared (the applier counts a local
+/// DDL entry as done). Returns the first log index the DDL could have had and why
+/// applying must stop, and the keys of the intents found logged.
+async fn unlogged_ddl(
+    intents: Vec<(String, Vec<u8>)>,
+    wal: &Wal,
+) -> Result<(Option<(u64, String)>, Vec<String>), ClusterError> {
+    let mut logged = Vec::new();
+    let log = wal.state();
+    let end = log.last.map_or(0, |(i, _)| i + 1);
+    let first = log.first_index.unwrap_or(end);
+    let mut unlogged = None;
+    for (key, value) in intents {
+        let id = &key[INTENT_PREFIX.len()..];
+        let text = String::from_utf8_lossy(&value);
+        let (last, sql) = text.split_once('\n').unwrap_or(("0", &text));
+        let from = last.parse::<u64>().unwrap_or(0);
+        let mut found = false;
+        let mut at = from.max(first);
+        while at < end && !found {
+            let upto = (at + 1024).min(end);
+            for e in wal.read(at..upto).await? {
+                let entry =
+                    super::log_store::decode(&e).map_err(|e| ClusterError::Raft(e.to_string()))?;
+                if let openraft::EntryPayload::Normal(LogEntry::Ddl(d)) = &entry.payload {
+                    found |= d.id.to_string() == id;
+                }
+            }
+            at = upto;
+        }
+        if found {
+            logged.push(key);
+        } else if unlogged.is_none() {
+            unlogged = Some((
+                from + 1,
+                format!(
+                    "a DDL may have run on this node's MariaDB before it stopped, and it is not in the \
+                     log (id {id}): {sql}; compare this node's schema with the others' and rebuild it \
+                     from a healthy node if they differ"
+                ),
+            ));
+        }
+    }
+    Ok((unlogged, logged))
 }
 
 /// `host:0` with the bound port filled in.

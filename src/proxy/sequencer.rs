@@ -984,6 +984,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.client.flush().await.map_err(SessionError::Client)?;
             return Ok(Flow::Continue);
         }
+        crate::failpoint::hit("after-ddl-before-log");
         let entry = LogEntry::Ddl(Ddl {
             id,
             session: vars,

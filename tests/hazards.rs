@@ -71,6 +71,24 @@ async fn lock_waits(node: &FullNode) -> i64 {
     n.unwrap_or(0)
 }
 
+/// What the node's MariaDB is running, for a failure message.
+async fn processlist(node: &FullNode) -> String {
+    let mut c = node.raft.db.root().await;
+    let rows: Vec<mysql_async::Row> = c.query("SHOW FULL PROCESSLIST").await.unwrap_or_default();
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| match r.as_ref(i) {
+                    Some(v) => common::cell_text(v).unwrap_or_else(|| "NULL".into()),
+                    None => String::new(),
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn last_log_index(node: &FullNode) -> u64 {
     node.cluster.metrics().last_log_index.unwrap_or(0)
 }
@@ -428,11 +446,15 @@ async fn deadlock_victim_is_rolled_back_and_can_go_on() {
         let r = a.query_drop("UPDATE dl SET v = v + 1 WHERE id = 2").await;
         (a, r)
     });
-    let ok = common::wait_until(Duration::from_secs(10), || async {
+    let ok = common::wait_until(Duration::from_secs(30), || async {
         lock_waits(&nodes[l]).await > 0
     })
     .await;
-    assert!(ok, "A waits for B's lock");
+    assert!(
+        ok,
+        "A waits for B's lock; the leader's MariaDB runs:\n{}",
+        processlist(&nodes[l]).await
+    );
     // ... and B for A's row 1: one of them is the victim.
     let b_result = b.query_drop("UPDATE dl SET v = v + 100 WHERE id = 1").await;
     let (a, a_result) = a_task.await.unwrap();

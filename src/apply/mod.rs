@@ -276,6 +276,8 @@ pub struct Applier {
     status: Arc<Mutex<ApplyStatus>>,
     /// The first DDL replayed after opening may have run before a crash.
     ddl_since_open: bool,
+    /// Set by [`Applier::halt`]: nothing is applied.
+    halted: Option<(u64, String)>,
     /// Transactions this node PREPARED before it last stopped, still prepared at
     /// start, with the highest term their entries can have: those whose entries
     /// are not met before an entry of a later term never commit, and are rolled back.
@@ -311,6 +313,7 @@ impl Applier {
             applied,
             status: Arc::new(Mutex::new(ApplyStatus::Running)),
             ddl_since_open: false,
+            halted: None,
             recovered: Vec::new(),
             committer: committer::Committer::spawn(opts_for_committer),
             marker_written: std::time::Instant::now(),
@@ -365,10 +368,13 @@ impl Applier {
     /// (they are replayed again after a restart). Returns once every item's effects
     /// are committed; a divergent entry stops it with an error that names the entry.
     pub async fn apply(&mut self, items: Vec<Item>) -> Result<(), ApplyError> {
-        if let ApplyStatus::Diverged { index, reason } = self.status_now() {
-            // Stopped (see `halt`): nothing more is applied on top of a database that
-            // differs from the log.
-            return Err(ApplyError::Diverged { index, reason });
+        if let Some((index, reason)) = &self.halted {
+            // Stopped at start (see `halt`): nothing is applied on top of a database
+            // that differs from the log.
+            return Err(ApplyError::Diverged {
+                index: *index,
+                reason: reason.clone(),
+            });
         }
         if let Some(term) = items.iter().map(Item::term).max() {
             self.abort_stale_transactions(term).await;
@@ -522,19 +528,15 @@ impl Applier {
         Ok(())
     }
 
-    fn status_now(&self) -> ApplyStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// Stop applying before anything is applied: this node's MariaDB is known to
     /// differ from the log at `index` (see `Cluster::start`, DDL intents).
     pub fn halt(&mut self, index: u64, reason: String) {
         tracing::error!(index, %reason, "this node's MariaDB differs from the log; applying stops here");
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) =
-            ApplyStatus::Diverged { index, reason };
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = ApplyStatus::Diverged {
+            index,
+            reason: reason.clone(),
+        };
+        self.halted = Some((index, reason));
     }
 
     fn diverged(&mut self, index: u64, reason: String) -> ApplyError {

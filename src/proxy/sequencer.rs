@@ -849,18 +849,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // reports an error (leadership lost), the entry may be in the log and commit
         // under the next leader: only the applier knows, and it answers on `order_rx`,
         // in log order: commit now, or roll back (its term ended without it).
-        let done = proposal.done;
+        // What openraft says about the entry, kept for the message if no verdict
+        // comes (dropping the receivers early would also make openraft warn).
+        let progress = std::sync::Arc::new(Mutex::new((None::<u64>, None::<String>)));
+        let (committed, done) = (proposal.committed, proposal.done);
+        let seen = progress.clone();
         tokio::spawn(async move {
-            // Nobody needs the completion notice, but dropping it early makes openraft
-            // log a warning.
-            done.await.ok();
+            if let Ok(log_id) = committed.await {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(log_id.index);
+            }
+            let outcome = match done.await.map(Cluster::outcome) {
+                Ok(Ok(index)) => format!("applied at {index}"),
+                Ok(Err(e)) => format!("{e:?}"),
+                Err(_) => "no completion notice".into(),
+            };
+            seen.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(outcome);
         });
         let turn = match tokio::time::timeout(COMMIT_WAIT, order_rx).await {
             Ok(Ok(turn)) => turn,
             waited => {
                 // Leave the prepared transaction to the applier (it finishes it by xid
                 // once this connection is closed) and tell the client the truth.
-                tracing::warn!(%id, timed_out = waited.is_err(), "no verdict for a prepared transaction; its outcome is left to the log");
+                let (committed_at, raft_outcome) =
+                    progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                tracing::warn!(
+                    %id,
+                    timed_out = waited.is_err(),
+                    ?committed_at,
+                    ?raft_outcome,
+                    waiting = rep.pending().len(),
+                    "no verdict for a prepared transaction; its outcome is left to the log"
+                );
                 self.close_after_reply = true;
                 return Err(refusal(
                     1180,

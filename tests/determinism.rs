@@ -1320,3 +1320,35 @@ async fn interleaved_sessions_keep_their_own_session_variables() {
         "the two time zones give two local times"
     );
 }
+
+/// A transaction's entry carries one set of session variables: a SET before its first
+/// write is taken (the entry replays with it); one after a write would leave the
+/// earlier and later statements needing different settings, and the write that
+/// follows it is refused with 1235, the transaction still open and committable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn session_variables_change_only_before_a_transactions_first_write() {
+    let (nodes, l) = cluster().await;
+    let mut c = nodes[l].client(Some("test")).await;
+    q(&mut c, "CREATE TABLE tzx (id INT PRIMARY KEY, t DATETIME)").await;
+    q(&mut c, "BEGIN").await;
+    q(&mut c, "SET time_zone = '+05:30'").await;
+    q(
+        &mut c,
+        "INSERT INTO tzx VALUES (1, FROM_UNIXTIME(1700000000))",
+    )
+    .await;
+    q(&mut c, "SET time_zone = '+01:00'").await;
+    let e = c
+        .query_drop("INSERT INTO tzx VALUES (2, FROM_UNIXTIME(1700000000))")
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(&e).map(|(code, _)| code), Some(1235), "{e}");
+    q(&mut c, "COMMIT").await;
+    converged_report(&nodes, "test").await;
+    let rows = same_on_all(&nodes, "SELECT id, CAST(t AS CHAR) FROM tzx ORDER BY id").await;
+    let got: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(text).collect()).collect();
+    assert_eq!(
+        got,
+        vec![vec!["1".to_string(), "2023-11-15 03:43:20".to_string()]]
+    );
+}

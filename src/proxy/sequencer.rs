@@ -536,6 +536,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(None);
             }
             self.open_xa(term, implicit).await?;
+        } else if self.vars.is_none() && matches!(self.txn, TxnState::Xa(_)) {
+            // A SET (or a CALL) since the transaction began: its entry carries one set
+            // of session variables, so they may change only before its first write.
+            let vars = self.session_vars().await?;
+            if let TxnState::Xa(x) = &mut self.txn {
+                if x.vars != vars {
+                    if x.statements.is_empty() {
+                        x.vars = vars;
+                    } else {
+                        let err = refusal(
+                            1235,
+                            "42000",
+                            "WolfScale cannot replicate a transaction whose session variables (sql_mode, \
+                             time_zone, foreign_key_checks, ...) change after its first write: set them \
+                             before the transaction's first write, or commit first",
+                        );
+                        self.reply_err(p.last_seq, err).await?;
+                        return Ok(None);
+                    }
+                }
+            }
         }
         Ok(Some(implicit))
     }

@@ -12,10 +12,18 @@
 //! | `after-local-commit` | right after that `XA COMMIT`, before the marker moves |
 //! | `after-prepare` | a transaction is PREPARED, before it is proposed to the log |
 //! | `after-ddl-before-log` | a DDL ran on the leader's MariaDB, before it is proposed to the log |
+//!
+//! In-process tests can also *hold* a point ([`hold`]): the first task that reaches it
+//! waits there until the test releases it, so that a test can make another session
+//! run in a window that is otherwise a few microseconds wide. Only points that call
+//! [`held`] can be held: `after-prepare`.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::watch;
 
 struct Armed {
     names: HashSet<String>,
@@ -52,5 +60,80 @@ pub fn hit(name: &str) {
     if armed.names.contains(name) || from_file() {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
+    }
+}
+
+/// A held point (see [`hold`]); released when dropped.
+pub struct Hold {
+    point: Arc<HeldPoint>,
+}
+
+struct HeldPoint {
+    name: String,
+    taken: AtomicBool,
+    reached: watch::Sender<bool>,
+    released: watch::Sender<bool>,
+}
+
+static ANY_HELD: AtomicBool = AtomicBool::new(false);
+
+fn holds() -> &'static Mutex<Vec<Arc<HeldPoint>>> {
+    static HOLDS: OnceLock<Mutex<Vec<Arc<HeldPoint>>>> = OnceLock::new();
+    HOLDS.get_or_init(Default::default)
+}
+
+/// Hold the next task that reaches point `name` (in this process) until the returned
+/// [`Hold`] is released or dropped. Later tasks pass.
+pub fn hold(name: &str) -> Hold {
+    let point = Arc::new(HeldPoint {
+        name: name.to_string(),
+        taken: AtomicBool::new(false),
+        reached: watch::Sender::new(false),
+        released: watch::Sender::new(false),
+    });
+    holds()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(point.clone());
+    ANY_HELD.store(true, Ordering::SeqCst);
+    Hold { point }
+}
+
+impl Hold {
+    /// Wait until a task is held at the point.
+    pub async fn reached(&self) {
+        self.point.reached.subscribe().wait_for(|r| *r).await.ok();
+    }
+
+    /// Let the held task (or the next one to arrive) go on.
+    pub fn release(self) {}
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.point.released.send_replace(true);
+        let mut all = holds().lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|p| !Arc::ptr_eq(p, &self.point));
+        if all.is_empty() {
+            ANY_HELD.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A point that a test may hold; with no hold in place it costs one atomic load.
+pub async fn held(name: &str) {
+    if !ANY_HELD.load(Ordering::SeqCst) {
+        return;
+    }
+    let point = {
+        let all = holds().lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .find(|p| p.name == name && !p.taken.swap(true, Ordering::SeqCst))
+            .cloned()
+    };
+    if let Some(p) = point {
+        let mut released = p.released.subscribe();
+        p.reached.send_replace(true);
+        released.wait_for(|r| *r).await.ok();
     }
 }

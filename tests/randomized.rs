@@ -290,7 +290,15 @@ async fn random_concurrent_transactions_leave_identical_databases() {
         totals.0, totals.1, totals.2, unknown_outcomes(0)
     );
     assert!(totals.0 as u64 >= CLIENTS * txns as u64 / 2, "{totals:?}");
-    converged_report(&nodes, "test").await;
+    // Wait for the followers to apply everything (equal checksums); if they never
+    // agree, the row comparison below names the rows that differ.
+    let agreed = common::wait_until(std::time::Duration::from_secs(20), || async {
+        common::checksums(&nodes, "test")
+            .await
+            .windows(2)
+            .all(|w| w[0] == w[1])
+    })
+    .await;
     // Not only checksums: every row, compared value by value.
     for sql in [
         "SELECT id, bal, touched, note FROM acct ORDER BY id",
@@ -300,15 +308,32 @@ async fn random_concurrent_transactions_leave_identical_databases() {
         let each = rows_on_each(&nodes, sql).await;
         for (i, rows) in each.iter().enumerate().skip(1) {
             if *rows != each[0] {
-                let differing = rows.iter().zip(&each[0]).filter(|(a, b)| a != b).count()
-                    + rows.len().abs_diff(each[0].len());
+                let only_0: Vec<_> = each[0]
+                    .iter()
+                    .filter(|r| !rows.contains(r))
+                    .cloned()
+                    .collect();
+                let only_i: Vec<_> = rows
+                    .iter()
+                    .filter(|r| !each[0].contains(r))
+                    .cloned()
+                    .collect();
                 panic!(
-                    "{sql}: node {i} differs from node 0 in {differing} row(s)\nnode 0: {}\nnode {i}: {}",
-                    show_rows(&each[0][..each[0].len().min(20)]),
-                    show_rows(&rows[..rows.len().min(20)])
+                    "{sql}: node {i} differs from node 0 (seed {seed}, the leader is node {l})\n  only on node 0 ({}): {}\n  only on node {i} ({}): {}\n  appliers: {:?}",
+                    only_0.len(),
+                    show_rows(&only_0[..only_0.len().min(20)]),
+                    only_i.len(),
+                    show_rows(&only_i[..only_i.len().min(20)]),
+                    common::apply_statuses(&nodes)
                 );
             }
         }
         assert!(!each[0].is_empty() || sql.contains("kv"), "{sql}: no rows");
     }
+    assert!(
+        agreed,
+        "checksums differ: {:?}",
+        common::checksums(&nodes, "test").await
+    );
+    converged_report(&nodes, "test").await;
 }

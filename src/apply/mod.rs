@@ -611,13 +611,14 @@ impl Applier {
         // A procedure that sets one changes the replay connection as it changed the
         // leader's session, statement for statement; the leader reads them again
         // after a CALL, so the next entry carries what they became.
-        let vars: Vec<(String, Value)> = session
+        let settable = || session.vars.iter().filter(|(name, _)| is_ident(name));
+        let unchanged = self
+            .state
             .vars
-            .iter()
-            .filter(|(name, _)| is_ident(name))
-            .cloned()
-            .collect();
-        if !vars.is_empty() && self.state.vars.as_ref() != Some(&vars) {
+            .as_ref()
+            .is_some_and(|set| set.iter().eq(settable()));
+        if !unchanged && settable().next().is_some() {
+            let vars: Vec<(String, Value)> = settable().cloned().collect();
             let sets: Vec<String> = vars
                 .iter()
                 .map(|(name, v)| format!("{name}={}", v.literal()))
@@ -654,7 +655,6 @@ impl Applier {
                 st.params.clone(),
             ),
         };
-
         script.push_checked(Check {
             index,
             sql: text,

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod backend;
 pub mod catalog;
 pub mod hostname;
+pub mod order;
 pub mod registry;
 pub mod replicate;
 pub mod sequencer;

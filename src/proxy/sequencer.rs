@@ -33,13 +33,14 @@
 //! its MariaDB may be ahead of the log (see `Cluster::ddl_intent`).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
 
+use super::order::{ProposalOrder, Ticket};
 use super::session::{Flow, Session, SessionError};
 use crate::apply::entry::{Ddl, Pins, RowCounts, SessionVars, Statement, Txn, Value};
 use crate::apply::{self, LogEntry, Turn, TxnId, Waiter};
@@ -82,6 +83,8 @@ pub struct Sequencing {
     /// A DDL in progress: when it started, and a flag raised once it is appended.
     ddl: Mutex<Option<(Instant, watch::Receiver<bool>)>>,
     ddl_turn: tokio::sync::Mutex<()>,
+    /// Prepared transactions are proposed in the order they started to prepare.
+    order: Arc<ProposalOrder>,
 }
 
 impl Default for Sequencing {
@@ -92,6 +95,7 @@ impl Default for Sequencing {
             seq: AtomicU64::new(now_us() as u64),
             ddl: Mutex::new(None),
             ddl_turn: tokio::sync::Mutex::new(()),
+            order: Arc::default(),
         }
     }
 }
@@ -810,6 +814,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 format!("The transaction was rolled back: {e}"),
             ));
         }
+        // Logged after a DDL that started before its last statement and is not logged
+        // yet. Waited for here, before this transaction takes its place in the order,
+        // so that transactions behind it in the order do not wait for the DDL too.
+        self.shared.sequencing.wait_for_ddl(x.last_statement).await;
+        // Its place in the proposal order, taken while it holds every lock: PREPARE
+        // releases the shared and gap locks (see `super::order`).
+        let ticket = self.shared.sequencing.order.take();
         // XA END and XA PREPARE in one round trip: a failed END makes PREPARE fail too
         // (the transaction is not idle), and either way it is rolled back below.
         let prepare_started = Instant::now();
@@ -829,16 +840,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(e);
         }
         crate::failpoint::hit("after-prepare");
-        self.shared.sequencing.wait_for_ddl(x.last_statement).await;
-        self.replicate_prepared(entry, x.id, x.term).await
+        crate::failpoint::held("after-prepare").await;
+        self.replicate_prepared(entry, x.id, x.term, ticket).await
     }
 
-    /// Log a prepared transaction and commit it when the applier says so.
+    /// Log a prepared transaction (when its ticket's turn comes) and commit it when the
+    /// applier says so.
     async fn replicate_prepared(
         &mut self,
         entry: LogEntry,
         id: TxnId,
         term: u64,
+        ticket: Ticket,
     ) -> Result<Vec<u8>, ServerError> {
         let rep = self
             .shared
@@ -856,8 +869,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 term,
             },
         );
+        ticket.turn().await;
         let proposed_at = Instant::now();
-        let proposal = match rep.propose(entry, term).await {
+        let proposal = rep.propose(entry, term).await;
+        // Handed to Raft (or refused): the next ticket may go.
+        drop(ticket);
+        let proposal = match proposal {
             Ok(p) => p,
             Err(e) => {
                 // Refused before it reached the log: nothing can commit it but us.
@@ -872,7 +889,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // in log order: commit now, or roll back (its term ended without it).
         // What openraft says about the entry, kept for the message if no verdict
         // comes (dropping the receivers early would also make openraft warn).
-        let progress = std::sync::Arc::new(Mutex::new((None::<u64>, None::<String>)));
+        let progress = Arc::new(Mutex::new((None::<u64>, None::<String>)));
         let (committed, done) = (proposal.committed, proposal.done);
         let seen = progress.clone();
         tokio::spawn(async move {
@@ -1292,23 +1309,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // sent at once (one write, one wake-up of the server instead of three round
         // trips); the server still runs them one after the other.
         let mut raw = BytesMut::new();
-        for (i, sql) in [
-            format!("SET {}", pins_list(&pins).join(", ")),
-            "SET timestamp = DEFAULT".into(),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let mut payload = Vec::with_capacity(1 + sql.len());
-            payload.push(COM_QUERY);
-            payload.extend_from_slice(sql.as_bytes());
-            encode_packet(&mut raw, 0, &payload);
-            if i == 0 {
-                raw.extend_from_slice(&p.raw);
-            }
-        }
+        super::session::encode_query(&mut raw, &format!("SET {}", pins_list(&pins).join(", ")));
+        raw.extend_from_slice(&p.raw);
+        super::session::encode_query(&mut raw, "SET timestamp = DEFAULT");
         self.send_backend(&raw).await?;
-        // The pins' own answer: an error there shows in the statement's result.
+        // The pins' answer (not checked, as before: a bad pin fails the statement).
         self.collect_reply(Expect::Query).await?;
         let expect = Expect::execute(&p.payload);
         let (outcome, held) = if implicit {

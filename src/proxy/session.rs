@@ -407,6 +407,24 @@ fn err_payload(reply: &[u8]) -> &[u8] {
 }
 
 /// A [`ServerError`] from an ERR payload.
+/// A COM_QUERY of the proxy's own (sequence 0), appended to `raw`.
+pub(super) fn encode_query(raw: &mut bytes::BytesMut, sql: &str) {
+    let mut payload = Vec::with_capacity(1 + sql.len());
+    payload.push(COM_QUERY);
+    payload.extend_from_slice(sql.as_bytes());
+    crate::protocol::packet::encode_packet(raw, 0, &payload);
+}
+
+impl Internal {
+    /// The answer to one of the proxy's own statements, from its collected reply.
+    fn of(outcome: &Outcome, reply: &[u8]) -> Internal {
+        match outcome.error {
+            Some(_) => Internal::Err(err_from_payload(err_payload(reply))),
+            None => Internal::Ok(first_payload(reply).to_vec()),
+        }
+    }
+}
+
 fn err_from_payload(p: &[u8]) -> ServerError {
     let code = p
         .get(1..3)
@@ -885,10 +903,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// An ERR is returned as [`Internal::Err`]; a lost backend is an error.
     pub(super) async fn internal(&mut self, sql: &str) -> Result<Internal, SessionError> {
         let (outcome, reply) = self.run_collect(sql).await?;
-        Ok(match outcome.error {
-            Some(_) => Internal::Err(err_from_payload(err_payload(&reply))),
-            None => Internal::Ok(first_payload(&reply).to_vec()),
-        })
+        Ok(Internal::of(&outcome, &reply))
     }
 
     /// Several of the proxy's own statements sent at once (one write, one wake-up of
@@ -900,19 +915,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<Vec<Internal>, SessionError> {
         let mut raw = bytes::BytesMut::new();
         for sql in sqls {
-            let mut payload = Vec::with_capacity(1 + sql.len());
-            payload.push(COM_QUERY);
-            payload.extend_from_slice(sql.as_bytes());
-            crate::protocol::packet::encode_packet(&mut raw, 0, &payload);
+            encode_query(&mut raw, sql);
         }
         self.send_backend(&raw).await?;
         let mut out = Vec::with_capacity(sqls.len());
         for _ in sqls {
             let (outcome, reply) = self.collect_reply(Expect::Query).await?;
-            out.push(match outcome.error {
-                Some(_) => Internal::Err(err_from_payload(err_payload(&reply))),
-                None => Internal::Ok(first_payload(&reply).to_vec()),
-            });
+            out.push(Internal::of(&outcome, &reply));
         }
         Ok(out)
     }
@@ -932,11 +941,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Send one COM_QUERY of the proxy's own (sequence 0) to the backend.
     async fn send_query(&mut self, sql: &str) -> Result<(), SessionError> {
-        let mut payload = Vec::with_capacity(1 + sql.len());
-        payload.push(COM_QUERY);
-        payload.extend_from_slice(sql.as_bytes());
         let mut raw = bytes::BytesMut::new();
-        crate::protocol::packet::encode_packet(&mut raw, 0, &payload);
+        encode_query(&mut raw, sql);
         self.send_backend(&raw).await
     }
 

@@ -450,6 +450,45 @@ async fn insert_on_duplicate_key_update_wp_options() {
     )
     .await;
     assert_eq!(rows.len(), 6, "{}", common::show_rows(&rows));
+
+    // Two unique keys the rows set: InnoDB keeps no lock on the primary key value it
+    // found free when the second key collides, so a concurrent insert of that value can
+    // be logged first and the followers would update another row (tests/ordering.rs
+    // shows the race). Refused, text and prepared, and nothing is logged.
+    q(
+        &mut c,
+        "CREATE TABLE kv (k VARCHAR(16) PRIMARY KEY, v INT NOT NULL, hits INT NOT NULL DEFAULT 0, UNIQUE KEY by_v (v))",
+    )
+    .await;
+    q(&mut c, "INSERT INTO kv (k, v) VALUES ('a', 1)").await;
+    let text = c
+        .query_drop("INSERT INTO kv (k, v) VALUES ('b', 1) ON DUPLICATE KEY UPDATE hits = hits + 1")
+        .await
+        .unwrap_err();
+    let msg = text.to_string();
+    assert_eq!(server_error(&text).map(|e| e.0), Some(1592), "{msg}");
+    assert!(
+        msg.contains("ON DUPLICATE KEY UPDATE") && msg.contains("PRIMARY, by_v"),
+        "{msg}"
+    );
+    q(&mut c, "BEGIN").await;
+    let prepared = c
+        .exec_drop(
+            "INSERT INTO kv (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE hits = hits + 1",
+            ("a", 2),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(&prepared).map(|e| e.0), Some(1592));
+    // The transaction goes on; an upsert on the one key the rows set is accepted.
+    q(&mut c, "INSERT INTO kv (k, v) VALUES ('c', 3)").await;
+    q(&mut c, "COMMIT").await;
+    converged_report(&nodes, "test").await;
+    let rows = same_on_all(&nodes, "SELECT k, v, hits FROM kv ORDER BY k").await;
+    assert_eq!(
+        common::show_rows(&rows),
+        r#"[("a", "1", "0"), ("c", "3", "0")]"#
+    );
 }
 
 // --------------------------------------------------------------------------------

@@ -36,6 +36,18 @@ type Table = (String, String);
 #[derive(Debug, Default)]
 pub struct NonTransactional {
     tables: HashMap<Table, Unsafe>,
+    /// The unique keys of every table, for [`NonTransactional::ambiguous_upsert`].
+    unique_keys: HashMap<Table, Vec<UniqueKey>>,
+}
+
+/// One unique key (the primary key included) of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueKey {
+    pub name: String,
+    /// Lower-case column names.
+    pub columns: Vec<String>,
+    /// Which of them is AUTO_INCREMENT, if one is.
+    pub auto_increment: Option<String>,
 }
 
 /// Why writes to a table are refused.
@@ -105,7 +117,49 @@ impl NonTransactional {
                 break;
             }
         }
-        NonTransactional { tables }
+        NonTransactional {
+            tables,
+            unique_keys: HashMap::new(),
+        }
+    }
+
+    /// The same set, knowing each table's unique keys.
+    pub fn with_unique_keys(mut self, keys: HashMap<Table, Vec<UniqueKey>>) -> Self {
+        self.unique_keys = keys;
+        self
+    }
+
+    /// An `INSERT … ON DUPLICATE KEY UPDATE` whose rows may collide with two different
+    /// rows through two different unique keys: its table and those keys' names.
+    ///
+    /// InnoDB inserts into the primary key first and checks the secondary unique keys
+    /// after; when a later key collides it removes the row it had just inserted and
+    /// updates the row it collided with, and it keeps no lock on the primary key value
+    /// it found free. Another transaction may insert that value and commit first, so
+    /// the log can hold that insert before the upsert, and every follower's replay
+    /// finds the collision on the primary key and updates a different row (MariaDB
+    /// marks the statement unsafe for statement-based replication for this reason).
+    /// A key the statement cannot collide on is left out: one with an AUTO_INCREMENT
+    /// column the statement does not set (the wp_options upsert).
+    pub fn ambiguous_upsert(&self, sql: &str, db: Option<&str>) -> Option<(String, Vec<String>)> {
+        if self.unique_keys.is_empty() {
+            return None;
+        }
+        let up = crate::sql::upsert(sql)?;
+        let schema = up.db.or_else(|| db.map(str::to_string))?;
+        let table = (schema, up.table);
+        let keys = self.unique_keys.get(&table)?;
+        let sets = |col: &str| {
+            up.columns
+                .as_ref()
+                .is_none_or(|c| c.iter().any(|x| x == col))
+        };
+        let colliding: Vec<String> = keys
+            .iter()
+            .filter(|k| k.auto_increment.as_deref().is_none_or(sets))
+            .map(|k| k.name.clone())
+            .collect();
+        (colliding.len() >= 2).then(|| (show(&table), colliding))
     }
 
     /// The first refused table `sql` names, as `` `db`.`t` ``, with why, resolving
@@ -165,7 +219,37 @@ impl Catalog {
                  FROM information_schema.TRIGGERS",
             )
             .await?;
+        let key_columns: Vec<(String, String, String, String, bool)> = conn
+            .query(
+                "SELECT s.TABLE_SCHEMA, s.TABLE_NAME, s.INDEX_NAME, s.COLUMN_NAME, \
+                 c.EXTRA LIKE '%auto_increment%' \
+                 FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c \
+                 ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME \
+                 AND c.COLUMN_NAME = s.COLUMN_NAME \
+                 WHERE s.NON_UNIQUE = 0 \
+                 AND s.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+                 ORDER BY s.TABLE_SCHEMA, s.TABLE_NAME, s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX",
+            )
+            .await?;
         conn.disconnect().await.ok();
+        let mut unique_keys: HashMap<Table, Vec<UniqueKey>> = HashMap::new();
+        for (schema, table, index, column, auto) in key_columns {
+            let keys = unique_keys.entry((schema, table)).or_default();
+            let column = column.to_ascii_lowercase();
+            if keys.last().is_none_or(|k| k.name != index) {
+                keys.push(UniqueKey {
+                    name: index,
+                    columns: Vec::new(),
+                    auto_increment: None,
+                });
+            }
+            if let Some(key) = keys.last_mut() {
+                if auto {
+                    key.auto_increment = Some(column.clone());
+                }
+                key.columns.push(column);
+            }
+        }
         let mut non_transactional = Vec::new();
         let mut auto_increment = Vec::new();
         for (schema, table, engine, auto) in rows {
@@ -185,7 +269,8 @@ impl Catalog {
                 body,
             });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(
-            NonTransactional::with_triggers(non_transactional, auto_increment, triggers),
+            NonTransactional::with_triggers(non_transactional, auto_increment, triggers)
+                .with_unique_keys(unique_keys),
         );
         Ok(())
     }
@@ -266,6 +351,61 @@ mod tests {
             None
         );
         assert_eq!(s.named_in("INSERT INTO app.t SELECT 1", Some("x")), None);
+    }
+
+    #[test]
+    fn an_upsert_that_can_collide_on_two_keys_is_found() {
+        let key = |name: &str, cols: &[&str], auto: Option<&str>| UniqueKey {
+            name: name.into(),
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            auto_increment: auto.map(str::to_string),
+        };
+        let t = |name: &str| ("app".to_string(), name.to_string());
+        let s = NonTransactional::default().with_unique_keys(HashMap::from([
+            (
+                t("kv"),
+                vec![key("PRIMARY", &["k"], None), key("v", &["v"], None)],
+            ),
+            (
+                t("options"),
+                vec![
+                    key("PRIMARY", &["option_id"], Some("option_id")),
+                    key("option_name", &["option_name"], None),
+                ],
+            ),
+            (t("plain"), vec![key("PRIMARY", &["id"], None)]),
+        ]));
+        let found = |sql: &str| s.ambiguous_upsert(sql, Some("app"));
+        assert_eq!(
+            found("INSERT INTO kv (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE hits = hits + 1"),
+            Some(("`app`.`kv`".into(), vec!["PRIMARY".into(), "v".into()]))
+        );
+        // WordPress: the AUTO_INCREMENT key is not set, only option_name can collide.
+        assert_eq!(
+            found(
+                "INSERT INTO options (option_name, option_value) VALUES ('a', 'b') \
+                   ON DUPLICATE KEY UPDATE option_value = VALUES(option_value)"
+            ),
+            None
+        );
+        // Setting it, or every column, makes both keys candidates.
+        assert!(found(
+            "INSERT INTO options VALUES (1, 'a', 'b') ON DUPLICATE KEY UPDATE option_value = 'c'"
+        )
+        .is_some());
+        assert!(found("INSERT INTO options (option_id, option_name) VALUES (1, 'a') ON DUPLICATE KEY UPDATE option_name = 'c'").is_some());
+        assert_eq!(
+            found("INSERT INTO plain VALUES (1) ON DUPLICATE KEY UPDATE id = 2"),
+            None
+        );
+        assert_eq!(found("INSERT INTO kv (k, v) VALUES ('a', 1)"), None);
+        assert_eq!(
+            s.ambiguous_upsert(
+                "INSERT INTO kv VALUES (1, 2, 3) ON DUPLICATE KEY UPDATE v = 1",
+                Some("other")
+            ),
+            None
+        );
     }
 
     #[test]

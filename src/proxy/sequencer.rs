@@ -1121,6 +1121,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             return Some(refusal(1235, "42000", msg));
         }
+        if let Some((table, keys)) = catalog.ambiguous_upsert(text, self.db.as_deref()) {
+            return Some(refusal(
+                1592,
+                "HY000",
+                format!(
+                    "WolfScale cannot replicate this statement deterministically: INSERT … ON DUPLICATE KEY UPDATE \
+                     on {table} can collide through more than one unique key ({}), and which row it updates \
+                     then depends on concurrent inserts, so the other nodes could update a different row \
+                     (MariaDB marks it unsafe for statement-based replication); set the columns of one \
+                     unique key only (an AUTO_INCREMENT key the rows leave out does not count)",
+                    keys.join(", ")
+                ),
+            ));
+        }
         None
     }
 

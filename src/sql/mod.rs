@@ -803,6 +803,151 @@ pub fn table_use(sql: &str) -> Option<TableUse> {
     }
 }
 
+/// An `INSERT … ON DUPLICATE KEY UPDATE`: its table and the columns its rows set
+/// (`None`: every column, as in `INSERT INTO t VALUES …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upsert {
+    pub db: Option<String>,
+    pub table: String,
+    pub columns: Option<Vec<String>>,
+}
+
+/// The upsert a one-statement payload is, if it is one.
+pub fn upsert(sql: &str) -> Option<Upsert> {
+    use lexer::Kind;
+    let text = versioned::expand(sql);
+    let tokens = lexer::lex(&text);
+    let s = Stmt::new(&text, &tokens);
+    if !s.word_at(0, "INSERT") {
+        return None;
+    }
+    let on_duplicate = (0..tokens.len()).any(|i| {
+        s.word_at(i, "ON")
+            && s.word_at(i + 1, "DUPLICATE")
+            && s.word_at(i + 2, "KEY")
+            && s.word_at(i + 3, "UPDATE")
+    });
+    if !on_duplicate {
+        return None;
+    }
+    let TableUse::Target(db, table) = table_use(sql)? else {
+        return None;
+    };
+    let ident = |t: &lexer::Token<'_>| match t.kind {
+        Kind::Word => Some(t.text.to_ascii_lowercase()),
+        Kind::QuotedIdent => Some(
+            t.text[1..t.text.len().saturating_sub(1).max(1)]
+                .replace("``", "`")
+                .to_ascii_lowercase(),
+        ),
+        _ => None,
+    };
+    // Past INSERT [modifiers] [INTO] [db.]table.
+    let mut i = 1;
+    while ["LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO"]
+        .iter()
+        .any(|w| s.word_at(i, w))
+    {
+        i += 1;
+    }
+    i += if tokens.get(i + 1).is_some_and(|t| t.is_punct(".")) {
+        3
+    } else {
+        1
+    };
+    if s.word_at(i, "PARTITION") {
+        // A partition list is not a column list: assume every column.
+        return Some(Upsert {
+            db,
+            table,
+            columns: None,
+        });
+    }
+    let columns = if tokens.get(i).is_some_and(|t| t.is_punct("("))
+        && !(s.word_at(i + 1, "SELECT") || s.word_at(i + 1, "WITH"))
+    {
+        // (a, b, …)
+        let close = s.skip_parens(i);
+        let cols: Option<Vec<String>> = tokens[i + 1..close.saturating_sub(1).max(i + 1)]
+            .iter()
+            .filter(|t| !t.is_punct(","))
+            .map(ident)
+            .collect();
+        cols
+    } else if s.word_at(i, "SET") {
+        // SET a = …, b = …: the names at depth 0 after SET and after each comma.
+        let mut cols = Vec::new();
+        let mut depth = 0usize;
+        let mut expect_name = true;
+        for t in &tokens[i + 1..] {
+            if depth == 0 && t.is_word("ON") {
+                break;
+            }
+            match t.text {
+                "(" if t.kind == Kind::Punct => depth += 1,
+                ")" if t.kind == Kind::Punct => depth = depth.saturating_sub(1),
+                "," if t.kind == Kind::Punct && depth == 0 => expect_name = true,
+                _ if expect_name => {
+                    cols.push(ident(t)?);
+                    expect_name = false;
+                }
+                _ => {}
+            }
+        }
+        Some(cols)
+    } else {
+        None
+    };
+    Some(Upsert { db, table, columns })
+}
+
+#[cfg(test)]
+mod upsert_tests {
+    use super::{upsert, Upsert};
+
+    fn cols(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn the_table_and_the_columns_set_are_found() {
+        assert_eq!(
+            upsert("INSERT INTO kv (k, `V`) VALUES (?, ?) ON DUPLICATE KEY UPDATE hits = hits + 1"),
+            Some(Upsert {
+                db: None,
+                table: "kv".into(),
+                columns: cols(&["k", "v"])
+            })
+        );
+        assert_eq!(
+            upsert("insert ignore into app.kv values (1, 2) on duplicate key update v = 3"),
+            Some(Upsert {
+                db: Some("app".into()),
+                table: "kv".into(),
+                columns: None
+            })
+        );
+        assert_eq!(
+            upsert("INSERT INTO kv SET k = CONCAT('a', ','), v = (1), hits = 0 ON DUPLICATE KEY UPDATE hits = 1"),
+            Some(Upsert { db: None, table: "kv".into(), columns: cols(&["k", "v", "hits"]) })
+        );
+        assert_eq!(
+            upsert("INSERT INTO kv (k) SELECT k FROM src ON DUPLICATE KEY UPDATE hits = hits + 1"),
+            Some(Upsert {
+                db: None,
+                table: "kv".into(),
+                columns: cols(&["k"])
+            })
+        );
+        assert_eq!(
+            upsert("INSERT INTO kv (k) VALUES ('ON DUPLICATE KEY UPDATE')"),
+            None
+        );
+        assert_eq!(upsert("REPLACE INTO kv (k) VALUES (1)"), None);
+        assert_eq!(upsert("UPDATE kv SET v = 1"), None);
+    }
+}
+
 #[cfg(test)]
 mod table_use_tests {
     use super::{table_use, TableUse};

@@ -506,7 +506,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let started = Instant::now();
         let (pins, user_vars) = self.pins_for(&sql).await?;
-        let sent = with_pins(&sql, &pins);
+        // LAST_INSERT_ID is pinned for the replay only: here the session already holds
+        // that value, and SET STATEMENT would restore it after the statement, losing
+        // what `LAST_INSERT_ID(expr)` or a generated id set for the client.
+        let sent = with_pins(
+            &sql,
+            &Pins {
+                last_insert_id: None,
+                ..pins
+            },
+        );
         let mut payload = Vec::with_capacity(1 + sent.len());
         payload.push(COM_QUERY);
         payload.extend_from_slice(sent.as_bytes());

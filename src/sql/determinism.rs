@@ -8,6 +8,10 @@
 //!   `CURRENT_USER[()]`, `SESSION_USER()`, `SYSTEM_USER()`, `CURRENT_ROLE()`,
 //!   `CONNECTION_ID()`, `LOAD_FILE()`, and `RAND()` inside a stored routine,
 //!   trigger, event or compound block;
+//! * the sequence functions `NEXTVAL()`, `LASTVAL()`, `SETVAL()`, `NEXT VALUE FOR`
+//!   and `PREVIOUS VALUE FOR`: a sequence is not rolled back with the transaction
+//!   that advanced it, so after a rollback the leader's next value is ahead of every
+//!   follower's (a column `DEFAULT NEXTVAL(s)` is refused with its DDL);
 //! * `@@server_id` and `@@hostname`, in any scope;
 //! * `UPDATE`/`DELETE … LIMIT` without `ORDER BY` (which rows change is up to
 //!   the storage engine), and likewise `INSERT|REPLACE … SELECT … LIMIT`
@@ -111,6 +115,14 @@ fn word_reason(s: &Stmt<'_>, i: usize, in_routine: bool) -> Option<String> {
             Some(format!("{name}()"))
         }
         "RAND" if in_routine && is_builtin_call(s, i) => Some("RAND() in a stored routine".into()),
+        // A sequence moves outside transactions: the values a rolled-back or failed
+        // statement took stay taken on the leader only, and LASTVAL is per connection.
+        "NEXTVAL" | "LASTVAL" | "SETVAL" if is_builtin_call(s, i) => Some(format!(
+            "{name}() (a sequence advances outside transactions)"
+        )),
+        "NEXT" | "PREVIOUS" if s.word_at(i + 1, "VALUE") && s.word_at(i + 2, "FOR") => Some(
+            format!("{name} VALUE FOR (a sequence advances outside transactions)"),
+        ),
         // Its order follows the plan unless it says otherwise.
         "GROUP_CONCAT" if !in_routine && is_builtin_call(s, i) => {
             let end = s.skip_parens(i + 1);

@@ -388,3 +388,26 @@ fn statements_that_may_call_a_procedure() {
     assert!(may_call("INSERT INTO t SELECT recall FROM u"));
     assert!(!may_call("UPDATE t SET a = 1"));
 }
+
+#[test]
+fn sequence_functions_in_writes_are_flagged() {
+    for sql in [
+        "SELECT NEXTVAL(s)",
+        "INSERT INTO t VALUES (NEXTVAL(app.s), 1)",
+        "INSERT INTO t SELECT NEXT VALUE FOR s",
+        "UPDATE t SET a = LASTVAL(s)",
+        "INSERT INTO t VALUES (PREVIOUS VALUE FOR s)",
+        "SELECT SETVAL(s, 100)",
+        "CREATE TABLE t (id INT DEFAULT NEXTVAL(s))",
+    ] {
+        let c = classify(sql);
+        assert!(
+            c.to_string()
+                .contains("a sequence advances outside transactions"),
+            "{sql}: {c}"
+        );
+    }
+    // A column or table merely named like one is not a call.
+    assert!(classify("INSERT INTO t (nextval) VALUES (1)").is_deterministic());
+    assert!(classify("CREATE SEQUENCE s START WITH 1").is_deterministic());
+}

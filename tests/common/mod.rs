@@ -40,10 +40,14 @@ impl Db {
             .expect("start mariadbd");
         let db = Db { server, _dir: dir };
         let mut c = db.root().await;
+        // A fixed timestamp, so that the account (its password_last_changed) is the
+        // same on every node of a cluster whatever second each server started in.
         c.query_drop(format!(
-            "CREATE USER 'app'@'%' IDENTIFIED BY '{APP_PASSWORD}';
+            "SET timestamp = 1767225600;
+             CREATE USER 'app'@'%' IDENTIFIED BY '{APP_PASSWORD}';
              GRANT ALL PRIVILEGES ON *.* TO 'app'@'%' WITH GRANT OPTION;
-             CREATE DATABASE IF NOT EXISTS test CHARACTER SET utf8mb4;"
+             CREATE DATABASE IF NOT EXISTS test CHARACTER SET utf8mb4;
+             SET timestamp = DEFAULT;"
         ))
         .await
         .expect("bootstrap accounts");

@@ -71,6 +71,21 @@ async fn lock_waits(node: &FullNode) -> i64 {
     n.unwrap_or(0)
 }
 
+/// Whether a statement containing `sql` has been running for over 300 ms on the node.
+async fn blocked(node: &FullNode, sql: &str) -> bool {
+    let mut c = node.raft.db.root().await;
+    let n: Option<i64> = c
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE COMMAND = 'Query' AND TIME_MS > 300 AND INFO LIKE CONCAT('%', ?, '%')",
+            (sql,),
+        )
+        .await
+        .unwrap();
+    c.disconnect().await.ok();
+    n.unwrap_or(0) > 0
+}
+
 /// What the node's MariaDB is running, for a failure message.
 async fn processlist(node: &FullNode) -> String {
     let mut c = node.raft.db.root().await;
@@ -529,11 +544,20 @@ async fn after_a_deadlock_the_session_behaves_as_on_mariadb() {
             let r = a.query_drop("UPDATE dl SET v = 1 WHERE id = 2").await;
             (a, r)
         });
-        let ok = common::wait_until(Duration::from_secs(10), || async {
+        // a waits for b's row lock. INNODB_TRX does not always report the wait as
+        // 'LOCK WAIT' (seen once with the statement 'Updating' for 30 s), so a statement
+        // of a's still running after 300 ms on this two-row table counts too.
+        let ok = common::wait_until(Duration::from_secs(30), || async {
             lock_waits(&nodes[l]).await > 0
+                || blocked(&nodes[l], "UPDATE dl SET v = 1 WHERE id = 2").await
         })
         .await;
-        assert!(ok);
+        assert!(
+            ok,
+            "a never waited for b's lock; appliers {:?}; the leader's MariaDB runs:\n{}",
+            common::apply_statuses(nodes),
+            processlist(&nodes[l]).await
+        );
         let r = b.query_drop("UPDATE dl SET v = 2 WHERE id = 1").await;
         let (mut a, ar) = a_task.await.unwrap();
         let mut out = format!(

@@ -516,11 +516,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ..pins
             },
         );
-        let mut payload = Vec::with_capacity(1 + sent.len());
-        payload.push(COM_QUERY);
-        payload.extend_from_slice(sent.as_bytes());
         let mut raw = BytesMut::new();
-        encode_packet(&mut raw, 0, &payload);
+        super::session::encode_query(&mut raw, &sent);
         self.send_backend(&raw).await?;
         let (outcome, held) = if implicit {
             let (o, bytes) = self.collect_reply(Expect::Query).await?;

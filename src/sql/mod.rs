@@ -815,6 +815,14 @@ pub struct Upsert {
 /// The upsert a one-statement payload is, if it is one.
 pub fn upsert(sql: &str) -> Option<Upsert> {
     use lexer::Kind;
+    // Every replicated write asks: lex only the statements that can be upserts.
+    if !sql
+        .as_bytes()
+        .windows(9)
+        .any(|w| w.eq_ignore_ascii_case(b"DUPLICATE"))
+    {
+        return None;
+    }
     let text = versioned::expand(sql);
     let tokens = lexer::lex(&text);
     let s = Stmt::new(&text, &tokens);

@@ -17,6 +17,10 @@
 //! waits there until the test releases it, so that a test can make another session
 //! run in a window that is otherwise a few microseconds wide. Only points that call
 //! [`held`] can be held: `after-prepare`.
+//!
+//! In-process tests can also slow one node's replay down ([`set_replay_delay`]): its
+//! applier waits that long before each group of other nodes' entries, so that a test
+//! sees a follower behind the leader for as long as it needs.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -135,5 +139,39 @@ pub async fn held(name: &str) {
         let mut released = p.released.subscribe();
         p.reached.send_replace(true);
         released.wait_for(|r| *r).await.ok();
+    }
+}
+
+static ANY_DELAY: AtomicBool = AtomicBool::new(false);
+
+fn delays() -> &'static Mutex<std::collections::HashMap<u64, std::time::Duration>> {
+    static DELAYS: OnceLock<Mutex<std::collections::HashMap<u64, std::time::Duration>>> =
+        OnceLock::new();
+    DELAYS.get_or_init(Default::default)
+}
+
+/// Make the applier of the node with `incarnation` wait `delay` before each group of
+/// entries it replays (`None` removes the delay). Tests only.
+pub fn set_replay_delay(incarnation: u64, delay: Option<std::time::Duration>) {
+    let mut d = delays().lock().unwrap_or_else(|e| e.into_inner());
+    match delay {
+        Some(delay) => d.insert(incarnation, delay),
+        None => d.remove(&incarnation),
+    };
+    ANY_DELAY.store(!d.is_empty(), Ordering::SeqCst);
+}
+
+/// The replay delay of the node with `incarnation`, if a test set one.
+pub async fn replay_delay(incarnation: u64) {
+    if !ANY_DELAY.load(Ordering::Relaxed) {
+        return;
+    }
+    let delay = delays()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&incarnation)
+        .copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
 }

@@ -501,6 +501,7 @@ impl Applier {
         }
         // Replay sees every earlier entry, local ones included.
         self.committer.drain().await;
+        crate::failpoint::replay_delay(self.incarnation).await;
         let items = std::mem::take(group);
         let mut backoff = Duration::from_millis(10);
         let mut size = items.len();

@@ -131,6 +131,9 @@ pub struct Cluster {
     state: std::sync::Mutex<StateDb>,
     /// The local MariaDB has been made writable for this term (see `guard_read_only`).
     read_write: Arc<std::sync::atomic::AtomicBool>,
+    /// `[cluster] secret`: also proves a forwarded client's address to another node's
+    /// proxy (see `proxy::router`).
+    pub secret: Arc<Vec<u8>>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -243,6 +246,7 @@ impl Cluster {
             applier,
             state: std::sync::Mutex::new(state),
             read_write: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            secret: auth.secret.clone(),
             shutdown,
             server,
         };
@@ -344,6 +348,68 @@ impl Cluster {
                 return None;
             }
         }
+    }
+
+    /// The last log index applied to the local MariaDB.
+    pub fn applied_index(&self) -> u64 {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.last_applied.map_or(0, |l| l.index)
+    }
+
+    /// The highest index this node knows to be committed by the cluster.
+    pub fn known_committed(&self) -> u64 {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.cluster_committed
+            .or(m.local_committed)
+            .map_or(0, |l| l.index)
+    }
+
+    /// Wait until the local MariaDB has applied `index`, up to `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = metrics.borrow_watched().last_applied.map_or(0, |l| l.index);
+            if applied >= index {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                return false;
+            }
+        }
+    }
+
+    /// A linearizable read index: this node confirms with a majority that it still
+    /// leads (Raft's ReadIndex) and returns the index a read must see applied.
+    pub async fn read_index(&self) -> Result<u64, String> {
+        let (read, _) = self
+            .raft
+            .get_read_log_id(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(read.index())
+    }
+
+    /// Whether `ip` is the address of a member of the cluster (its cluster or proxy
+    /// address), from which a forwarded client may come.
+    pub fn is_member_ip(&self, ip: std::net::IpAddr) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let ip = ip.to_canonical();
+        let members = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.clone())
+            .collect::<Vec<_>>();
+        members.iter().any(|n| {
+            [&n.cluster_addr, &n.proxy_addr].iter().any(|a| {
+                a.parse::<std::net::SocketAddr>()
+                    .is_ok_and(|s| s.ip().to_canonical() == ip)
+            })
+        })
     }
 
     /// Append `entry` if this node still leads in `term`.

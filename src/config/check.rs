@@ -33,6 +33,7 @@ const MAX_ALLOWED_PACKET: RangeInclusive<i64> = 1024..=1_073_741_824;
 const SHUTDOWN_TIMEOUT_MS: RangeInclusive<i64> = 0..=3_600_000;
 const CLIENT_BUFFER_LIMIT_MB: RangeInclusive<i64> = 1..=1_048_576;
 const NET_READ_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
+const READ_WAIT_MS: RangeInclusive<i64> = 0..=60_000;
 
 const DEFAULT_DATA_DIR: &str = "./data";
 const DEFAULT_DATABASE_HOST: &str = "127.0.0.1";
@@ -464,6 +465,29 @@ impl Checker<'_> {
                 );
             }
         }
+        let read_wait_ms = self.int(
+            "proxy.read_wait_ms",
+            raw.read_wait_ms,
+            d.read_wait_ms,
+            READ_WAIT_MS,
+        );
+        let read_consistency = match raw.read_consistency.as_deref() {
+            None => Some(d.read_consistency),
+            Some(v) => {
+                let parsed = super::ReadConsistency::parse(v);
+                if parsed.is_none() {
+                    self.error(
+                        "proxy.read_consistency",
+                        Problem::InvalidValue,
+                        format!(
+                            "`{v}` is not a read consistency: expected one of {}",
+                            super::ReadConsistency::NAMES
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
         let (tls_cert, tls_key) = tls?;
         Some(ProxyConfig {
             enabled,
@@ -477,6 +501,8 @@ impl Checker<'_> {
             client_buffer_limit_mb: client_buffer_limit_mb?,
             net_read_timeout_ms: net_read_timeout_ms?,
             refuse_weak_isolation: raw.refuse_weak_isolation.unwrap_or(d.refuse_weak_isolation),
+            read_consistency: read_consistency?,
+            read_wait_ms: read_wait_ms?,
         })
     }
 

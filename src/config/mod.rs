@@ -371,6 +371,52 @@ pub struct ProxyConfig {
     /// READ COMMITTED or READ UNCOMMITTED is refused (ERR 1235) instead of being run at
     /// REPEATABLE READ with a warning. Default false.
     pub refuse_weak_isolation: bool,
+    /// `read_consistency`: how fresh a read a follower serves from its own MariaDB
+    /// must be: `local`, `session` (read your writes), `fresh` or `linearizable`.
+    /// Default `session`. A session overrides it with
+    /// `SET @@session.wolfscale_read_consistency = '…'`.
+    pub read_consistency: ReadConsistency,
+    /// `read_wait_ms`: how long a follower's read waits for its applier to reach the
+    /// index it needs before it runs on the leader instead. Default 1000, 0..=60000.
+    pub read_wait_ms: u64,
+}
+
+/// `[proxy] read_consistency`: which reads a follower serves from its own MariaDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Always the local MariaDB, whatever its lag.
+    Local,
+    /// Read your writes: local once the applier has reached the session's last write.
+    #[default]
+    Session,
+    /// Local only when the node has applied everything it knows the leader committed.
+    Fresh,
+    /// The leader confirms its leadership with a quorum; the read runs where that
+    /// commit index is applied.
+    Linearizable,
+}
+
+impl ReadConsistency {
+    pub const NAMES: &'static str = "local, session, fresh, linearizable";
+
+    pub fn parse(s: &str) -> Option<ReadConsistency> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Some(ReadConsistency::Local),
+            "session" => Some(ReadConsistency::Session),
+            "fresh" => Some(ReadConsistency::Fresh),
+            "linearizable" => Some(ReadConsistency::Linearizable),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadConsistency::Local => "local",
+            ReadConsistency::Session => "session",
+            ReadConsistency::Fresh => "fresh",
+            ReadConsistency::Linearizable => "linearizable",
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -387,6 +433,8 @@ impl Default for ProxyConfig {
             client_buffer_limit_mb: 256,
             net_read_timeout_ms: 30_000,
             refuse_weak_isolation: false,
+            read_consistency: ReadConsistency::Session,
+            read_wait_ms: 1000,
         }
     }
 }

@@ -134,6 +134,8 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("client_buffer_limit_mb", Kind::Integer),
             ("net_read_timeout_ms", Kind::Integer),
             ("refuse_weak_isolation", Kind::Boolean),
+            ("read_consistency", Kind::String),
+            ("read_wait_ms", Kind::Integer),
         ],
     ),
 ];
@@ -226,6 +228,8 @@ pub(crate) struct RawProxy {
     pub client_buffer_limit_mb: Option<i64>,
     pub net_read_timeout_ms: Option<i64>,
     pub refuse_weak_isolation: Option<bool>,
+    pub read_consistency: Option<String>,
+    pub read_wait_ms: Option<i64>,
 }
 
 /// The outcome of the raw layer.

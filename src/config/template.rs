@@ -153,4 +153,14 @@ net_read_timeout_ms = 30000
 # session at READ COMMITTED gets its write transactions raised, with a warning.
 # true refuses them instead (ERR 1235). Default false.
 refuse_weak_isolation = false
+# Which reads a follower serves from its own MariaDB: local (whatever its lag),
+# session (after the session's own last write is applied here), fresh (once
+# everything the leader committed is applied here) or linearizable (the leader
+# confirms its commit index with a majority first). Otherwise the read runs on
+# the leader. Per session: SET @@session.wolfscale_read_consistency = 'fresh'.
+# Default session.
+read_consistency = "session"
+# How long such a read waits for this node's applier before it goes to the
+# leader, in ms: 0..=60000. Default 1000.
+read_wait_ms = 1000
 "#;

@@ -94,6 +94,46 @@ pub struct Login {
     pub max_packet: u32,
     pub connect_attrs: Option<Vec<u8>>,
     pub identity: Identity,
+    /// Set when logging into another node's proxy on the client's behalf: the
+    /// client's addresses, proven with the cluster secret (see `router`).
+    pub forward: Option<Forward>,
+}
+
+/// A forwarded client's addresses and the secret that proves them.
+#[derive(Clone)]
+pub struct Forward {
+    pub secret: Vec<u8>,
+    pub client: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward")
+            .field("client", &self.client)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Login {
+    /// The connect attributes to send to a server whose greeting had `scramble`.
+    fn attrs_for(&self, scramble: &[u8]) -> Option<Vec<u8>> {
+        let Some(fw) = &self.forward else {
+            return self.connect_attrs.clone();
+        };
+        let mut pairs: Vec<(String, String)> = self
+            .connect_attrs
+            .as_deref()
+            .map(super::router::attr_pairs)
+            .unwrap_or_default();
+        pairs.retain(|(k, _)| !k.starts_with("_wolfscale_"));
+        let proof = super::router::forward_proof(&fw.secret, scramble, &fw.client, &fw.local);
+        pairs.push((super::router::ATTR_CLIENT.into(), fw.client.to_string()));
+        pairs.push((super::router::ATTR_LOCAL.into(), fw.local.to_string()));
+        pairs.push((super::router::ATTR_PROOF.into(), proof));
+        Some(super::router::encode_attrs(&pairs))
+    }
 }
 
 /// A connection to MariaDB: TCP (`host:port`) or a Unix socket (an absolute path).
@@ -290,7 +330,8 @@ pub async fn connect(
         let (mut conn, greeting) = open(addr, max_packet, &login.identity).await?;
         let caps = backend_capabilities(login, &greeting);
         let reply = login.reply_to(&greeting.scramble);
-        let payload = handshake_response(login, caps, &reply);
+        let attrs = login.attrs_for(&greeting.scramble);
+        let payload = handshake_response(login, caps, &reply, attrs.as_deref());
         conn.send(1, &payload).await?;
         let ok = finish_auth(&mut conn, login).await?;
         verify_account(&mut conn, &login.identity).await?;
@@ -428,12 +469,20 @@ fn backend_capabilities(login: &Login, greeting: &ServerGreeting) -> CapabilityF
     let mut caps = (login.capabilities & handshake::supported_capabilities()) | auth;
     caps.remove(C::CLIENT_SSL | C::CLIENT_COMPRESS | C::CLIENT_DEPRECATE_EOF);
     caps.set(C::CLIENT_CONNECT_WITH_DB, login.database.is_some());
-    caps.set(C::CLIENT_CONNECT_ATTRS, login.connect_attrs.is_some());
+    caps.set(
+        C::CLIENT_CONNECT_ATTRS,
+        login.connect_attrs.is_some() || login.forward.is_some(),
+    );
     caps & (greeting.capabilities | auth)
 }
 
 /// Encode a HandshakeResponse41 for the backend.
-fn handshake_response(login: &Login, caps: CapabilityFlags, reply: &[u8]) -> Vec<u8> {
+fn handshake_response(
+    login: &Login,
+    caps: CapabilityFlags,
+    reply: &[u8],
+    attrs: Option<&[u8]>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + login.user.len());
     out.put_u32_le(caps.bits());
     out.put_u32_le(login.max_packet);
@@ -455,7 +504,7 @@ fn handshake_response(login: &Login, caps: CapabilityFlags, reply: &[u8]) -> Vec
     }
     out.put_slice(NATIVE_PASSWORD.as_bytes());
     out.put_u8(0);
-    if let Some(attrs) = &login.connect_attrs {
+    if let Some(attrs) = attrs {
         out.put_slice(attrs);
     }
     out
@@ -507,6 +556,7 @@ mod tests {
             max_packet: 1 << 20,
             connect_attrs: None,
             identity: Identity::trusted(),
+            forward: None,
         };
         let shown = format!("{login:?} {stage1:?}");
         assert!(shown.contains("[redacted]"), "{shown}");

@@ -15,6 +15,7 @@ pub mod hostname;
 pub mod order;
 pub mod registry;
 pub mod replicate;
+pub mod router;
 pub mod sequencer;
 pub mod server;
 pub mod session;
@@ -57,6 +58,10 @@ pub struct Shared {
     pub catalog: Arc<catalog::Catalog>,
     /// See [`server::ProxySettings::refuse_weak_isolation`].
     pub refuse_weak_isolation: bool,
+    /// `[proxy] read_consistency`.
+    pub read_consistency: crate::config::ReadConsistency,
+    /// `[proxy] read_wait_ms`.
+    pub read_wait: Duration,
 }
 
 impl Shared {

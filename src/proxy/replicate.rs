@@ -33,6 +33,18 @@ pub trait Replicator: Send + Sync + 'static {
     /// detection), and forget it once it is applied.
     fn ddl_intent(&self, id: TxnId, sql: &str) -> Result<(), String>;
     fn ddl_done(&self, id: TxnId);
+    /// `[cluster] secret`, which proves a forwarded client's address to the leader.
+    fn secret(&self) -> &[u8];
+    /// The last index applied to the local MariaDB.
+    fn applied_index(&self) -> u64;
+    /// The highest index this node knows to be committed.
+    fn known_committed(&self) -> u64;
+    /// Wait until the local MariaDB has applied `index`, up to `timeout`.
+    fn wait_applied(&self, index: u64, timeout: Duration) -> BoxFuture<'_, bool>;
+    /// On the leader: confirm leadership with a majority; the index a read must see.
+    fn read_index(&self) -> BoxFuture<'_, Result<u64, String>>;
+    /// Whether `ip` belongs to a member of the cluster.
+    fn is_member_ip(&self, ip: std::net::IpAddr) -> bool;
 }
 
 impl Replicator for Cluster {
@@ -74,6 +86,30 @@ impl Replicator for Cluster {
 
     fn ddl_done(&self, id: TxnId) {
         Cluster::ddl_done(self, id)
+    }
+
+    fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    fn applied_index(&self) -> u64 {
+        Cluster::applied_index(self)
+    }
+
+    fn known_committed(&self) -> u64 {
+        Cluster::known_committed(self)
+    }
+
+    fn wait_applied(&self, index: u64, timeout: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(Cluster::wait_applied(self, index, timeout))
+    }
+
+    fn read_index(&self) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(Cluster::read_index(self))
+    }
+
+    fn is_member_ip(&self, ip: std::net::IpAddr) -> bool {
+        Cluster::is_member_ip(self, ip)
     }
 }
 

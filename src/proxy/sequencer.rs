@@ -946,6 +946,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         tracing::debug!(target: "wolfscale::timing", us = proposed_at.elapsed().as_micros() as u64, "propose to commit turn");
+        self.route.index = self.route.index.max(order.index);
         crate::failpoint::hit("before-local-commit");
         let commit_started = Instant::now();
         let committed = self.internal(&format!("XA COMMIT '{xid}'")).await;
@@ -1070,7 +1071,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(e) => Ok(Err(e)),
         };
         match result {
-            Ok(Ok(_)) => {
+            Ok(Ok(index)) => {
+                self.route.index = self.route.index.max(index);
                 rep.ddl_done(id);
                 if let Err(e) = self.shared.catalog.refresh().await {
                     tracing::warn!(error = %e, "cannot re-read the table engines after a DDL");
@@ -1150,7 +1152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// prepared (the text is classified at PREPARE; a variable holding it is read
     /// first), and EXECUTE IMMEDIATE, whose text is never pinned, is refused for
     /// anything but a literal read.
-    async fn refuse_dynamic_sql(
+    pub(super) async fn refuse_dynamic_sql(
         &mut self,
         text: &str,
     ) -> Result<Option<ServerError>, SessionError> {

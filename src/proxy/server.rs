@@ -57,6 +57,10 @@ pub struct ProxySettings {
     pub replicator: Option<super::replicate::SharedReplicator>,
     /// Refuse write transactions of sessions below REPEATABLE READ instead of raising.
     pub refuse_weak_isolation: bool,
+    /// `[proxy] read_consistency`: which reads a follower serves locally.
+    pub read_consistency: crate::config::ReadConsistency,
+    /// `[proxy] read_wait_ms`.
+    pub read_wait: Duration,
 }
 
 impl ProxySettings {
@@ -79,6 +83,8 @@ impl ProxySettings {
             net_read_timeout: Duration::from_millis(d.net_read_timeout_ms),
             replicator: None,
             refuse_weak_isolation: d.refuse_weak_isolation,
+            read_consistency: d.read_consistency,
+            read_wait: Duration::from_millis(d.read_wait_ms),
         }
     }
 }
@@ -103,6 +109,8 @@ impl ProxySettings {
             net_read_timeout: Duration::from_millis(c.proxy.net_read_timeout_ms),
             replicator: None,
             refuse_weak_isolation: c.proxy.refuse_weak_isolation,
+            read_consistency: c.proxy.read_consistency,
+            read_wait: Duration::from_millis(c.proxy.read_wait_ms),
         }
     }
 }
@@ -225,6 +233,8 @@ impl Proxy {
             sequencing: Default::default(),
             catalog,
             refuse_weak_isolation: settings.refuse_weak_isolation,
+            read_consistency: settings.read_consistency,
+            read_wait: settings.read_wait,
         });
         let listener =
             TcpListener::bind(settings.listen)
@@ -356,7 +366,12 @@ impl Connection {
         let Ok(client) = tokio::time::timeout_at(deadline, self.client_host(peer)).await else {
             return Err(self.timed_out(&mut conn).await);
         };
-        if !self.shared.accounts.host_allowed(&client).await {
+        let from_member = self
+            .shared
+            .replicator
+            .get()
+            .is_some_and(|r| r.is_member_ip(peer.ip()));
+        if !from_member && !self.shared.accounts.host_allowed(&client).await {
             // MariaDB refuses such a host in place of its greeting.
             let err = ServerError::host_not_allowed(&client.shown());
             conn.send(0, &err.payload_pre_handshake()).await.ok();

@@ -154,6 +154,8 @@ pub struct Session<S> {
     /// This session's temporary tables on a cluster node, as `(db, table)`: writes to
     /// them stay local, writes that read them are refused (see the sequencer).
     pub(super) temp_tables: std::collections::HashSet<(String, String)>,
+    /// Where this session's statements run (cluster nodes; see [`super::router`]).
+    pub(super) route: super::router::RouteState,
 }
 
 /// Run the rest of the connection phase (after the greeting and the optional TLS
@@ -171,6 +173,10 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     else {
         return Err(refuse(&mut client, hello.last_seq, ServerError::bad_handshake()).await);
     };
+    let (origin, forwarded) = match forwarding(&shared, &scramble, &parsed, origin).await {
+        Ok(o) => o,
+        Err(refusal) => return Err(refuse(&mut client, hello.last_seq, refusal).await),
+    };
     let creds = Credentials {
         user: &parsed.user,
         plugin: parsed.auth_plugin.as_deref(),
@@ -187,8 +193,18 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         mariadb_capabilities: parsed.mariadb_capabilities & shared.mariadb_capabilities,
         collation: parsed.collation,
         max_packet: parsed.max_packet,
-        connect_attrs: parsed.connect_attrs.clone(),
+        connect_attrs: parsed.connect_attrs.clone().map(|raw| {
+            if forwarded {
+                // The proof was for this proxy; MariaDB has no use for it.
+                let mut pairs = super::router::attr_pairs(&raw);
+                pairs.retain(|(k, _)| !k.starts_with("_wolfscale_"));
+                super::router::encode_attrs(&pairs)
+            } else {
+                raw
+            }
+        }),
         identity: Identity::trusted(),
+        forward: None,
     };
     let backend = match login_backend(&shared, &mut login, &account, &origin).await {
         Ok(b) => b,
@@ -236,7 +252,69 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         isolation_warned: false,
         row_count: None,
         temp_tables: Default::default(),
+        route: super::router::RouteState {
+            forwarded,
+            ..Default::default()
+        },
     })
+}
+
+/// Where a login really comes from. A follower's router proves the address of the
+/// client it logs in for (see [`super::router`]); a wrong proof is refused. A member
+/// of the cluster skips the host check before the greeting, so a login from a member's
+/// address that is not forwarded is checked here instead.
+async fn forwarding(
+    shared: &Shared,
+    scramble: &[u8; 20],
+    hello: &ClientHello,
+    origin: Origin,
+) -> Result<(Origin, bool), ServerError> {
+    let Some(rep) = shared.replicator.get() else {
+        return Ok((origin, false));
+    };
+    let attrs = hello
+        .connect_attrs
+        .as_deref()
+        .map(super::router::attr_pairs)
+        .unwrap_or_default();
+    match super::router::forwarded_origin(Some(rep.secret()), scramble, &attrs) {
+        None => {
+            if rep.is_member_ip(origin.peer.ip())
+                && !shared.accounts.host_allowed(&origin.client).await
+            {
+                return Err(ServerError::host_not_allowed(&origin.client.shown()));
+            }
+            Ok((origin, false))
+        }
+        Some(Ok((client, local))) => {
+            let name = if shared.accounts.table().skip_name_resolve {
+                None
+            } else {
+                shared.hosts.name_of(client.ip()).await
+            };
+            let host = ClientHost::new(client.ip(), name);
+            if !shared.accounts.host_allowed(&host).await {
+                return Err(ServerError::host_not_allowed(&host.shown()));
+            }
+            tracing::debug!(via = %origin.peer, %client, "forwarded session");
+            Ok((
+                Origin {
+                    peer: client,
+                    local,
+                    client: host,
+                },
+                true,
+            ))
+        }
+        Some(Err(why)) => {
+            tracing::warn!(peer = %origin.peer, user = %hello.user, why, "refused a login that claims to come through another WolfScale node");
+            Err(ServerError::access_denied(
+                &hello.user,
+                &origin.client.shown(),
+                !hello.auth_response.is_empty(),
+            ))
+        }
+    }
 }
 
 /// How a backend login must prove that it runs as `account` (see [`Identity`]).
@@ -425,7 +503,7 @@ impl Internal {
     }
 }
 
-fn err_from_payload(p: &[u8]) -> ServerError {
+pub(super) fn err_from_payload(p: &[u8]) -> ServerError {
     let code = p
         .get(1..3)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -541,7 +619,7 @@ fn bound_value(value: ParamValue, ty: u8, long: Option<&[u8]>) -> Result<Bound, 
     })
 }
 
-fn ok_status(payload: &[u8]) -> u16 {
+pub(super) fn ok_status(payload: &[u8]) -> u16 {
     let mut r = Reader::new(payload.get(1..).unwrap_or_default());
     r.lenenc();
     r.lenenc();
@@ -679,6 +757,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             COM_FIELD_LIST => self.forward(&p, Some(Expect::FieldList)).await,
             COM_PROCESS_INFO => self.forward(&p, Some(Expect::Query)).await,
             COM_RESET_CONNECTION => {
+                self.reset_route();
                 self.stmts.clear();
                 self.text_kills.clear();
                 // The backend's session variables go back to their defaults.
@@ -687,11 +766,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             COM_INIT_DB => {
                 self.vars = None;
+                if self.routes() {
+                    return self.routed_init_db(&p).await;
+                }
                 self.forward(&p, Some(Expect::Single)).await
             }
             COM_PING | COM_SET_OPTION | COM_STATISTICS | COM_DEBUG | COM_REFRESH | COM_SHUTDOWN
             | COM_CREATE_DB | COM_DROP_DB => self.forward(&p, Some(Expect::Single)).await,
-            COM_CHANGE_USER => self.change_user(p).await,
+            COM_CHANGE_USER => {
+                self.reset_route();
+                self.change_user(p).await
+            }
             COM_PROCESS_KILL => match Reader::new(&p.payload[1..]).u32() {
                 Some(id) => self.kill(&p, None, false, id.into(), None).await,
                 None => self.forward(&p, Some(Expect::Single)).await,
@@ -723,9 +808,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(flow);
             }
         }
+        if self.shared.replicator.get().is_some() {
+            if let Some(flow) = self.route_intercept(&p, &text).await? {
+                return Ok(flow);
+            }
+        }
         let class = sql::classify(&text);
         tracing::trace!(id = self.auth.id, class = %class, in_txn = self.in_transaction(), "query");
         if self.shared.replicator.get().is_some() {
+            if self.routes() {
+                return self.routed_query(&p, &text, class).await;
+            }
             return self.sequenced_query(&p, &text, class).await;
         }
         self.forward(&p, Some(Expect::Query)).await

@@ -260,7 +260,16 @@ pub async fn raft_cluster_with(
     n: u16,
     adjust: impl Fn(&mut wolfscale::cluster::ClusterSettings),
 ) -> Vec<RaftNode> {
-    let dbs = futures_join_all((0..n).map(|_| Db::start())).await;
+    raft_cluster_on(n, Options::default, adjust).await
+}
+
+/// [`raft_cluster_with`] with each MariaDB started with `db()`.
+pub async fn raft_cluster_on(
+    n: u16,
+    db: impl Fn() -> Options,
+    adjust: impl Fn(&mut wolfscale::cluster::ClusterSettings),
+) -> Vec<RaftNode> {
+    let dbs = futures_join_all((0..n).map(|_| Db::start_with(db()))).await;
     let ports: Vec<u16> = (0..n)
         .map(|_| wolfscale::localdb::free_port().unwrap())
         .collect();
@@ -268,6 +277,9 @@ pub async fn raft_cluster_with(
     for (i, db) in dbs.into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = cluster_settings(i as u16 + 1, &db, dir.path(), ports[i]);
+        // The member record names the proxy port a follower forwards to; the proxy
+        // binds it once the node is up (full nodes).
+        s.proxy_addr = format!("127.0.0.1:{}", wolfscale::localdb::free_port().unwrap());
         adjust(&mut s);
         if i == 0 {
             s.bootstrap = true;
@@ -374,13 +386,24 @@ pub async fn full_cluster_adjusted(
     cluster: impl Fn(&mut wolfscale::cluster::ClusterSettings),
     adjust: impl Fn(&mut ProxySettings),
 ) -> Vec<FullNode> {
-    let nodes = raft_cluster_with(n, cluster).await;
+    full_cluster_on(n, Options::default, cluster, adjust).await
+}
+
+/// [`full_cluster_adjusted`] with each MariaDB started with `db()`.
+pub async fn full_cluster_on(
+    n: u16,
+    db: impl Fn() -> Options,
+    cluster: impl Fn(&mut wolfscale::cluster::ClusterSettings),
+    adjust: impl Fn(&mut ProxySettings),
+) -> Vec<FullNode> {
+    let nodes = raft_cluster_on(n, db, cluster).await;
     let mut out = Vec::new();
     for mut node in nodes {
         let cluster = std::sync::Arc::new(node.cluster.take().expect("started"));
         let mut settings = settings_for(node.db.port());
         settings.node_number = node.settings.number;
         settings.replicator = Some(cluster.clone());
+        settings.listen = node.settings.proxy_addr.parse().expect("proxy address");
         adjust(&mut settings);
         let proxy = Proxy::bind(settings).await.expect("bind proxy").spawn();
         out.push(FullNode {
@@ -585,6 +608,9 @@ pub async fn start_full_node(mut raft: RaftNode) -> FullNode {
     let mut proxy_settings = settings_for(raft.db.port());
     proxy_settings.node_number = raft.settings.number;
     proxy_settings.replicator = Some(cluster.clone());
+    if let Ok(addr) = raft.settings.proxy_addr.parse() {
+        proxy_settings.listen = addr;
+    }
     let proxy = Proxy::bind(proxy_settings)
         .await
         .expect("bind proxy")

@@ -1,0 +1,1109 @@
+//! The router of a follower's session: which backend runs each statement.
+//!
+//! ```text
+//!  statement on a follower ──▶ decide(class, facts)
+//!     ├─ Local  ─▶ fresh enough for the session's read consistency?
+//!     │             ├─ yes (now, or within read_wait_ms) ─▶ the local MariaDB
+//!     │             └─ no ─▶ the leader
+//!     ├─ Leader ─▶ the link: a connection to the leader's proxy port, opened lazily,
+//!     │             logged in as the same account; the session's index comes back
+//!     └─ Both   ─▶ the local MariaDB (its reply to the client), then the link if open
+//!                   (its reply drained); remembered in the history for a later link
+//! ```
+//!
+//! # The link
+//! The follower logs into the leader's proxy with the client's `SHA1(password)`, as it
+//! logs into its own MariaDB. The connect attributes carry the client's address and an
+//! HMAC of it under `[cluster] secret`, bound to the leader's greeting scramble, so the
+//! leader checks the account (`'app'@'10.0.%'`) against the client's real address and
+//! passes that address on to its MariaDB, and no client can claim another address: a
+//! wrong proof is refused. A forwarded session is never forwarded again: a node that is
+//! not the leader refuses its writes.
+//!
+//! # The session index
+//! After a forwarded statement that may have committed, the follower asks the leader's
+//! session for the log index of the session's last write ([`INDEX_QUERY`], pipelined
+//! behind the statement, so it costs no round trip). A read in `session` consistency
+//! runs locally once the local applier has reached that index.
+//!
+//! # The history
+//! Session statements (`SET`, `SET NAMES`, `USE`) run on every backend the session holds
+//! and are remembered, so a link opened later (or re-opened on a new leader) gets them
+//! first. A later statement for the same target (the same variable, `NAMES`, `USE`)
+//! replaces the earlier one, so a session that sets a variable in a loop keeps one
+//! entry. At most [`HISTORY_LIMIT`] entries are kept; a session past that cannot open a
+//! new link, and its statements that need the leader get ERR 1235 saying so.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::backend::{self, Backend, Identity};
+use super::session::{encode_query, Flow, Session, SessionError};
+use crate::config::ReadConsistency;
+use crate::protocol::packet::Reader;
+use crate::protocol::response::{
+    Expect, Outcome, Scanner, Step, SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS,
+};
+use crate::protocol::{Packet, ServerError};
+use crate::sql::{Classification, StatementClass, TxnEffect};
+
+/// Connect attribute: the forwarded client's address, as `ip:port`.
+pub const ATTR_CLIENT: &str = "_wolfscale_client";
+/// Connect attribute: the address of the follower's proxy the client connected to.
+pub const ATTR_LOCAL: &str = "_wolfscale_local";
+/// Connect attribute: hex HMAC-SHA256 of both addresses and the leader's scramble.
+pub const ATTR_PROOF: &str = "_wolfscale_proof";
+/// Asked by a follower on its link, answered by the leader's session with an OK whose
+/// affected-rows field is the log index of the session's last write.
+pub const INDEX_QUERY: &str = "/* wolfscale */ SHOW WOLFSCALE SESSION INDEX";
+/// Asked by a follower on its link: the leader confirms its leadership with a majority
+/// and answers with an OK whose affected-rows field is the index a read must see.
+pub const READ_INDEX_QUERY: &str = "/* wolfscale */ SHOW WOLFSCALE READ INDEX";
+/// Distinct session statements a session keeps for replay onto a new link.
+pub const HISTORY_LIMIT: usize = 256;
+
+/// The proof a follower gives for a client's address.
+pub fn forward_proof(
+    secret: &[u8],
+    scramble: &[u8],
+    client: &SocketAddr,
+    local: &SocketAddr,
+) -> String {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(b"wolfscale forwarded client v1\0");
+    mac.update(scramble);
+    mac.update(client.to_string().as_bytes());
+    mac.update(b"\0");
+    mac.update(local.to_string().as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the connect attributes of a login say about forwarding: `None` when they
+/// claim nothing; `Some(Ok((client, local)))` for a valid proof; `Some(Err(why))` for
+/// a claim that must be refused.
+pub fn forwarded_origin(
+    secret: Option<&[u8]>,
+    scramble: &[u8],
+    attrs: &[(String, String)],
+) -> Option<Result<(SocketAddr, SocketAddr), &'static str>> {
+    let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let (client, local, proof) = (get(ATTR_CLIENT), get(ATTR_LOCAL), get(ATTR_PROOF));
+    if client.is_none() && local.is_none() && proof.is_none() {
+        return None;
+    }
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return Some(Err("this node has no cluster secret to check it against"));
+    };
+    let (Some(client), Some(local), Some(proof)) = (client, local, proof) else {
+        return Some(Err("incomplete forwarding attributes"));
+    };
+    let (Ok(client), Ok(local)) = (client.parse(), local.parse()) else {
+        return Some(Err("unreadable forwarded address"));
+    };
+    let want = forward_proof(secret, scramble, &client, &local);
+    // Compare in constant time: the proof is a MAC.
+    let same = want.len() == proof.len()
+        && want
+            .bytes()
+            .zip(proof.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    Some(if same {
+        Ok((client, local))
+    } else {
+        Err("wrong proof (another cluster secret?)")
+    })
+}
+
+/// Where a statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Local,
+    Leader,
+    /// Every backend of the session (session statements).
+    Both,
+}
+
+/// What the router knows about the session when it decides.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts {
+    /// The session's state lives on the leader: a transaction or autocommit=0 there,
+    /// or locks, temporary tables (sticky).
+    pub pinned: bool,
+    /// A transaction is open on the local MariaDB (START TRANSACTION READ ONLY).
+    pub local_txn: bool,
+    /// The last statement ran on the leader (for LAST_INSERT_ID() and the like).
+    pub last_on_leader: bool,
+}
+
+/// The routing rules (ARCHITECTURE §1 and §4).
+pub fn decide(class: &Classification, text: &str, facts: Facts) -> Target {
+    use StatementClass as C;
+    if class.class == C::Session {
+        return if is_global_set(text) {
+            Target::Local
+        } else {
+            Target::Both
+        };
+    }
+    if facts.local_txn {
+        // A read-only transaction on this node: MariaDB refuses its writes, as it
+        // would directly.
+        return Target::Local;
+    }
+    if facts.pinned {
+        return Target::Leader;
+    }
+    match class.class {
+        C::Write | C::Ddl | C::Locking => Target::Leader,
+        C::Transaction => match class.txn {
+            TxnEffect::Begin if !text.to_ascii_uppercase().contains("READ ONLY") => Target::Leader,
+            _ => Target::Local,
+        },
+        C::Read | C::Admin | C::Session => {
+            if session_dependent(text) && facts.last_on_leader {
+                Target::Leader
+            } else {
+                Target::Local
+            }
+        }
+    }
+}
+
+/// A statement after which the session's state stays on the leader for good (locks
+/// held by name, LOCK TABLES, temporary tables).
+pub fn makes_sticky(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    upper.contains("GET_LOCK")
+        || (upper.trim_start().starts_with("LOCK") && upper.contains("TABLE"))
+        || (upper.contains("TEMPORARY") && upper.contains("TABLE"))
+}
+
+/// Reads whose answer is the session's own state of its last statement.
+fn session_dependent(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    ["LAST_INSERT_ID", "FOUND_ROWS", "ROW_COUNT", "@@IDENTITY"]
+        .iter()
+        .any(|f| upper.contains(f))
+}
+
+fn is_global_set(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    upper.trim_start().starts_with("SET")
+        && (upper.contains("GLOBAL") || upper.contains("@@GLOBAL") || upper.contains("PERSIST"))
+}
+
+/// The target a session statement sets, so that a later one for the same target
+/// replaces it in the history; `None` for statements kept as they are.
+pub fn history_key(text: &str) -> Option<String> {
+    let t = text.trim().trim_end_matches(';').trim();
+    let upper = t.to_ascii_uppercase();
+    let mut words = upper.split_whitespace();
+    match words.next()? {
+        "USE" => return Some("use".into()),
+        "SET" => {}
+        _ => return None,
+    }
+    let rest = upper[3..].trim_start();
+    if rest.starts_with("NAMES") || rest.starts_with("CHARACTER SET") || rest.starts_with("CHARSET")
+    {
+        return Some("names".into());
+    }
+    if t.contains(',') || t.contains('(') {
+        // Several assignments or an expression with a call: kept whole.
+        return None;
+    }
+    let rest = rest
+        .strip_prefix("SESSION ")
+        .or_else(|| rest.strip_prefix("LOCAL "))
+        .unwrap_or(rest);
+    let rest = rest
+        .strip_prefix("@@SESSION.")
+        .or_else(|| rest.strip_prefix("@@LOCAL."))
+        .or_else(|| rest.strip_prefix("@@"))
+        .unwrap_or(rest);
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '@' | '$'))
+        .collect();
+    let after = rest[name.len()..].trim_start();
+    (!name.is_empty() && (after.starts_with('=') || after.starts_with(":=")))
+        .then(|| format!("var:{}", name.to_ascii_lowercase()))
+}
+
+/// Session statements to replay onto a newly opened link (see the module doc).
+#[derive(Debug, Default)]
+pub struct History {
+    entries: Vec<(Option<String>, String)>,
+    overflowed: bool,
+}
+
+impl History {
+    pub fn record(&mut self, text: &str) {
+        let key = history_key(text);
+        if let Some(k) = &key {
+            self.entries.retain(|(e, _)| e.as_ref() != Some(k));
+        }
+        if self.entries.len() >= HISTORY_LIMIT {
+            self.overflowed = true;
+            return;
+        }
+        self.entries.push((key, text.to_string()));
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.overflowed = false;
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    pub fn statements(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(_, s)| s.as_str())
+    }
+}
+
+/// A session-level override the proxy answers itself:
+/// `SET [@@session.|SESSION ]wolfscale_read_consistency = '…'` and
+/// `SET [@@session.|SESSION ]wolfscale_session_index = N` (an index passed on from
+/// another connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Override {
+    Consistency(ReadConsistency),
+    Index(u64),
+    Invalid(String),
+}
+
+pub fn parse_override(text: &str) -> Option<Override> {
+    let t = text.trim().trim_end_matches(';').trim();
+    let lower = t.to_ascii_lowercase();
+    let rest = lower.strip_prefix("set")?.trim_start();
+    let rest = rest
+        .strip_prefix("session ")
+        .or_else(|| rest.strip_prefix("@@session."))
+        .or_else(|| rest.strip_prefix("@@"))
+        .unwrap_or(rest)
+        .trim_start();
+    let (name, value) = rest.split_once('=')?;
+    let value = value.trim().trim_matches(|c| c == '\'' || c == '"');
+    match name.trim() {
+        "wolfscale_read_consistency" => Some(match ReadConsistency::parse(value) {
+            Some(c) => Override::Consistency(c),
+            None => Override::Invalid(format!(
+                "Variable 'wolfscale_read_consistency' can't be set to the value of '{value}' \
+                 (expected one of {})",
+                ReadConsistency::NAMES
+            )),
+        }),
+        "wolfscale_session_index" => Some(match value.parse() {
+            Ok(n) => Override::Index(n),
+            Err(_) => Override::Invalid(format!(
+                "Variable 'wolfscale_session_index' can't be set to the value of '{value}'"
+            )),
+        }),
+        _ => None,
+    }
+}
+
+/// `SELECT @@wolfscale_session_index` (or `@@session.…`): the session's index, as a
+/// hint a pooled application can pass to another connection.
+pub fn asks_index(text: &str) -> bool {
+    let lower = text
+        .trim()
+        .trim_end_matches(';')
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        lower.as_str(),
+        "select @@wolfscale_session_index" | "select @@session.wolfscale_session_index"
+    )
+}
+
+/// The session's routing state (cluster nodes only).
+#[derive(Default)]
+pub struct RouteState {
+    /// The connection to the leader's proxy, once needed.
+    pub link: Option<Backend>,
+    /// Status flags of the link's last reply.
+    pub link_status: u16,
+    /// This session came from another node's router (proven): never forwarded again.
+    pub forwarded: bool,
+    /// Locks or temporary tables live on the leader: everything goes there.
+    pub sticky: bool,
+    pub history: History,
+    /// The log index of this session's last write (on the leader: set by the commit;
+    /// on a follower: learned from the leader's session).
+    pub index: u64,
+    pub last_on_leader: bool,
+    /// This session's override of `[proxy] read_consistency`.
+    pub consistency: Option<ReadConsistency>,
+}
+
+impl RouteState {
+    fn link_pinned(&self) -> bool {
+        self.link.is_some()
+            && (self.link_status & SERVER_STATUS_IN_TRANS != 0
+                || self.link_status & SERVER_STATUS_AUTOCOMMIT == 0)
+    }
+}
+
+/// Why a forwarded statement did not complete.
+enum LinkFailure {
+    /// The link broke; what the client got of the reply, if anything.
+    Broken {
+        sent_any: bool,
+        why: String,
+    },
+    Client(SessionError),
+}
+
+fn lost_leader(why: &str) -> ServerError {
+    ServerError::new(
+        2013,
+        "HY000",
+        format!(
+            "Lost connection to the WolfScale leader during the statement ({why}); its outcome \
+             is unknown: check the data before retrying"
+        ),
+    )
+}
+
+fn no_leader(why: &str) -> ServerError {
+    ServerError::new(
+        1290,
+        "HY000",
+        format!("No WolfScale leader is reachable right now ({why}); retry shortly"),
+    )
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// The read consistency in force for this session.
+    fn consistency(&self) -> ReadConsistency {
+        self.route
+            .consistency
+            .unwrap_or(self.shared.read_consistency)
+    }
+
+    fn facts(&self) -> Facts {
+        let local_autocommit_off = self.status & SERVER_STATUS_AUTOCOMMIT == 0;
+        Facts {
+            pinned: self.route.sticky || self.route.link_pinned() || local_autocommit_off,
+            local_txn: self.status & SERVER_STATUS_IN_TRANS != 0 && !local_autocommit_off,
+            last_on_leader: self.route.last_on_leader,
+        }
+    }
+
+    /// The overrides and the index hint, on any cluster node. `None`: not one of them.
+    pub(super) async fn route_intercept(
+        &mut self,
+        p: &Packet,
+        text: &str,
+    ) -> Result<Option<Flow>, SessionError> {
+        if self.route.forwarded && text == INDEX_QUERY {
+            let ok = crate::protocol::codes::ok_payload(self.route.index, 0, self.status, 0);
+            self.client
+                .send(p.last_seq.wrapping_add(1), &ok)
+                .await
+                .map_err(SessionError::Client)?;
+            return Ok(Some(Flow::Continue));
+        }
+        if self.route.forwarded && text == READ_INDEX_QUERY {
+            let rep = self.shared.replicator.get().cloned();
+            let reply = match rep {
+                Some(rep) => rep.read_index().await,
+                None => Err("not a cluster node".into()),
+            };
+            match reply {
+                Ok(index) => {
+                    let ok = crate::protocol::codes::ok_payload(index, 0, self.status, 0);
+                    self.client
+                        .send(p.last_seq.wrapping_add(1), &ok)
+                        .await
+                        .map_err(SessionError::Client)?;
+                }
+                Err(e) => self.reply_err(p.last_seq, no_leader(&e)).await?,
+            }
+            return Ok(Some(Flow::Continue));
+        }
+        if asks_index(text) {
+            let sql = format!("SELECT {} AS `@@wolfscale_session_index`", self.route.index);
+            let mut raw = bytes::BytesMut::new();
+            encode_query(&mut raw, &sql);
+            self.send_backend(&raw).await?;
+            self.relay(Expect::Query).await?;
+            return Ok(Some(Flow::Continue));
+        }
+        match parse_override(text) {
+            None => Ok(None),
+            Some(Override::Invalid(msg)) => {
+                self.reply_err(p.last_seq, ServerError::new(1231, "42000", msg))
+                    .await?;
+                Ok(Some(Flow::Continue))
+            }
+            Some(o) => {
+                match o {
+                    Override::Consistency(c) => self.route.consistency = Some(c),
+                    Override::Index(n) => self.route.index = self.route.index.max(n),
+                    Override::Invalid(_) => {}
+                }
+                let ok = crate::protocol::codes::ok_payload(0, 0, self.status, 0);
+                self.client
+                    .send(p.last_seq.wrapping_add(1), &ok)
+                    .await
+                    .map_err(SessionError::Client)?;
+                Ok(Some(Flow::Continue))
+            }
+        }
+    }
+
+    /// Whether this session routes (a follower's session, or one whose state is still
+    /// on another node's leader).
+    pub(super) fn routes(&self) -> bool {
+        let Some(rep) = self.shared.replicator.get() else {
+            return false;
+        };
+        if self.route.forwarded {
+            return false;
+        }
+        rep.writable_term().is_none() || self.route.link_pinned() || self.route.sticky
+    }
+
+    /// A COM_QUERY on a session that routes.
+    pub(super) async fn routed_query(
+        &mut self,
+        p: &Packet,
+        text: &str,
+        class: Classification,
+    ) -> Result<Flow, SessionError> {
+        if let Some(err) = self.refuse_dynamic_sql(text).await? {
+            self.reply_err(p.last_seq, err).await?;
+            return Ok(Flow::Continue);
+        }
+        let target = decide(&class, text, self.facts());
+        tracing::trace!(id = self.auth.id, ?target, class = %class, "route");
+        match target {
+            Target::Both => self.on_both(p, text).await,
+            Target::Leader => {
+                let sticky = makes_sticky(text);
+                let flow = self.on_leader(p, Expect::Query, Some(text)).await?;
+                if sticky {
+                    self.route.sticky = true;
+                }
+                Ok(flow)
+            }
+            Target::Local => {
+                if self.fresh_enough().await? {
+                    self.route.last_on_leader = false;
+                    self.forward(p, Some(Expect::Query)).await
+                } else {
+                    self.on_leader(p, Expect::Query, Some(text)).await
+                }
+            }
+        }
+    }
+
+    /// COM_INIT_DB on a session that routes: every backend.
+    pub(super) async fn routed_init_db(&mut self, p: &Packet) -> Result<Flow, SessionError> {
+        self.send_backend(&p.raw).await?;
+        let outcome = self.relay(Expect::Single).await?;
+        if outcome.error.is_some() {
+            return Ok(Flow::Continue);
+        }
+        let db = String::from_utf8_lossy(&p.payload[1..]).into_owned();
+        let sql = format!("USE `{}`", db.replace('`', "``"));
+        self.route.history.record(&sql);
+        if self.route.link.is_some() {
+            self.drain_on_link(&p.raw, Expect::Single).await;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Whether the local MariaDB may answer a read now, waiting up to `read_wait_ms`
+    /// for the applier to reach the index the session's consistency needs.
+    async fn fresh_enough(&mut self) -> Result<bool, SessionError> {
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return Ok(true);
+        };
+        let need = match self.consistency() {
+            ReadConsistency::Local => return Ok(true),
+            ReadConsistency::Session => self.route.index,
+            ReadConsistency::Fresh => rep.known_committed(),
+            ReadConsistency::Linearizable => match self.link_read_index().await {
+                Some(i) => i,
+                // No quorum-confirmed index: the leader answers itself.
+                None => return Ok(false),
+            },
+        };
+        if rep.applied_index() >= need {
+            return Ok(true);
+        }
+        Ok(rep.wait_applied(need, self.shared.read_wait).await)
+    }
+
+    /// The leader's quorum-confirmed read index, over the link.
+    async fn link_read_index(&mut self) -> Option<u64> {
+        if self.ensure_link().await.is_err() {
+            return None;
+        }
+        let mut raw = bytes::BytesMut::new();
+        encode_query(&mut raw, READ_INDEX_QUERY);
+        let outcome = self.drain_on_link(&raw, Expect::Single).await?;
+        (outcome.error.is_none()).then_some(outcome.affected_rows)
+    }
+
+    /// A session statement: the local MariaDB answers the client; the link, if open,
+    /// runs it too; the history keeps it for a later link.
+    async fn on_both(&mut self, p: &Packet, text: &str) -> Result<Flow, SessionError> {
+        self.vars = None;
+        if self.route.link_pinned() && self.facts().pinned {
+            // In a transaction on the leader, the leader's answer is the one that
+            // counts (SELECT … INTO @v reads the transaction's view); the local
+            // MariaDB follows.
+            let flow = self.on_leader(p, Expect::Query, Some(text)).await?;
+            self.send_backend(&p.raw).await?;
+            let (outcome, _) = self.collect_reply(Expect::Query).await?;
+            if outcome.error.is_none() {
+                self.route.history.record(text);
+            }
+            return Ok(flow);
+        }
+        self.send_backend(&p.raw).await?;
+        let outcome = self.relay(Expect::Query).await?;
+        if outcome.error.is_some() {
+            return Ok(Flow::Continue);
+        }
+        self.route.history.record(text);
+        if self.route.link.is_some() {
+            if let Some(o) = self.drain_on_link(&p.raw, Expect::Query).await {
+                if let Some(code) = o.error {
+                    tracing::warn!(
+                        id = self.auth.id,
+                        code,
+                        statement = text,
+                        "a session statement that ran here failed on the leader"
+                    );
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Open the link if it is not open: log into the leader's proxy as the session's
+    /// account, then replay the history.
+    async fn ensure_link(&mut self) -> Result<(), ServerError> {
+        if self.route.link.is_some() {
+            return Ok(());
+        }
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return Err(no_leader("not a cluster node"));
+        };
+        if self.route.history.overflowed() {
+            return Err(ServerError::new(
+                1235,
+                "42000",
+                format!(
+                    "This session set more than {HISTORY_LIMIT} distinct session variables; \
+                     WolfScale cannot move its state to the leader: reconnect, or connect to the leader"
+                ),
+            ));
+        }
+        let Some(leader) = rep.leader() else {
+            return Err(no_leader("no leader is elected"));
+        };
+        if leader.id == rep.me().id {
+            return Err(no_leader("this node is becoming the leader"));
+        }
+        let db = match self.internal_row("SELECT DATABASE()").await {
+            Ok(row) => row.into_iter().next().flatten(),
+            Err(e) => return Err(no_leader(&e.to_string())),
+        };
+        let mut login = self.auth.login.clone();
+        login.database = db;
+        login.identity = Identity::trusted();
+        login.forward = Some(backend::Forward {
+            secret: rep.secret().to_vec(),
+            client: self.auth.origin.peer,
+            local: self.auth.origin.local,
+        });
+        let mut link = backend::connect(&leader.proxy_addr, &login, self.shared.max_packet)
+            .await
+            .map_err(|e| {
+                tracing::warn!(id = self.auth.id, leader = %leader.id, error = %e, "cannot open the link to the leader");
+                match e {
+                    backend::BackendError::Refused(err) => super::session::err_from_payload(&err.payload),
+                    other => no_leader(&other.to_string()),
+                }
+            })?;
+        let status = super::session::ok_status(&link.login_ok.payload);
+        for sql in self.route.history.statements() {
+            let mut raw = bytes::BytesMut::new();
+            encode_query(&mut raw, sql);
+            let replayed = async {
+                link.conn.write_raw(&raw).await?;
+                link.conn.flush().await?;
+                drain(&mut link, Expect::Query).await
+            };
+            match replayed.await {
+                Ok(o) if o.error.is_none() => {}
+                Ok(o) => {
+                    tracing::warn!(id = self.auth.id, code = ?o.error, statement = sql, "a session statement failed when replayed on the leader")
+                }
+                Err(e) => return Err(no_leader(&e.to_string())),
+            }
+        }
+        tracing::debug!(id = self.auth.id, leader = %leader.id, replayed = self.route.history.len(), "link to the leader opened");
+        self.route.link_status = status;
+        self.route.link = Some(link);
+        Ok(())
+    }
+
+    /// Run a client command on the leader, relaying its reply; then learn the
+    /// session's index. `text`: the statement of a COM_QUERY.
+    pub(super) async fn on_leader(
+        &mut self,
+        p: &Packet,
+        expect: Expect,
+        text: Option<&str>,
+    ) -> Result<Flow, SessionError> {
+        if let Err(e) = self.ensure_link().await {
+            self.reply_err(p.last_seq, e).await?;
+            return Ok(Flow::Continue);
+        }
+        // The index question rides behind the statement, unless the statement could
+        // make the leader ask for a file (LOAD DATA LOCAL), which would take it for
+        // the file's contents.
+        let pipelined = text.is_some_and(|t| !t.to_ascii_uppercase().contains("INFILE"));
+        let mut raw = bytes::BytesMut::from(&p.raw[..]);
+        if pipelined {
+            encode_query(&mut raw, INDEX_QUERY);
+        }
+        let result = self.relay_link(&raw, expect).await;
+        self.route.last_on_leader = true;
+        match result {
+            Ok(outcome) => {
+                if let Some(s) = outcome.status {
+                    self.route.link_status = s;
+                }
+                let index = if pipelined {
+                    self.drain_link(Expect::Single).await
+                } else {
+                    let mut q = bytes::BytesMut::new();
+                    encode_query(&mut q, INDEX_QUERY);
+                    self.drain_on_link(&q, Expect::Single).await
+                };
+                if let Some(o) = index.filter(|o| o.error.is_none()) {
+                    self.route.index = self.route.index.max(o.affected_rows);
+                }
+                Ok(Flow::Continue)
+            }
+            Err(LinkFailure::Client(e)) => Err(e),
+            Err(LinkFailure::Broken { sent_any, why }) => {
+                let pinned = self.route.link_pinned() || self.route.sticky;
+                self.route.link = None;
+                tracing::warn!(
+                    id = self.auth.id,
+                    why,
+                    pinned,
+                    "the link to the leader broke"
+                );
+                if sent_any || pinned {
+                    // Part of a reply went out, or a transaction (locks, temporary
+                    // tables) was on that leader: the session cannot go on honestly.
+                    if !sent_any {
+                        self.reply_err(p.last_seq, lost_leader(&why)).await.ok();
+                    }
+                    self.client.flush().await.ok();
+                    return Ok(Flow::Close);
+                }
+                self.reply_err(p.last_seq, lost_leader(&why)).await?;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Send `raw` on the link and stream the reply to the client.
+    async fn relay_link(&mut self, raw: &[u8], expect: Expect) -> Result<Outcome, LinkFailure> {
+        let Some(link) = self.route.link.as_mut() else {
+            return Err(LinkFailure::Broken {
+                sent_any: false,
+                why: "no link".into(),
+            });
+        };
+        let broken = |sent_any: bool, e: crate::protocol::ProtoError| LinkFailure::Broken {
+            sent_any,
+            why: e.to_string(),
+        };
+        link.conn
+            .write_raw(raw)
+            .await
+            .map_err(|e| broken(false, e))?;
+        link.conn.flush().await.map_err(|e| broken(false, e))?;
+        let mut scanner = Scanner::new(expect);
+        let mut sent_any = false;
+        loop {
+            let buf = link.conn.read_buffer();
+            let (n, step) = scanner.scan(buf).map_err(|e| broken(sent_any, e))?;
+            if n > 0 {
+                let chunk = buf.split_to(n);
+                sent_any = true;
+                self.client
+                    .write_raw(&chunk)
+                    .await
+                    .map_err(|e| LinkFailure::Client(SessionError::Client(e)))?;
+            }
+            match step {
+                Step::Done => break,
+                Step::LocalInfile => {
+                    return Err(LinkFailure::Broken {
+                        sent_any,
+                        why: "the leader asked for a LOAD DATA LOCAL file".into(),
+                    })
+                }
+                Step::NeedMore => match link.conn.fill().await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(broken(sent_any, crate::protocol::ProtoError::Closed)),
+                    Err(e) => return Err(broken(sent_any, e)),
+                },
+            }
+        }
+        self.client
+            .flush()
+            .await
+            .map_err(|e| LinkFailure::Client(SessionError::Client(e)))?;
+        Ok(scanner.outcome)
+    }
+
+    /// Send `raw` on the link and read its reply without forwarding it. `None` (and
+    /// the link dropped) if the link broke.
+    async fn drain_on_link(&mut self, raw: &[u8], expect: Expect) -> Option<Outcome> {
+        let link = self.route.link.as_mut()?;
+        let sent = async {
+            link.conn.write_raw(raw).await?;
+            link.conn.flush().await
+        };
+        if let Err(e) = sent.await {
+            tracing::warn!(id = self.auth.id, error = %e, "the link to the leader broke");
+            self.route.link = None;
+            return None;
+        }
+        self.drain_link(expect).await
+    }
+
+    /// Read a reply on the link without forwarding it.
+    async fn drain_link(&mut self, expect: Expect) -> Option<Outcome> {
+        let link = self.route.link.as_mut()?;
+        match drain(link, expect).await {
+            Ok(o) => {
+                if let Some(s) = o.status {
+                    self.route.link_status = s;
+                }
+                Some(o)
+            }
+            Err(e) => {
+                tracing::warn!(id = self.auth.id, error = %e, "the link to the leader broke");
+                self.route.link = None;
+                None
+            }
+        }
+    }
+
+    /// COM_CHANGE_USER / COM_RESET_CONNECTION: the link is closed (a new one starts
+    /// from the new state), the history and the session's pins forgotten.
+    pub(super) fn reset_route(&mut self) {
+        self.route.link = None;
+        self.route.link_status = 0;
+        self.route.sticky = false;
+        self.route.history.clear();
+        self.route.last_on_leader = false;
+        self.route.consistency = None;
+    }
+}
+
+/// Read one reply from `backend` and throw it away.
+async fn drain(
+    backend: &mut Backend,
+    expect: Expect,
+) -> Result<Outcome, crate::protocol::ProtoError> {
+    let mut scanner = Scanner::new(expect);
+    loop {
+        let buf = backend.conn.read_buffer();
+        let (n, step) = scanner.scan(buf)?;
+        if n > 0 {
+            let _ = buf.split_to(n);
+        }
+        match step {
+            Step::Done => return Ok(scanner.outcome),
+            Step::LocalInfile => return Err(crate::protocol::ProtoError::Closed),
+            Step::NeedMore => {
+                if !backend.conn.fill().await? {
+                    return Err(crate::protocol::ProtoError::Closed);
+                }
+            }
+        }
+    }
+}
+
+/// The key/value pairs of a raw connect-attributes block (its length prefix
+/// included); empty if it is malformed.
+pub fn attr_pairs(raw: &[u8]) -> Vec<(String, String)> {
+    let mut r = Reader::new(raw);
+    let Some(total) = r.lenenc().and_then(|n| usize::try_from(n).ok()) else {
+        return vec![];
+    };
+    let Some(body) = r.take(total) else {
+        return vec![];
+    };
+    let mut r = Reader::new(body);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let (Some(k), Some(v)) = (r.lenenc_bytes(), r.lenenc_bytes()) else {
+            return vec![];
+        };
+        out.push((
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        ));
+    }
+    out
+}
+
+/// A raw connect-attributes block of `pairs`, with its length prefix.
+pub fn encode_attrs(pairs: &[(String, String)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in pairs {
+        crate::protocol::packet::put_lenenc(&mut body, k.len() as u64);
+        body.extend_from_slice(k.as_bytes());
+        crate::protocol::packet::put_lenenc(&mut body, v.len() as u64);
+        body.extend_from_slice(v.as_bytes());
+    }
+    let mut out = Vec::with_capacity(body.len() + 9);
+    crate::protocol::packet::put_lenenc(&mut out, body.len() as u64);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// How long a follower waits for the leader's proxy to accept a link.
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::classify;
+
+    fn route(sql: &str, facts: Facts) -> Target {
+        decide(&classify(sql), sql, facts)
+    }
+
+    #[test]
+    fn writes_transactions_and_locks_go_to_the_leader() {
+        let f = Facts::default();
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "CREATE TABLE x (a INT)",
+            "BEGIN",
+            "START TRANSACTION",
+            "SELECT * FROM t WHERE id = 1 FOR UPDATE",
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            "SELECT GET_LOCK('a', 1)",
+            "LOCK TABLES t WRITE",
+            "CALL p()",
+        ] {
+            assert_eq!(route(sql, f), Target::Leader, "{sql}");
+        }
+    }
+
+    #[test]
+    fn plain_reads_stay_local_and_session_statements_go_everywhere() {
+        let f = Facts::default();
+        assert_eq!(route("SELECT * FROM t", f), Target::Local);
+        assert_eq!(route("SHOW TABLES", f), Target::Local);
+        assert_eq!(
+            route("START TRANSACTION READ ONLY", f),
+            Target::Local,
+            "read-only transactions are served locally"
+        );
+        for sql in [
+            "SET NAMES utf8mb4",
+            "SET sql_mode = ''",
+            "USE test",
+            "SET @a = 1",
+        ] {
+            assert_eq!(route(sql, f), Target::Both, "{sql}");
+        }
+        assert_eq!(route("SET GLOBAL max_connections = 10", f), Target::Local);
+    }
+
+    #[test]
+    fn a_pinned_session_sends_everything_to_the_leader() {
+        let f = Facts {
+            pinned: true,
+            ..Facts::default()
+        };
+        assert_eq!(route("SELECT * FROM t", f), Target::Leader);
+        assert_eq!(route("COMMIT", f), Target::Leader);
+        assert_eq!(route("SET @a = 1", f), Target::Both);
+    }
+
+    #[test]
+    fn session_dependent_reads_follow_the_last_statement() {
+        let on_leader = Facts {
+            last_on_leader: true,
+            ..Facts::default()
+        };
+        assert_eq!(route("SELECT LAST_INSERT_ID()", on_leader), Target::Leader);
+        assert_eq!(route("SELECT ROW_COUNT()", on_leader), Target::Leader);
+        assert_eq!(
+            route("SELECT LAST_INSERT_ID()", Facts::default()),
+            Target::Local
+        );
+        assert_eq!(route("SELECT * FROM t", on_leader), Target::Local);
+    }
+
+    #[test]
+    fn a_local_read_only_transaction_keeps_everything_local() {
+        let f = Facts {
+            local_txn: true,
+            ..Facts::default()
+        };
+        assert_eq!(route("INSERT INTO t VALUES (1)", f), Target::Local);
+        assert_eq!(route("COMMIT", f), Target::Local);
+    }
+
+    #[test]
+    fn history_keeps_one_entry_per_target() {
+        let mut h = History::default();
+        for i in 0..1000 {
+            h.record(&format!("SET @@session.sql_mode = 'M{i}'"));
+            h.record(&format!("SET @counter = {i}"));
+        }
+        h.record("SET NAMES utf8mb4");
+        h.record("SET CHARACTER SET latin1");
+        h.record("USE a");
+        h.record("USE b");
+        let all: Vec<&str> = h.statements().collect();
+        assert_eq!(
+            all,
+            [
+                "SET @@session.sql_mode = 'M999'",
+                "SET @counter = 999",
+                "SET CHARACTER SET latin1",
+                "USE b"
+            ]
+        );
+        assert!(!h.overflowed());
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut h = History::default();
+        for i in 0..HISTORY_LIMIT + 10 {
+            h.record(&format!("SET @v{i} = 1, @w{i} = 2"));
+        }
+        assert_eq!(h.len(), HISTORY_LIMIT);
+        assert!(h.overflowed());
+        h.clear();
+        assert!(h.is_empty() && !h.overflowed());
+    }
+
+    #[test]
+    fn history_keys() {
+        assert_eq!(
+            history_key("SET SESSION wait_timeout=5").as_deref(),
+            Some("var:wait_timeout")
+        );
+        assert_eq!(
+            history_key("set @@wait_timeout = 5").as_deref(),
+            Some("var:wait_timeout")
+        );
+        assert_eq!(history_key("SET @x := 5").as_deref(), Some("var:@x"));
+        assert_eq!(history_key("SET @x = (SELECT 1)"), None);
+        assert_eq!(history_key("SET a = 1, b = 2"), None);
+        assert_eq!(history_key("SELECT 1"), None);
+    }
+
+    #[test]
+    fn overrides() {
+        assert_eq!(
+            parse_override("SET @@session.wolfscale_read_consistency = 'linearizable'"),
+            Some(Override::Consistency(ReadConsistency::Linearizable))
+        );
+        assert_eq!(
+            parse_override("set session wolfscale_read_consistency='local';"),
+            Some(Override::Consistency(ReadConsistency::Local))
+        );
+        assert_eq!(
+            parse_override("SET wolfscale_session_index = 42"),
+            Some(Override::Index(42))
+        );
+        assert!(matches!(
+            parse_override("SET wolfscale_read_consistency = 'eventual'"),
+            Some(Override::Invalid(_))
+        ));
+        assert_eq!(parse_override("SET sql_mode = ''"), None);
+        assert!(asks_index("select @@wolfscale_session_index"));
+    }
+
+    #[test]
+    fn forwarding_proofs() {
+        let client: SocketAddr = "10.0.0.7:51000".parse().unwrap();
+        let local: SocketAddr = "10.0.0.2:8007".parse().unwrap();
+        let scramble = [7u8; 20];
+        let proof = forward_proof(b"s3cret", &scramble, &client, &local);
+        let attrs = |proof: &str| {
+            vec![
+                ("_client_name".to_string(), "x".to_string()),
+                (ATTR_CLIENT.to_string(), client.to_string()),
+                (ATTR_LOCAL.to_string(), local.to_string()),
+                (ATTR_PROOF.to_string(), proof.to_string()),
+            ]
+        };
+        assert_eq!(
+            forwarded_origin(Some(b"s3cret"), &scramble, &attrs(&proof)),
+            Some(Ok((client, local)))
+        );
+        // Another secret, another scramble (a replayed login), a forged proof.
+        assert!(matches!(
+            forwarded_origin(Some(b"other"), &scramble, &attrs(&proof)),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            forwarded_origin(Some(b"s3cret"), &[8u8; 20], &attrs(&proof)),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            forwarded_origin(Some(b"s3cret"), &scramble, &attrs(&"0".repeat(64))),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            forwarded_origin(None, &scramble, &attrs(&proof)),
+            Some(Err(_))
+        ));
+        assert_eq!(
+            forwarded_origin(Some(b"s3cret"), &scramble, &attrs(&proof)[..1]),
+            None
+        );
+        let raw = encode_attrs(&attrs(&proof));
+        assert_eq!(attr_pairs(&raw), attrs(&proof));
+        assert!(attr_pairs(&raw[..raw.len() - 1]).is_empty());
+    }
+}

@@ -1,0 +1,331 @@
+//! Any node is the database: a follower's proxy routes writes and transactions to the
+//! leader, carries the session's state there, and reads its own writes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{full_cluster, full_cluster_with, leader_of, server_error, FullNode};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+async fn q(c: &mut Conn, sql: &str) {
+    c.query_drop(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn count(c: &mut Conn, sql: &str) -> i64 {
+    c.query_first::<i64, _>(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .expect("a row")
+}
+
+fn followers(nodes: &[FullNode]) -> Vec<usize> {
+    let l = leader_of(nodes);
+    (0..nodes.len()).filter(|&i| i != l).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_and_transactions_through_every_node_converge() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let f = followers(&nodes);
+    // DDL through a follower.
+    let mut a = nodes[f[0]].client(Some("test")).await;
+    q(
+        &mut a,
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, node INT, v VARCHAR(10))",
+    )
+    .await;
+    // Autocommit writes through every node, each read back at once on the same
+    // connection (read-your-writes).
+    let mut conns = Vec::new();
+    for n in &nodes {
+        conns.push(n.client(Some("test")).await);
+    }
+    for round in 0..5 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            q(
+                c,
+                &format!("INSERT INTO t (node, v) VALUES ({i}, 'r{round}')"),
+            )
+            .await;
+            let id: u64 = c
+                .query_first("SELECT LAST_INSERT_ID()")
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                id > 0,
+                "LAST_INSERT_ID() after a forwarded insert is its id"
+            );
+            let mine = count(c, &format!("SELECT COUNT(*) FROM t WHERE id = {id}")).await;
+            assert_eq!(mine, 1, "node {i} must read its own write {id}");
+        }
+    }
+    // A transaction through a follower: its reads see its own uncommitted rows (it runs
+    // on the leader), other sessions do not, and it commits as one.
+    let mut b = nodes[f[1]].client(Some("test")).await;
+    q(&mut b, "BEGIN").await;
+    q(&mut b, "INSERT INTO t (node, v) VALUES (9, 'txn')").await;
+    assert_eq!(
+        count(&mut b, "SELECT COUNT(*) FROM t WHERE node = 9").await,
+        1
+    );
+    assert_eq!(
+        count(&mut a, "SELECT COUNT(*) FROM t WHERE node = 9").await,
+        0
+    );
+    q(&mut b, "UPDATE t SET v = 'txn2' WHERE node = 9").await;
+    q(&mut b, "COMMIT").await;
+    assert_eq!(
+        count(&mut b, "SELECT COUNT(*) FROM t WHERE v = 'txn2'").await,
+        1
+    );
+    // A rolled-back transaction through a follower leaves nothing.
+    q(&mut b, "START TRANSACTION").await;
+    q(&mut b, "DELETE FROM t").await;
+    assert_eq!(count(&mut b, "SELECT COUNT(*) FROM t").await, 0);
+    q(&mut b, "ROLLBACK").await;
+    assert_eq!(count(&mut b, "SELECT COUNT(*) FROM t").await, 16);
+    // autocommit = 0 through a follower: a transaction until COMMIT.
+    q(&mut a, "SET autocommit = 0").await;
+    q(&mut a, "INSERT INTO t (node, v) VALUES (8, 'ac0')").await;
+    assert_eq!(
+        count(&mut a, "SELECT COUNT(*) FROM t WHERE node = 8").await,
+        1
+    );
+    assert_eq!(
+        count(&mut b, "SELECT COUNT(*) FROM t WHERE node = 8").await,
+        0
+    );
+    q(&mut a, "COMMIT").await;
+    q(&mut a, "SET autocommit = 1").await;
+    assert_eq!(
+        count(&mut b, "SELECT COUNT(*) FROM t WHERE node = 8").await,
+        1
+    );
+    // A locking read goes to the leader and takes its lock there: a writer through
+    // the leader waits for it.
+    q(&mut b, "BEGIN").await;
+    let v: Option<String> = b
+        .query_first("SELECT v FROM t WHERE node = 9 FOR UPDATE")
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("txn2"));
+    let mut lc = nodes[l].client(Some("test")).await;
+    q(&mut lc, "SET innodb_lock_wait_timeout = 1").await;
+    let err = lc
+        .query_drop("UPDATE t SET v = 'lw' WHERE node = 9")
+        .await
+        .expect_err("the follower session's FOR UPDATE holds the row on the leader");
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1205), "{err}");
+    q(&mut b, "COMMIT").await;
+    drop((a, b, lc, conns));
+    let sums = common::converged(&nodes, "test").await;
+    assert_eq!(sums.len(), 1);
+    common::same_on_all(&nodes, "SELECT id, node, v FROM test.t ORDER BY id").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn session_state_reaches_the_leader() {
+    let nodes = full_cluster(3).await;
+    let f = followers(&nodes)[0];
+    let mut c = nodes[f].client(None).await;
+    // Session state set before the session ever needed the leader: replayed when the
+    // link opens.
+    q(&mut c, "USE test").await;
+    q(&mut c, "SET sql_mode = 'NO_ENGINE_SUBSTITUTION'").await;
+    q(&mut c, "SET NAMES utf8mb4").await;
+    q(&mut c, "SET @tag = 'tagged'").await;
+    for i in 0..50 {
+        // A variable set in a loop keeps one history entry.
+        q(
+            &mut c,
+            &format!("SET @@session.group_concat_max_len = {}", 1024 + i),
+        )
+        .await;
+    }
+    q(
+        &mut c,
+        "CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(4), g INT)",
+    )
+    .await;
+    // Not strict: the leader truncates with a warning instead of refusing (1406).
+    q(
+        &mut c,
+        "INSERT INTO s VALUES (1, 'toolong', @@group_concat_max_len)",
+    )
+    .await;
+    q(&mut c, "INSERT INTO s VALUES (2, @tag, 0)").await;
+    // A variable set once the link is open reaches both backends.
+    q(&mut c, "SET @tag = 'late'").await;
+    q(&mut c, "INSERT INTO s VALUES (3, @tag, 0)").await;
+    let local: Option<String> = c.query_first("SELECT @tag").await.unwrap();
+    assert_eq!(local.as_deref(), Some("late"));
+    let rows: Vec<(i32, String, i32)> =
+        c.query("SELECT id, v, g FROM s ORDER BY id").await.unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (1, "tool".to_string(), 1073),
+            (2, "tagg".to_string(), 0),
+            (3, "late".to_string(), 0)
+        ]
+    );
+    // A temporary table lives on the leader from then on, with everything after it.
+    q(&mut c, "CREATE TEMPORARY TABLE tmp (a INT)").await;
+    q(&mut c, "INSERT INTO tmp VALUES (1), (2)").await;
+    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM tmp").await, 2);
+    // COM_INIT_DB through a follower with a link open.
+    c.query_drop("USE mysql").await.unwrap();
+    let db: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
+    assert_eq!(db.as_deref(), Some("mysql"));
+    // The index hint a pooled application can pass on.
+    let index: u64 = c
+        .query_first("SELECT @@wolfscale_session_index")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(index > 0, "the session's last write has an index");
+    drop(c);
+    common::converged(&nodes, "test").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_wait_for_the_sessions_writes_on_a_slow_follower() {
+    let nodes = full_cluster_with(3, |s| s.read_wait = Duration::from_millis(200)).await;
+    let l = leader_of(&nodes);
+    let f = followers(&nodes)[0];
+    let mut setup = nodes[l].client(Some("test")).await;
+    q(&mut setup, "CREATE TABLE r (id INT PRIMARY KEY)").await;
+    let mut c = nodes[f].client(Some("test")).await;
+    // The follower's applier is made slow: it replays 3 s behind.
+    wolfscale::failpoint::set_replay_delay(
+        nodes[f].cluster.incarnation,
+        Some(Duration::from_secs(3)),
+    );
+    q(&mut c, "INSERT INTO r VALUES (1)").await;
+    // Default (session): the follower has not applied it within read_wait_ms, so the
+    // read goes to the leader and sees the write.
+    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM r").await, 1);
+    // `local` reads the follower's own MariaDB, which is behind: this is what the
+    // session rule protects against (and proves the follower really lags).
+    q(&mut c, "SET @@session.wolfscale_read_consistency = 'local'").await;
+    q(&mut setup, "INSERT INTO r VALUES (2)").await;
+    q(&mut c, "INSERT INTO r VALUES (3)").await;
+    let local = count(&mut c, "SELECT COUNT(*) FROM r").await;
+    assert!(
+        local < 3,
+        "a local read on the slow follower saw {local} rows"
+    );
+    // Another connection that was handed the session index reads the write.
+    let index: u64 = c
+        .query_first("SELECT @@wolfscale_session_index")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut other = nodes[f].client(Some("test")).await;
+    q(
+        &mut other,
+        &format!("SET wolfscale_session_index = {index}"),
+    )
+    .await;
+    assert_eq!(count(&mut other, "SELECT COUNT(*) FROM r").await, 3);
+    // A linearizable read after a write through another node sees it.
+    let mut lin = nodes[f].client(Some("test")).await;
+    q(
+        &mut lin,
+        "SET SESSION wolfscale_read_consistency = 'linearizable'",
+    )
+    .await;
+    q(&mut setup, "INSERT INTO r VALUES (4)").await;
+    assert_eq!(count(&mut lin, "SELECT COUNT(*) FROM r").await, 4);
+    // `fresh` too: the follower knows the leader committed entries it has not applied.
+    let mut fresh = nodes[f].client(Some("test")).await;
+    q(&mut fresh, "SET wolfscale_read_consistency = 'fresh'").await;
+    q(&mut setup, "INSERT INTO r VALUES (5)").await;
+    let behind = common::wait_until(Duration::from_secs(5), || {
+        let known = nodes[f].cluster.known_committed();
+        let applied = nodes[f].cluster.applied_index();
+        async move { known > applied }
+    })
+    .await;
+    assert!(
+        behind,
+        "the slow follower should know of commits it has not applied"
+    );
+    assert_eq!(count(&mut fresh, "SELECT COUNT(*) FROM r").await, 5);
+    let err = fresh
+        .query_drop("SET wolfscale_read_consistency = 'eventual'")
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1231), "{err}");
+    wolfscale::failpoint::set_replay_delay(nodes[f].cluster.incarnation, None);
+    drop((c, other, lin, fresh, setup));
+    common::converged(&nodes, "test").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_sees_the_clients_own_address() {
+    use common::raw::Raw;
+    // MariaDB takes the client's address from the proxy's PROXY header.
+    let nodes = common::full_cluster_on(
+        3,
+        || wolfscale::localdb::Options {
+            extra_args: vec!["--proxy-protocol-networks=127.0.0.1".into()],
+            ..Default::default()
+        },
+        |_| {},
+        |_| {},
+    )
+    .await;
+    let l = leader_of(&nodes);
+    let f = followers(&nodes)[0];
+    let mut lc = nodes[l].client(None).await;
+    // An account that exists only for the client's own address.
+    q(&mut lc, "CREATE DATABASE hr").await;
+    q(
+        &mut lc,
+        "CREATE TABLE hr.t (id INT PRIMARY KEY, who VARCHAR(80))",
+    )
+    .await;
+    q(&mut lc, "CREATE USER 'hr'@'127.0.0.2' IDENTIFIED BY 'pw'").await;
+    q(&mut lc, "GRANT ALL ON hr.* TO 'hr'@'127.0.0.2'").await;
+    common::converged(&nodes, "hr").await;
+    // Wait until the follower's proxy knows the account.
+    let port = nodes[f].proxy_port();
+    let source: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut raw = None;
+    for _ in 0..100 {
+        match Raw::try_login_from(port, source, "hr", "pw").await {
+            Ok(r) => {
+                raw = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let mut raw = raw.expect("hr logs in from 127.0.0.2 through the follower");
+    raw.query("INSERT INTO hr.t VALUES (1, CURRENT_USER())")
+        .await
+        .expect("the leader runs it as 'hr'@'127.0.0.2'");
+    raw.query("BEGIN").await.unwrap();
+    let rows = raw
+        .query("SELECT CURRENT_USER(), @@hostname")
+        .await
+        .unwrap();
+    raw.query("COMMIT").await.unwrap();
+    assert_eq!(rows[0][0].as_deref(), Some("hr@127.0.0.2"));
+    common::converged(&nodes, "hr").await;
+    let who = common::same_on_all(&nodes, "SELECT who FROM hr.t").await;
+    assert_eq!(
+        common::cell_text(&who[0][0]).as_deref(),
+        Some("hr@127.0.0.2")
+    );
+    // From 127.0.0.1 the account does not exist, through any node.
+    let denied = Raw::try_login_from(port, "127.0.0.1".parse().unwrap(), "hr", "pw").await;
+    assert!(matches!(denied, Err((1045, _))), "{:?}", denied.err());
+}

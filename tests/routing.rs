@@ -329,3 +329,76 @@ async fn the_leader_sees_the_clients_own_address() {
     let denied = Raw::try_login_from(port, "127.0.0.1".parse().unwrap(), "hr", "pw").await;
     assert!(matches!(denied, Err((1045, _))), "{:?}", denied.err());
 }
+
+/// Log into `port` claiming, in the connect attributes, to be forwarding a client
+/// from 127.0.0.2, with the proof `proof(scramble)`; the reply's first byte and
+/// payload.
+async fn claim_forwarded(port: u16, proof: impl Fn(&[u8]) -> String) -> Vec<u8> {
+    use common::raw::{handshake_response, Raw, Reply};
+    use wolfscale::protocol::handshake::ServerGreeting;
+    let mut raw = Raw::connect(port).await;
+    let Reply::Packet(0, greeting) = raw.read(Duration::from_secs(5)).await else {
+        panic!("no greeting");
+    };
+    let g = ServerGreeting::parse(&greeting).expect("greeting");
+    let mut p = handshake_response(&g.scramble, "app", common::APP_PASSWORD, 0);
+    // CLIENT_CONNECT_ATTRS
+    let caps = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) | 0x0010_0000;
+    p[..4].copy_from_slice(&caps.to_le_bytes());
+    let attrs = vec![
+        (
+            wolfscale::proxy::router::ATTR_CLIENT.to_string(),
+            "127.0.0.2:40000".to_string(),
+        ),
+        (
+            wolfscale::proxy::router::ATTR_LOCAL.to_string(),
+            "127.0.0.1:8007".to_string(),
+        ),
+        (
+            wolfscale::proxy::router::ATTR_PROOF.to_string(),
+            proof(&g.scramble),
+        ),
+    ];
+    p.extend_from_slice(&wolfscale::proxy::router::encode_attrs(&attrs));
+    raw.send(1, &p).await;
+    match raw.read(Duration::from_secs(5)).await {
+        Reply::Packet(_, reply) => reply,
+        other => panic!("login: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_cannot_claim_another_address() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let port = nodes[l].proxy_port();
+    let client: std::net::SocketAddr = "127.0.0.2:40000".parse().unwrap();
+    let local: std::net::SocketAddr = "127.0.0.1:8007".parse().unwrap();
+    // Forged, with another secret, or bound to another scramble: refused (1045).
+    for (what, reply) in [
+        ("forged", claim_forwarded(port, |_| "00".repeat(32)).await),
+        (
+            "another secret",
+            claim_forwarded(port, |s| {
+                wolfscale::proxy::router::forward_proof(b"not-the-secret", s, &client, &local)
+            })
+            .await,
+        ),
+        (
+            "replayed",
+            claim_forwarded(port, |_| {
+                wolfscale::proxy::router::forward_proof(b"test-secret", &[0; 20], &client, &local)
+            })
+            .await,
+        ),
+    ] {
+        assert_eq!(reply[0], 0xFF, "{what}: {reply:?}");
+        assert_eq!(u16::from_le_bytes([reply[1], reply[2]]), 1045, "{what}");
+    }
+    // The cluster's own proof is taken.
+    let reply = claim_forwarded(port, |s| {
+        wolfscale::proxy::router::forward_proof(b"test-secret", s, &client, &local)
+    })
+    .await;
+    assert_eq!(reply[0], 0x00, "{reply:?}");
+}

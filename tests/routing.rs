@@ -402,3 +402,89 @@ async fn a_client_cannot_claim_another_address() {
     .await;
     assert_eq!(reply[0], 0x00, "{reply:?}");
 }
+
+/// Run `cmd`; its stdout, or a panic with everything it printed.
+fn run(cmd: &mut std::process::Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what} ({e}); run scripts/test-deps.sh"));
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// SQLAlchemy over PyMySQL (which turns autocommit off) through a follower's port.
+/// Ignored: it fails through the leader too. SQLAlchemy 2 inserts with `INSERT …
+/// RETURNING`, whose reply is a result set, and the leader records its affected-row
+/// count as 0, so the followers stop as Diverged (see the closing note of 2026-12-02).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "INSERT … RETURNING is logged with 0 affected rows; the followers stop as Diverged"]
+async fn an_orm_through_a_follower() {
+    use std::process::Command;
+    let nodes = full_cluster(3).await;
+    let f = followers(&nodes)[0];
+    let port = nodes[f].proxy_port().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/orm_test.py");
+    let orm = tokio::task::block_in_place(|| {
+        run(
+            Command::new("python3").args([script, &port, "app", common::APP_PASSWORD, "test"]),
+            "orm_test.py through a follower",
+        )
+    });
+    assert!(orm.contains("orm ok"), "{orm}");
+    common::converged(&nodes, "test").await;
+}
+
+/// sysbench oltp_read_write through a follower's port (text protocol: binary prepared
+/// writes on a follower are not routed yet); every database ends identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sysbench_read_write_through_a_follower() {
+    use std::process::Command;
+    let nodes = full_cluster(3).await;
+    let f = followers(&nodes)[0];
+    let port = nodes[f].proxy_port().to_string();
+    let args = |cmd: &mut Command| {
+        cmd.args([
+            "oltp_read_write",
+            "--db-driver=mysql",
+            "--mysql-host=127.0.0.1",
+            &format!("--mysql-port={port}"),
+            "--mysql-user=app",
+            &format!("--mysql-password={}", common::APP_PASSWORD),
+            "--mysql-db=test",
+            "--tables=2",
+            "--table-size=1000",
+            "--db-ps-mode=disable",
+        ]);
+    };
+    let out = tokio::task::block_in_place(|| {
+        let mut prepare = Command::new("sysbench");
+        args(&mut prepare);
+        run(
+            prepare.arg("prepare"),
+            "sysbench prepare through a follower",
+        );
+        let mut bench = Command::new("sysbench");
+        args(&mut bench);
+        run(
+            bench.args(["--threads=4", "--time=5", "run"]),
+            "sysbench oltp_read_write through a follower",
+        )
+    });
+    let field = |label: &str, at: usize| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().nth(at))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert!(field("transactions:", 1).unwrap_or(0) > 0, "{out}");
+    // Ignored errors are deadlocks between sysbench's own threads, retried by it (as
+    // against MariaDB directly); the databases must still end identical.
+    assert!(field("ignored errors:", 2).is_some(), "{out}");
+    assert!(!common::converged(&nodes, "test").await.is_empty());
+}

@@ -35,7 +35,6 @@
 //! new link, and its statements that need the leader get ERR 1235 saying so.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -900,9 +899,6 @@ pub fn encode_attrs(pairs: &[(String, String)]) -> Vec<u8> {
     out.extend_from_slice(&body);
     out
 }
-
-/// How long a follower waits for the leader's proxy to accept a link.
-pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -418,12 +418,9 @@ fn run(cmd: &mut std::process::Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// SQLAlchemy over PyMySQL (which turns autocommit off) through a follower's port.
-/// Ignored: it fails through the leader too. SQLAlchemy 2 inserts with `INSERT …
-/// RETURNING`, whose reply is a result set, and the leader records its affected-row
-/// count as 0, so the followers stop as Diverged (see the closing note of 2026-12-02).
+/// SQLAlchemy over PyMySQL (which turns autocommit off) through a follower's port,
+/// with a connection pool. SQLAlchemy 2 inserts with `INSERT … RETURNING`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "INSERT … RETURNING is logged with 0 affected rows; the followers stop as Diverged"]
 async fn an_orm_through_a_follower() {
     use std::process::Command;
     let nodes = full_cluster(3).await;

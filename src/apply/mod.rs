@@ -1002,18 +1002,22 @@ async fn run_text(conn: &mut Conn, parts: &[Part]) -> Result<(), Failure> {
         Err(e) => return Err(classify_error(first_index, sql[0], e)),
     };
     for (i, part) in parts.iter().enumerate() {
+        let returns_rows = result.columns().is_some_and(|c| !c.is_empty());
         let affected = result.affected_rows();
         let info = result.info().into_owned();
         let drained: Result<Vec<mysql_async::Row>, _> = result.collect().await;
-        if let Err(e) = drained {
-            let index = match part {
-                Part::Checked(c) => c.index,
-                Part::Plain(_) => first_index,
-            };
-            return Err(classify_error(index, sql[i], e));
-        }
+        let rows = match drained {
+            Ok(rows) => rows.len() as u64,
+            Err(e) => {
+                let index = match part {
+                    Part::Checked(c) => c.index,
+                    Part::Plain(_) => first_index,
+                };
+                return Err(classify_error(index, sql[i], e));
+            }
+        };
         if let Part::Checked(c) = part {
-            compare_counts(c, affected, &info)?;
+            compare_counts(c, counted(returns_rows, affected, rows), &info)?;
         }
     }
     Ok(())
@@ -1027,17 +1031,32 @@ async fn run_prepared(conn: &mut Conn, check: &Check) -> Result<(), Failure> {
         .iter()
         .map(to_driver_value)
         .collect();
-    let result = conn
+    let mut result = conn
         .exec_iter(check.sql.as_str(), params)
         .await
         .map_err(|e| classify_error(check.index, &check.sql, e))?;
+    let returns_rows = result.columns().is_some_and(|c| !c.is_empty());
     let affected = result.affected_rows();
     let info = result.info().into_owned();
-    result
-        .drop_result()
+    let rows: Vec<mysql_async::Row> = result
+        .collect()
         .await
         .map_err(|e| classify_error(check.index, &check.sql, e))?;
-    compare_counts(check, affected, &info)
+    compare_counts(
+        check,
+        counted(returns_rows, affected, rows.len() as u64),
+        &info,
+    )
+}
+
+/// What a statement changed, counted as the leader counts it: a write that returned
+/// rows (`… RETURNING`) by the rows it returned, any other by its affected rows.
+fn counted(returns_rows: bool, affected: u64, rows: u64) -> u64 {
+    if returns_rows {
+        rows
+    } else {
+        affected
+    }
 }
 
 fn compare_counts(c: &Check, affected: u64, info: &str) -> Result<(), Failure> {

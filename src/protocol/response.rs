@@ -116,6 +116,13 @@ pub struct Outcome {
     /// `Rows matched: N` of an UPDATE's OK packet.
     pub info_matched: Option<u64>,
     pub warnings: u16,
+    /// The reply carried a result set (a SELECT, or a write with RETURNING).
+    pub result_set: bool,
+    /// Rows of the reply's result sets: what a write with RETURNING changed, the one
+    /// count both the leader's proxy and a follower's driver can see the same way
+    /// (the proxy never asks for CLIENT_DEPRECATE_EOF, so a result set ends in an EOF
+    /// packet with no affected-rows count, and `ROW_COUNT()` is -1 after it).
+    pub rows: u64,
 }
 
 /// Incremental scanner over a server's reply.
@@ -204,6 +211,7 @@ impl Scanner {
                 if n == 0 {
                     return Err(ProtoError::Malformed("zero column count"));
                 }
+                self.outcome.result_set = true;
                 State::Columns(n)
             }
             (State::Columns(_), Some(0xFE)) if is_eof(p, len) => {
@@ -229,7 +237,10 @@ impl Scanner {
                     self.after_terminator(status)
                 }
             }
-            (State::Rows, _) => State::Rows,
+            (State::Rows, _) => {
+                self.outcome.rows += 1;
+                State::Rows
+            }
             (State::PrepParams { params: 1, cols }, _) => State::PrepParamsEof { cols },
             (State::PrepParams { params, cols }, _) => State::PrepParams {
                 params: params - 1,
@@ -391,6 +402,30 @@ mod tests {
         let mut s = Scanner::new(Expect::Query);
         assert_eq!(s.scan(&one).unwrap(), (one.len(), Step::NeedMore));
         assert_eq!(s.scan(&ok).unwrap(), (ok.len(), Step::Done));
+    }
+
+    #[test]
+    fn rows_of_a_result_set_are_counted() {
+        // Three rows, one of which starts with 0xFE yet is no EOF (9 bytes long).
+        let long_fe: &[u8] = &[0xFE, 1, 2, 3, 4, 5, 6, 7, 8];
+        let buf = frames(&[
+            &[1],
+            b"coldef",
+            EOF_LAST,
+            b"\x01a",
+            long_fe,
+            b"\x01b",
+            EOF_LAST,
+        ]);
+        let mut s = Scanner::new(Expect::Query);
+        assert_eq!(s.scan(&buf).unwrap(), (buf.len(), Step::Done));
+        assert!(s.outcome.result_set);
+        assert_eq!(s.outcome.rows, 3);
+        let ok = frames(&[&[0x00, 2, 0, 0x02, 0x00, 0, 0]]);
+        let mut s = Scanner::new(Expect::Query);
+        s.scan(&ok).unwrap();
+        assert!(!s.outcome.result_set);
+        assert_eq!((s.outcome.rows, s.outcome.affected_rows), (0, 2));
     }
 
     #[test]

@@ -622,10 +622,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 params: written.params,
                 pins,
                 user_vars: written.user_vars,
-                expect: RowCounts {
-                    affected: outcome.affected_rows,
-                    matched: outcome.info_matched,
-                },
+                expect: expected_counts(&outcome),
             });
             x.last_statement = written.started;
         }
@@ -638,7 +635,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         match self.commit_xa().await {
             Ok(_) => {
-                self.row_count = i64::try_from(outcome.affected_rows).ok();
+                // ROW_COUNT() after a statement that returned rows is -1, as MariaDB says.
+                self.row_count = if outcome.result_set {
+                    Some(-1)
+                } else {
+                    i64::try_from(outcome.affected_rows).ok()
+                };
                 let patched = patch_status(&held, self.status);
                 self.client
                     .write_raw(&patched)
@@ -1058,10 +1060,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 params: None,
                 pins,
                 user_vars: vec![],
-                expect: RowCounts {
-                    affected: outcome.affected_rows,
-                    matched: None,
-                },
+                expect: expected_counts(&outcome),
             },
         });
         let proposal = rep.propose(entry, term).await;
@@ -1913,6 +1912,23 @@ pub enum Internal {
     /// The OK packet's payload.
     Ok(Vec<u8>),
     Err(ServerError),
+}
+
+/// The row counts a follower must see when it replays a statement with this reply.
+/// A write that returned rows (`INSERT … RETURNING`, `DELETE … RETURNING`) is counted
+/// by the rows it returned: its EOF terminator carries no affected-rows count.
+fn expected_counts(outcome: &Outcome) -> RowCounts {
+    if outcome.result_set {
+        RowCounts {
+            affected: outcome.rows,
+            matched: None,
+        }
+    } else {
+        RowCounts {
+            affected: outcome.affected_rows,
+            matched: outcome.info_matched,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -171,7 +171,33 @@ async fn divergence_stops_the_applier() {
         matches!(err, ApplyError::Diverged { index: 2, .. }),
         "{err}"
     );
-    // A deterministic error is divergence too, never skipped.
+    // It stays stopped there: a later run (a leader's further entries) applies nothing.
+    let err = a
+        .apply(vec![item(
+            3,
+            txn(
+                OTHER,
+                3,
+                vec![stmt("INSERT INTO t (id, v) VALUES (9, 'z')", 1)],
+            ),
+        )])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Diverged { index: 2, .. }),
+        "{err}"
+    );
+    // A deterministic error is divergence too, never skipped (a fresh applier, as
+    // after a restart, whose marker is still 1).
+    drop(a);
+    let mut a = Applier::open(service_opts(&db), ME, Arc::new(PendingCommits::default()))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.applied().index,
+        Some(1),
+        "the divergent entry was committed"
+    );
     let err = a
         .apply(vec![item(
             2,
@@ -191,6 +217,11 @@ async fn divergence_stops_the_applier() {
         .await
         .unwrap();
     assert_eq!(v.as_deref(), Some("a"));
+    let z: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM test.t WHERE id = 9")
+        .await
+        .unwrap();
+    assert_eq!(z, Some(0));
     assert_eq!(a.applied().index, Some(1));
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{full_cluster, leader_of, server_error};
 use mysql_async::prelude::*;
+use openraft::async_runtime::watch::WatchReceiver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_through_the_leader_converge() {
@@ -391,4 +392,166 @@ async fn writes_with_returning_replicate_and_are_counted_by_their_rows() {
     common::converged_report(&nodes, "test").await;
     let rows = common::same_on_all(&nodes, "SELECT id, v FROM test.r ORDER BY id").await;
     assert_eq!(rows.len(), 2, "{}", common::show_rows(&rows));
+}
+
+/// A follower whose replay diverges stops applying at that entry but stays in Raft:
+/// it still stores entries and votes, so when every follower diverges at once (the
+/// likely shape of a determinism slip) the leader keeps its majority and its writes
+/// commit. A diverged node reports an applied index below the entry, reads through
+/// it go to the leader, and it does not stand for election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn diverged_followers_keep_their_log_and_vote_but_never_lead() {
+    let mut nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let followers: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    let mut c = nodes[l].client(Some("test")).await;
+    c.query_drop("CREATE TABLE d (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO d VALUES (1, 0), (2, 0)")
+        .await
+        .unwrap();
+    common::converged(&nodes, "test").await;
+    // Behind the cluster's back, each follower's MariaDB gains a row; an UPDATE of
+    // every row then changes 2 rows on the leader and 3 on each follower.
+    for &f in &followers {
+        let mut d = nodes[f].raft.db.root().await;
+        d.query_drop("INSERT INTO test.d VALUES (3, 0)")
+            .await
+            .unwrap();
+    }
+    c.query_drop("UPDATE d SET v = 1").await.unwrap();
+    let diverged_all = common::wait_until(Duration::from_secs(20), || async {
+        followers.iter().all(|&f| nodes[f].cluster.is_diverged())
+    })
+    .await;
+    assert!(diverged_all, "{:?}", common::apply_statuses(&nodes));
+    let diverged_at: Vec<u64> = followers
+        .iter()
+        .map(|&f| nodes[f].cluster.applied_index())
+        .collect();
+    // The leader still commits: both followers store and acknowledge its entries.
+    for i in 0..5 {
+        c.query_drop(format!("INSERT INTO d VALUES ({}, 0)", 10 + i))
+            .await
+            .unwrap();
+    }
+    let leader_last = nodes[l]
+        .cluster
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .last_log_index
+        .unwrap_or(0);
+    let stored = common::wait_until(Duration::from_secs(10), || async {
+        followers.iter().all(|&f| {
+            nodes[f]
+                .cluster
+                .raft()
+                .metrics()
+                .borrow_watched()
+                .last_log_index
+                >= Some(leader_last)
+        })
+    })
+    .await;
+    assert!(stored, "the diverged followers no longer store the log");
+    // Nothing after the divergent entry is applied on them.
+    for (k, &f) in followers.iter().enumerate() {
+        assert_eq!(nodes[f].cluster.applied_index(), diverged_at[k]);
+        assert!(diverged_at[k] < leader_last);
+        let mut d = nodes[f].raft.db.root().await;
+        let n: Option<(i64, i64)> = d
+            .query_first("SELECT COUNT(*), SUM(v) FROM test.d")
+            .await
+            .unwrap();
+        assert_eq!(
+            n,
+            Some((3, 0)),
+            "node {f} kept its divergent entry or applied past it"
+        );
+    }
+    // A session through a diverged follower reads its own write (from the leader).
+    let mut fc = nodes[followers[0]].client(Some("test")).await;
+    fc.query_drop("INSERT INTO d VALUES (100, 0)")
+        .await
+        .unwrap();
+    let n: Option<i64> = fc.query_first("SELECT COUNT(*) FROM d").await.unwrap();
+    assert_eq!(n, Some(8));
+    drop(fc);
+    drop(c);
+    // With the leader gone, neither diverged node takes its place.
+    let leader = nodes.remove(l);
+    let _stopped = common::stop_full_node(leader).await;
+    let led = common::wait_until(Duration::from_secs(3), || async {
+        nodes.iter().any(|n| {
+            let m = n.cluster.raft().metrics().borrow_watched().clone();
+            m.current_leader == Some(m.id) || n.is_writable()
+        })
+    })
+    .await;
+    assert!(!led, "a diverged node became leader");
+}
+
+/// A node that diverges while it leads (replaying an earlier term's entry it had not
+/// applied yet when it was elected) hands leadership to another voter and never
+/// becomes writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_replay_diverges_hands_leadership_over() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let a = (l + 1) % 3;
+    let mut c = nodes[l].client(Some("test")).await;
+    c.query_drop("CREATE TABLE d (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO d VALUES (1, 0), (2, 0)")
+        .await
+        .unwrap();
+    common::converged(&nodes, "test").await;
+    let mut d = nodes[a].raft.db.root().await;
+    d.query_drop("INSERT INTO test.d VALUES (3, 0)")
+        .await
+        .unwrap();
+    // Node `a` replays slowly: it has the UPDATE in its log, not yet in its MariaDB,
+    // when leadership is handed to it.
+    wolfscale::failpoint::set_replay_delay(
+        nodes[a].cluster.incarnation,
+        Some(Duration::from_millis(1500)),
+    );
+    c.query_drop("UPDATE d SET v = 1").await.unwrap();
+    drop(c);
+    let a_id = nodes[a].cluster.raft().metrics().borrow_watched().id;
+    nodes[l]
+        .cluster
+        .raft()
+        .trigger()
+        .transfer_leader(a_id)
+        .await
+        .unwrap();
+    let diverged = common::wait_until(Duration::from_secs(20), || async {
+        nodes[a].cluster.is_diverged()
+    })
+    .await;
+    wolfscale::failpoint::set_replay_delay(nodes[a].cluster.incarnation, None);
+    assert!(diverged, "{:?}", common::apply_statuses(&nodes));
+    // Another node leads and takes writes; `a` never became writable.
+    let handed = common::wait_until(Duration::from_secs(20), || async {
+        nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| i != a && n.is_writable())
+    })
+    .await;
+    assert!(handed, "no other node became the writable leader");
+    assert!(!nodes[a].is_writable());
+    let m = nodes[a].cluster.raft().metrics().borrow_watched().clone();
+    assert_ne!(
+        m.current_leader,
+        Some(m.id),
+        "the diverged node still leads"
+    );
+    let w = (0..3).find(|&i| nodes[i].is_writable()).unwrap();
+    let mut c = nodes[w].client(Some("test")).await;
+    c.query_drop("INSERT INTO d VALUES (4, 0)").await.unwrap();
 }

@@ -546,6 +546,8 @@ impl Applier {
             index,
             reason: reason.clone(),
         };
+        // Nothing is applied after it, in this process or (deterministically) the next.
+        self.halted = Some((index, reason.clone()));
         ApplyError::Diverged { index, reason }
     }
 
@@ -572,8 +574,17 @@ impl Applier {
             last.term(),
             membership.as_deref(),
         ));
-        script.push_plain("COMMIT".into());
         self.run_script(script).await?;
+        // Committed only now that every count is checked: sent in the same
+        // multi-statement payload, COMMIT would run whatever the counts were, and the
+        // divergent entry would be kept with the marker past it.
+        let conn = self
+            .conn()
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| classify_error(last.index(), "COMMIT", e))?;
         self.applied.index = Some(last.index());
         self.applied.term = last.term();
         if membership.is_some() {

@@ -221,8 +221,14 @@ impl Cluster {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let id = u64::from(s.number);
+        let halted = matches!(
+            &*apply_status.lock().unwrap_or_else(|e| e.into_inner()),
+            ApplyStatus::Diverged { .. }
+        );
+        let (diverged, on_diverged) = watch::channel(halted);
         let sm = StateMachine {
             applier: applier.clone(),
+            diverged: Arc::new(diverged),
         };
         let raft = Raft::new(
             id,
@@ -254,6 +260,12 @@ impl Cluster {
             cluster.bootstrap(&auth, &s.peers).await?;
         }
         tokio::spawn(compare_settings(cluster.raft.clone(), auth));
+        tokio::spawn(stand_down_when_diverged(
+            cluster.raft.clone(),
+            cluster.id,
+            on_diverged,
+            cluster.shutdown.subscribe(),
+        ));
         tokio::spawn(guard_read_only(
             cluster.raft.clone(),
             cluster.id,
@@ -329,6 +341,11 @@ impl Cluster {
             return None;
         }
         let applied_term = m.last_applied.map(|l| l.leader_id.term)?;
+        if self.is_diverged() {
+            // Its database is not the log's: it must not take writes (it is handing
+            // leadership over, see `stand_down_when_diverged`).
+            return None;
+        }
         let ready = self.read_write.load(std::sync::atomic::Ordering::SeqCst);
         (applied_term == m.current_term && ready).then_some(m.current_term)
     }
@@ -350,10 +367,28 @@ impl Cluster {
         }
     }
 
-    /// The last log index applied to the local MariaDB.
+    /// The last log index applied to the local MariaDB. openraft's own count runs on
+    /// past an entry that diverged (see `StateMachine::apply`); the database stopped
+    /// just before it.
     pub fn applied_index(&self) -> u64 {
         let m = self.raft.metrics().borrow_watched().clone();
-        m.last_applied.map_or(0, |l| l.index)
+        self.cap_applied(m.last_applied.map_or(0, |l| l.index))
+    }
+
+    /// `applied`, capped below the entry at which replay diverged, if it did.
+    pub(super) fn cap_applied(&self, applied: u64) -> u64 {
+        match &*self.apply_status.lock().unwrap_or_else(|e| e.into_inner()) {
+            ApplyStatus::Diverged { index, .. } => applied.min(index.saturating_sub(1)),
+            ApplyStatus::Running => applied,
+        }
+    }
+
+    /// Whether replay has stopped at a divergent entry.
+    pub fn is_diverged(&self) -> bool {
+        matches!(
+            &*self.apply_status.lock().unwrap_or_else(|e| e.into_inner()),
+            ApplyStatus::Diverged { .. }
+        )
     }
 
     /// The highest index this node knows to be committed by the cluster.
@@ -370,8 +405,12 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let applied = metrics.borrow_watched().last_applied.map_or(0, |l| l.index);
-            if applied >= index {
+            if self.cap_applied(applied) >= index {
                 return true;
+            }
+            if self.is_diverged() {
+                // Replay has stopped for good: waiting cannot help.
+                return false;
             }
             if tokio::time::timeout_at(deadline, metrics.changed())
                 .await
@@ -477,6 +516,50 @@ impl Cluster {
 /// `innodb_flush_log_at_trx_commit`: that value while a follower, 1 before taking
 /// writes (the leader's prepared transactions must survive an OS crash: nothing else
 /// holds their effects).
+/// Once replay has diverged this node must not lead: its MariaDB no longer matches
+/// the log, so as leader it could neither run writes on the log's state nor order
+/// their commits. It stops campaigning (it still stores entries and votes, so the
+/// others keep their majority) and, if it leads, hands leadership to another voter.
+async fn stand_down_when_diverged(
+    raft: Raft<StateMachine>,
+    me: NodeId,
+    mut diverged: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        changed = diverged.wait_for(|d| *d) => if changed.is_err() { return },
+        _ = shutdown.changed() => return,
+    }
+    tracing::error!("replay diverged: this node no longer stands for election");
+    raft.runtime_config().elect(false);
+    let mut metrics = raft.metrics();
+    let mut last_try: Option<tokio::time::Instant> = None;
+    loop {
+        let m = metrics.borrow_watched().clone();
+        let due = last_try.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if m.current_leader == Some(me) && due {
+            last_try = Some(tokio::time::Instant::now());
+            let other = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .find(|id| *id != me);
+            if let Some(to) = other {
+                tracing::warn!(to, "diverged leader: transferring leadership");
+                if let Err(e) = raft.trigger().transfer_leader(to).await {
+                    tracing::warn!(error = %e, "cannot transfer leadership");
+                }
+            }
+        }
+        let leading = m.current_leader == Some(me);
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if leading => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 async fn guard_read_only(
     raft: Raft<StateMachine>,
     me: NodeId,

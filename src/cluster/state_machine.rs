@@ -22,7 +22,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::Mutex;
 
 use super::types::{log_id, Applied, LogId, StoredMembership, TypeConfig};
-use crate::apply::{Applier, Item};
+use crate::apply::{Applier, ApplyError, Item};
 
 /// A snapshot: a dump file (not produced by this build).
 #[derive(Debug)]
@@ -35,6 +35,8 @@ pub struct Dump {
 #[derive(Clone)]
 pub struct StateMachine {
     pub applier: Arc<Mutex<Applier>>,
+    /// Set once replay has diverged: the node stops campaigning for leadership.
+    pub diverged: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -86,14 +88,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 responders.push((index, r));
             }
         }
-        self.applier
-            .lock()
-            .await
-            .apply(items)
-            .await
-            .map_err(io_err)?;
+        let result = self.applier.lock().await.apply(items).await;
+        let applied_below = match result {
+            Ok(()) => u64::MAX,
+            // An error returned to openraft stops this node's Raft altogether: it
+            // would no longer store entries or vote, so divergent replay on a majority
+            // (a determinism slip shows on every follower at once) would stop the
+            // cluster's writes. Instead openraft is told the run is done while the
+            // applier stays halted at the entry: the node keeps its log and its vote,
+            // reports Diverged, and no longer campaigns (see `Cluster::start`);
+            // `Cluster::applied_index` reads the real position from the status.
+            Err(ApplyError::Diverged { index, .. }) => {
+                self.diverged.send_replace(true);
+                index
+            }
+            Err(e) => return Err(io_err(e)),
+        };
         for (index, r) in responders {
-            r.send(Applied { index });
+            if index < applied_below {
+                r.send(Applied { index });
+            }
         }
         Ok(())
     }

@@ -87,7 +87,7 @@ impl Cluster {
     pub fn node_status(&self) -> NodeStatus {
         let m = self.metrics();
         let leader = m.current_leader;
-        let applied = m.last_applied.map(|l| l.index);
+        let applied = m.last_applied.map(|l| self.cap_applied(l.index));
         let committed = m.local_committed.map(|l| l.index);
         let diverged = match &*self.apply_status.lock().unwrap_or_else(|e| e.into_inner()) {
             ApplyStatus::Diverged { index, reason } => Some(Divergence {

@@ -437,8 +437,8 @@ async fn an_orm_through_a_follower() {
     common::converged(&nodes, "test").await;
 }
 
-/// sysbench oltp_read_write through a follower's port (text protocol: binary prepared
-/// writes on a follower are not routed yet); every database ends identical.
+/// sysbench oltp_read_write through a follower's port, with the text protocol and
+/// with prepared statements (sysbench's default); every database ends identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sysbench_read_write_through_a_follower() {
     use std::process::Command;
@@ -456,32 +456,239 @@ async fn sysbench_read_write_through_a_follower() {
             "--mysql-db=test",
             "--tables=2",
             "--table-size=1000",
-            "--db-ps-mode=disable",
         ]);
     };
-    let out = tokio::task::block_in_place(|| {
+    tokio::task::block_in_place(|| {
         let mut prepare = Command::new("sysbench");
         args(&mut prepare);
         run(
             prepare.arg("prepare"),
             "sysbench prepare through a follower",
         );
-        let mut bench = Command::new("sysbench");
-        args(&mut bench);
-        run(
-            bench.args(["--threads=4", "--time=5", "run"]),
-            "sysbench oltp_read_write through a follower",
-        )
     });
-    let field = |label: &str, at: usize| {
-        out.lines()
-            .find(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split_whitespace().nth(at))
-            .and_then(|n| n.parse::<u64>().ok())
+    for ps_mode in ["disable", "auto"] {
+        let out = tokio::task::block_in_place(|| {
+            let mut bench = Command::new("sysbench");
+            args(&mut bench);
+            run(
+                bench.args([
+                    &format!("--db-ps-mode={ps_mode}"),
+                    "--threads=4",
+                    "--time=4",
+                    "run",
+                ]),
+                &format!("sysbench oltp_read_write through a follower, --db-ps-mode={ps_mode}"),
+            )
+        });
+        let field = |label: &str, at: usize| {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .and_then(|l| l.split_whitespace().nth(at))
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        assert!(
+            field("transactions:", 1).unwrap_or(0) > 0,
+            "{ps_mode}: {out}"
+        );
+        // Ignored errors are deadlocks between sysbench's own threads, retried by it
+        // (as against MariaDB directly); the databases must still end identical.
+        assert!(field("ignored errors:", 2).is_some(), "{ps_mode}: {out}");
+        assert!(!common::converged(&nodes, "test").await.is_empty());
+    }
+}
+
+/// Binary prepared statements through a follower: writes and transactions run on the
+/// leader (prepared there lazily), reads on the local MariaDB, and a statement whose
+/// table the follower has not applied yet is prepared on the leader under an id of
+/// the proxy's (high bit set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prepared_statements_through_a_follower() {
+    let nodes = full_cluster_with(3, |s| s.read_wait = Duration::from_millis(200)).await;
+    let f = followers(&nodes)[0];
+    let mut c = nodes[f].client(Some("test")).await;
+    q(
+        &mut c,
+        "CREATE TABLE p (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20), n BIGINT)",
+    )
+    .await;
+    let ins = c.prep("INSERT INTO p (v, n) VALUES (?, ?)").await.unwrap();
+    assert_eq!(
+        ins.id() & 0x8000_0000,
+        0,
+        "prepared on the follower's MariaDB"
+    );
+    for i in 0..5i64 {
+        c.exec_drop(&ins, (format!("row {i}"), i * 10))
+            .await
+            .unwrap();
+    }
+    // LAST_INSERT_ID() of the forwarded insert.
+    assert_eq!(count(&mut c, "SELECT LAST_INSERT_ID()").await, 5);
+    let sel = c.prep("SELECT n FROM p WHERE id = ?").await.unwrap();
+    let n: Option<i64> = c.exec_first(&sel, (3,)).await.unwrap();
+    assert_eq!(n, Some(20));
+    // In a transaction everything runs on the leader: its own uncommitted write is
+    // visible to the same prepared read, which now runs there.
+    q(&mut c, "BEGIN").await;
+    c.exec_drop("UPDATE p SET n = ? WHERE id = ?", (99, 3))
+        .await
+        .unwrap();
+    let n: Option<i64> = c.exec_first(&sel, (3,)).await.unwrap();
+    assert_eq!(n, Some(99));
+    q(&mut c, "COMMIT").await;
+    let n: Option<i64> = c.exec_first(&sel, (3,)).await.unwrap();
+    assert_eq!(n, Some(99), "read your own committed write");
+
+    // The follower falls behind: a table the session just created is not there yet,
+    // so the statement is prepared on the leader.
+    wolfscale::failpoint::set_replay_delay(
+        nodes[f].cluster.incarnation,
+        Some(Duration::from_secs(3)),
+    );
+    q(&mut c, "CREATE TABLE late (id INT PRIMARY KEY)").await;
+    let late = c.prep("INSERT INTO late VALUES (?)").await.unwrap();
+    assert_ne!(late.id() & 0x8000_0000, 0, "prepared on the leader");
+    c.exec_drop(&late, (1,)).await.unwrap();
+    c.exec_drop(&late, (2,)).await.unwrap();
+    let read = c.prep("SELECT COUNT(*) FROM late").await.unwrap();
+    let n: Option<i64> = c.exec_first(&read, ()).await.unwrap();
+    assert_eq!(n, Some(2));
+    wolfscale::failpoint::set_replay_delay(nodes[f].cluster.incarnation, None);
+    // Caught up, the same statements run here, prepared locally on first use.
+    common::converged(&nodes, "test").await;
+    q(&mut c, "SET wolfscale_read_consistency = 'local'").await;
+    let n: Option<i64> = c.exec_first(&read, ()).await.unwrap();
+    assert_eq!(n, Some(2));
+    c.close(late).await.unwrap();
+    c.close(read).await.unwrap();
+    drop(c);
+    let rows = common::same_on_all(&nodes, "SELECT id, v, n FROM test.p ORDER BY id").await;
+    assert_eq!(rows.len(), 5);
+}
+
+/// The packets drivers rarely send, on a follower: an execution without parameter
+/// types after the statement moved to the leader (the proxy puts the cached types
+/// back), long data held until the execution and sent where it runs, MariaDB's
+/// "last prepared statement" id, RESET and CLOSE on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raw_prepared_packets_follow_the_statement_to_the_leader() {
+    use common::raw::Raw;
+    use wolfscale::protocol::response::Expect;
+    let nodes = full_cluster(3).await;
+    let f = followers(&nodes)[0];
+    let mut setup = nodes[f].client(Some("test")).await;
+    q(&mut setup, "CREATE TABLE k (id INT PRIMARY KEY, s TEXT)").await;
+    q(&mut setup, "INSERT INTO k VALUES (1, 'one')").await;
+    drop(setup);
+    common::converged(&nodes, "test").await;
+    let mut raw = Raw::login(nodes[f].proxy_port(), "app", common::APP_PASSWORD).await;
+    let query = |sql: &str| [&[0x03][..], sql.as_bytes()].concat();
+    assert!(raw.exchange(&query("USE test"), Some(Expect::Query)).await[0].1[0] == 0);
+    let prep = raw
+        .exchange(
+            b"\x16INSERT INTO k VALUES (?, CONCAT(?, '!'))",
+            Some(Expect::Prepare),
+        )
+        .await;
+    assert_eq!(prep[0].1[0], 0, "{prep:?}");
+    let id = [prep[0].1[1], prep[0].1[2], prep[0].1[3], prep[0].1[4]];
+    let exec = |id: [u8; 4], key: i32, bound: bool| {
+        let mut e = vec![0x17];
+        e.extend_from_slice(&id);
+        e.push(0);
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.push(0); // null bitmap
+        if bound {
+            e.extend_from_slice(&[1, 3, 0, 0xFE, 0]); // LONG, STRING (as long data)
+        } else {
+            e.push(0);
+        }
+        e.extend_from_slice(&key.to_le_bytes());
+        e
     };
-    assert!(field("transactions:", 1).unwrap_or(0) > 0, "{out}");
-    // Ignored errors are deadlocks between sysbench's own threads, retried by it (as
-    // against MariaDB directly); the databases must still end identical.
-    assert!(field("ignored errors:", 2).is_some(), "{out}");
-    assert!(!common::converged(&nodes, "test").await.is_empty());
+    let long = |id: [u8; 4], piece: &[u8]| {
+        let mut l = vec![0x18];
+        l.extend_from_slice(&id);
+        l.extend_from_slice(&[1, 0]);
+        l.extend_from_slice(piece);
+        l
+    };
+    // First execution with types; the long data is held, then sent to the leader.
+    raw.exchange(&long(id, b"held "), None).await;
+    raw.exchange(&long(id, b"data"), None).await;
+    let e = exec(id, 2, true);
+    let r = raw.exchange(&e, Some(Expect::execute(&e))).await;
+    assert_eq!(r[0].1[0], 0, "{r:?}");
+    // Again without types, through the "last prepared" id.
+    raw.exchange(&long([0xFF; 4], b"again"), None).await;
+    let e = exec([0xFF; 4], 3, false);
+    let r = raw.exchange(&e, Some(Expect::execute(&e))).await;
+    assert_eq!(r[0].1[0], 0, "{r:?}");
+    // A local read, prepared here; then, in a transaction on the leader, the same
+    // statement without types: the leader's side gets the cached ones.
+    let sel = raw
+        .exchange(b"\x16SELECT s FROM k WHERE id = ?", Some(Expect::Prepare))
+        .await;
+    let sid = [sel[0].1[1], sel[0].1[2], sel[0].1[3], sel[0].1[4]];
+    let read = |id: [u8; 4], key: i32, bound: bool| {
+        let mut e = vec![0x17];
+        e.extend_from_slice(&id);
+        e.push(0);
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.push(0);
+        if bound {
+            e.extend_from_slice(&[1, 3, 0]);
+        } else {
+            e.push(0);
+        }
+        e.extend_from_slice(&key.to_le_bytes());
+        e
+    };
+    let text_of = |reply: &[(u8, Vec<u8>)]| -> String {
+        // Binary row: 0x00, null bitmap (1 byte for one column), lenenc string.
+        let row = &reply[3].1;
+        assert_eq!(row[0], 0, "{reply:?}");
+        let len = row[2] as usize;
+        String::from_utf8_lossy(&row[3..3 + len]).into_owned()
+    };
+    let e = read(sid, 1, true);
+    assert_eq!(
+        text_of(&raw.exchange(&e, Some(Expect::execute(&e))).await),
+        "one"
+    );
+    assert_eq!(
+        raw.exchange(&query("BEGIN"), Some(Expect::Query)).await[0].1[0],
+        0
+    );
+    let e = read(sid, 2, false);
+    let r = raw.exchange(&e, Some(Expect::execute(&e))).await;
+    assert_eq!(text_of(&r), "held data!");
+    let e = read(sid, 3, false);
+    assert_eq!(
+        text_of(&raw.exchange(&e, Some(Expect::execute(&e))).await),
+        "again!"
+    );
+    assert_eq!(
+        raw.exchange(&query("COMMIT"), Some(Expect::Query)).await[0].1[0],
+        0
+    );
+    // RESET answers once; CLOSE has no answer, and the next command works.
+    let mut reset = vec![0x1A];
+    reset.extend_from_slice(&sid);
+    let r = raw.exchange(&reset, Some(Expect::Single)).await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].1[0], 0, "{r:?}");
+    let mut close = vec![0x19];
+    close.extend_from_slice(&sid);
+    raw.exchange(&close, None).await;
+    let e = read(sid, 1, true);
+    let r = raw.exchange(&e, Some(Expect::execute(&e))).await;
+    assert_eq!(r[0].1[0], 0xFF, "a closed statement: {r:?}");
+    let r = raw
+        .exchange(&query("SELECT COUNT(*) FROM k"), Some(Expect::Query))
+        .await;
+    assert_eq!(r.last().unwrap().1[0], 0xFE);
+    common::converged(&nodes, "test").await;
+    let rows = common::same_on_all(&nodes, "SELECT id, s FROM test.k ORDER BY id").await;
+    assert_eq!(common::show_rows(&rows).matches('!').count(), 2);
 }

@@ -765,6 +765,7 @@ impl Applier {
             unreachable!("checked by the caller");
         };
         self.committer.drain().await;
+        crate::failpoint::replay_delay(self.incarnation).await;
         let first_since_open = !self.ddl_since_open;
         self.ddl_since_open = true;
         let mut backoff = Duration::from_millis(10);

@@ -94,6 +94,46 @@ pub fn decode_execute(
     Some((values, types))
 }
 
+/// A COM_STMT_EXECUTE / FETCH / CLOSE / RESET / SEND_LONG_DATA payload addressed to
+/// statement `id` instead (the id is the 4 bytes after the command byte).
+pub fn readdress(payload: &[u8], id: u32) -> Vec<u8> {
+    let mut out = payload.to_vec();
+    if let Some(slot) = out.get_mut(1..5) {
+        slot.copy_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
+/// Whether an execute payload for a statement with `count` parameters carries their
+/// types (its new-params-bound flag is set). `None` for a malformed packet.
+pub fn execute_binds_types(payload: &[u8], count: usize) -> Option<bool> {
+    if count == 0 {
+        return Some(false);
+    }
+    payload.get(10 + count.div_ceil(8)).map(|flag| *flag == 1)
+}
+
+/// An execute payload that carries `types` when it has none of its own, for a backend
+/// that has not seen them (the client sent them to another one). Payloads that bind
+/// their own types, or of statements without parameters, are returned as they are.
+pub fn execute_with_types(payload: &[u8], count: usize, types: &[(u8, u8)]) -> Option<Vec<u8>> {
+    if count == 0 || execute_binds_types(payload, count)? {
+        return Some(payload.to_vec());
+    }
+    if types.len() != count {
+        return None;
+    }
+    let flag = 10 + count.div_ceil(8);
+    let mut out = Vec::with_capacity(payload.len() + 2 * count);
+    out.extend_from_slice(&payload[..flag]);
+    out.push(1);
+    for (t, f) in types {
+        out.extend_from_slice(&[*t, *f]);
+    }
+    out.extend_from_slice(&payload[flag + 1..]);
+    Some(out)
+}
+
 fn decode_value(r: &mut Reader<'_>, t: u8, unsigned: bool) -> Option<ParamValue> {
     use types::*;
     let int = |v: i64, u: u64| {
@@ -194,5 +234,28 @@ mod tests {
         assert!(decode_execute(&p, 1, None, &[]).is_none());
         assert!(decode_execute(&[0x17, 1], 1, None, &[]).is_none());
         assert!(decode_execute(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], 1, None, &[]).is_none());
+    }
+
+    #[test]
+    fn readdressed_executions_carry_the_cached_types() {
+        // Statement 1, two parameters, no types bound: 7 and NULL.
+        let mut q = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0b0000_0010, 0];
+        q.extend_from_slice(&7i64.to_le_bytes());
+        assert_eq!(execute_binds_types(&q, 2), Some(false));
+        let types = [(8, 0), (253, 0)];
+        let moved = readdress(&execute_with_types(&q, 2, &types).unwrap(), 0x8000_0005);
+        assert_eq!(&moved[1..5], &0x8000_0005u32.to_le_bytes());
+        assert_eq!(execute_binds_types(&moved, 2), Some(true));
+        let (v, t) = decode_execute(&moved, 2, None, &[]).unwrap();
+        assert_eq!(v, vec![ParamValue::Int(7), ParamValue::Null]);
+        assert_eq!(t, types.to_vec());
+        // A packet that binds its own types is left as it is.
+        assert_eq!(
+            execute_with_types(&moved, 2, &[(3, 0), (3, 0)]).unwrap(),
+            moved
+        );
+        // Wrong number of cached types, or a truncated packet.
+        assert!(execute_with_types(&q, 2, &[(8, 0)]).is_none());
+        assert!(execute_with_types(&q[..10], 2, &types).is_none());
     }
 }

@@ -19,6 +19,7 @@ pub mod router;
 pub mod sequencer;
 pub mod server;
 pub mod session;
+pub mod stmt_route;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

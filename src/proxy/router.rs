@@ -355,6 +355,11 @@ pub struct RouteState {
     pub last_on_leader: bool,
     /// This session's override of `[proxy] read_consistency`.
     pub consistency: Option<ReadConsistency>,
+    /// Counts the links opened: a statement prepared on an earlier link is prepared
+    /// again on the current one.
+    pub link_gen: u64,
+    /// The next id of a statement first prepared on the leader (see `stmt_route`).
+    pub next_proxy_id: u32,
 }
 
 impl RouteState {
@@ -366,7 +371,7 @@ impl RouteState {
 }
 
 /// Why a forwarded statement did not complete.
-enum LinkFailure {
+pub(super) enum LinkFailure {
     /// The link broke; what the client got of the reply, if anything.
     Broken {
         sent_any: bool,
@@ -375,7 +380,7 @@ enum LinkFailure {
     Client(SessionError),
 }
 
-fn lost_leader(why: &str) -> ServerError {
+pub(super) fn lost_leader(why: &str) -> ServerError {
     ServerError::new(
         2013,
         "HY000",
@@ -402,7 +407,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .unwrap_or(self.shared.read_consistency)
     }
 
-    fn facts(&self) -> Facts {
+    pub(super) fn facts(&self) -> Facts {
         let local_autocommit_off = self.status & SERVER_STATUS_AUTOCOMMIT == 0;
         Facts {
             pinned: self.route.sticky || self.route.link_pinned() || local_autocommit_off,
@@ -538,7 +543,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Whether the local MariaDB may answer a read now, waiting up to `read_wait_ms`
     /// for the applier to reach the index the session's consistency needs.
-    async fn fresh_enough(&mut self) -> Result<bool, SessionError> {
+    pub(super) async fn fresh_enough(&mut self) -> Result<bool, SessionError> {
         let Some(rep) = self.shared.replicator.get().cloned() else {
             return Ok(true);
         };
@@ -608,7 +613,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Open the link if it is not open: log into the leader's proxy as the session's
     /// account, then replay the history.
-    async fn ensure_link(&mut self) -> Result<(), ServerError> {
+    pub(super) async fn ensure_link(&mut self) -> Result<(), ServerError> {
         if self.route.link.is_some() {
             return Ok(());
         }
@@ -672,6 +677,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         tracing::debug!(id = self.auth.id, leader = %leader.id, replayed = self.route.history.len(), "link to the leader opened");
         self.route.link_status = status;
         self.route.link = Some(link);
+        self.route.link_gen += 1;
         Ok(())
     }
 
@@ -740,7 +746,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Send `raw` on the link and stream the reply to the client.
-    async fn relay_link(&mut self, raw: &[u8], expect: Expect) -> Result<Outcome, LinkFailure> {
+    pub(super) async fn relay_link(
+        &mut self,
+        raw: &[u8],
+        expect: Expect,
+    ) -> Result<Outcome, LinkFailure> {
         let Some(link) = self.route.link.as_mut() else {
             return Err(LinkFailure::Broken {
                 sent_any: false,
@@ -793,7 +803,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Send `raw` on the link and read its reply without forwarding it. `None` (and
     /// the link dropped) if the link broke.
-    async fn drain_on_link(&mut self, raw: &[u8], expect: Expect) -> Option<Outcome> {
+    pub(super) async fn drain_on_link(&mut self, raw: &[u8], expect: Expect) -> Option<Outcome> {
         let link = self.route.link.as_mut()?;
         let sent = async {
             link.conn.write_raw(raw).await?;

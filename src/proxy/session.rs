@@ -86,6 +86,8 @@ pub struct Prepared {
     /// A prepared KILL: the proxy maps and runs it at each execution, and the backend
     /// holds a stand-in with the same parameters (`DO ?` or `DO 0`) that never runs.
     pub kill: Option<sql::Kill>,
+    /// Where the statement is prepared (see `stmt_route`).
+    pub route: super::stmt_route::StmtRoute,
 }
 
 /// The value bound to a prepared KILL's `?`.
@@ -128,6 +130,9 @@ pub struct Session<S> {
     pub(super) stmts: HashMap<u32, Prepared>,
     /// The last statement prepared (MariaDB's statement id 0xFFFFFFFF).
     pub(super) last_prepared: Option<u32>,
+    /// While a statement prepared under a proxy id runs under the local MariaDB's id:
+    /// (that id, the client's id), so that lookups by the readdressed packet find it.
+    exec_alias: Option<(u32, u32)>,
     /// Text-protocol prepared statements (`PREPARE name FROM 'KILL …'`) that are KILLs,
     /// by lower-cased name; the backend holds a stand-in under each name.
     pub(super) text_kills: HashMap<String, sql::Kill>,
@@ -243,6 +248,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         shared,
         registration,
         last_prepared: None,
+        exec_alias: None,
         text_kills: HashMap::new(),
         txn: Default::default(),
         vars: None,
@@ -723,9 +729,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             COM_QUERY => self.query(p).await,
             COM_STMT_PREPARE => self.prepare(p).await,
             COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => self.execute(p).await,
-            COM_STMT_FETCH => self.forward(&p, Some(Expect::Fetch)).await,
+            COM_STMT_FETCH => match self.prepared_id(&p.payload) {
+                Some(id) if self.stmt_is_mapped(id) => self.fetch_mapped(&p, id).await,
+                _ => self.forward(&p, Some(Expect::Fetch)).await,
+            },
             COM_STMT_SEND_LONG_DATA => {
                 let mut kill = false;
+                let held = self
+                    .prepared_id(&p.payload)
+                    .filter(|id| self.routes() || self.stmt_is_mapped(*id));
                 if let Some(prep) = self.prepared_mut(&p.payload) {
                     let mut r = Reader::new(p.payload.get(5..).unwrap_or_default());
                     if let Some(param) = r.u16() {
@@ -740,15 +752,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     // The stand-in never runs: its backend needs no data.
                     return Ok(Flow::Continue);
                 }
+                if let Some(id) = held {
+                    // Sent where the execution runs, just before it (see `stmt_route`).
+                    self.hold_long_data(id);
+                    return Ok(Flow::Continue);
+                }
                 self.forward(&p, None).await
             }
             COM_STMT_CLOSE => {
                 if let Some(id) = Reader::new(&p.payload[1..]).u32() {
+                    if self.stmt_is_mapped(id) {
+                        return self.close_mapped(id).await;
+                    }
                     self.stmts.remove(&id);
                 }
                 self.forward(&p, None).await
             }
             COM_STMT_RESET => {
+                if let Some(id) = self.prepared_id(&p.payload) {
+                    if self.stmt_is_mapped(id) {
+                        return self.reset_mapped(&p, id).await;
+                    }
+                }
                 if let Some(prep) = self.prepared_mut(&p.payload) {
                     prep.long_data.clear();
                 }
@@ -841,6 +866,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply_err(p.last_seq, err).await?;
             return Ok(Flow::Continue);
         }
+        if self.routes() {
+            return self.routed_prepare(&p, text.into_owned(), class).await;
+        }
         self.send_backend(&p.raw).await?;
         let outcome = self.relay(Expect::Prepare).await?;
         if let Some(id) = outcome.stmt_id {
@@ -853,6 +881,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     types: None,
                     long_data: Default::default(),
                     kill: None,
+                    route: super::stmt_route::StmtRoute::here(id),
                 },
             );
             self.last_prepared = Some(id);
@@ -864,10 +893,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// last one prepared).
     pub(super) fn prepared_id(&self, payload: &[u8]) -> Option<u32> {
         let id = Reader::new(payload.get(1..)?).u32()?;
-        if id == u32::MAX {
-            self.last_prepared
-        } else {
-            Some(id)
+        match self.exec_alias {
+            Some((backend, client)) if backend == id => Some(client),
+            _ if id == u32::MAX => self.last_prepared,
+            _ => Some(id),
         }
     }
 
@@ -877,7 +906,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// COM_STMT_EXECUTE: writes on a cluster node go through the sequencer.
-    async fn execute(&mut self, p: Packet) -> Result<Flow, SessionError> {
+    async fn execute(&mut self, mut p: Packet) -> Result<Flow, SessionError> {
         let kill = self.prepared_id(&p.payload).and_then(|id| {
             let kill = self.stmts.get(&id)?.kill.clone()?;
             Some((id, kill))
@@ -885,6 +914,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some((id, kill)) = kill {
             return self.execute_kill(&p, id, kill).await;
         }
+        if let Some(id) = self.prepared_id(&p.payload) {
+            if self.routes() {
+                return self.routed_execute(&p, id).await;
+            }
+            if self.stmt_is_mapped(id) || self.stmts.get(&id).is_some_and(|s| s.route.long_held) {
+                // Prepared while this session routed (this node has become the
+                // leader since): run it here under the local MariaDB's id.
+                match self.local_execute(&p, id).await? {
+                    Some(local) => p = local,
+                    None => return Ok(Flow::Continue),
+                }
+                if let Some(prep) = self.stmts.get_mut(&id) {
+                    prep.route.on_link = false;
+                    prep.route.long_held = false;
+                    if let Some(local) = prep.route.local {
+                        self.exec_alias = Some((local, id));
+                    }
+                }
+                let flow = self.execute_here(p).await;
+                self.exec_alias = None;
+                return flow;
+            }
+        }
+        self.execute_here(p).await
+    }
+
+    /// COM_STMT_EXECUTE on the local MariaDB: writes on a cluster node through the
+    /// sequencer.
+    async fn execute_here(&mut self, p: Packet) -> Result<Flow, SessionError> {
         let write = self
             .prepared_id(&p.payload)
             .and_then(|id| self.stmts.get(&id))
@@ -1275,6 +1333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     types: None,
                     long_data: Default::default(),
                     kill: Some(kill),
+                    route: super::stmt_route::StmtRoute::here(id),
                 },
             );
             self.last_prepared = Some(id);

@@ -692,3 +692,59 @@ async fn raw_prepared_packets_follow_the_statement_to_the_leader() {
     let rows = common::same_on_all(&nodes, "SELECT id, s FROM test.k ORDER BY id").await;
     assert_eq!(common::show_rows(&rows).matches('!').count(), 2);
 }
+
+/// KILL QUERY and KILL of a session whose statement runs on the leader, issued on the
+/// follower with the id its greeting gave: relayed to the leader's session of that
+/// link, so the statement stops there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_reaches_a_statement_forwarded_to_the_leader() {
+    let nodes = full_cluster(3).await;
+    let f = followers(&nodes)[0];
+    for query_only in [true, false] {
+        let mut a = nodes[f].client(Some("test")).await;
+        let victim = a.id();
+        q(&mut a, "BEGIN").await;
+        let started = std::time::Instant::now();
+        let running = tokio::spawn(async move {
+            let r: Result<Option<i64>, _> = a.query_first("SELECT SLEEP(30)").await;
+            (r, a)
+        });
+        // Wait until the statement runs on the leader.
+        let on_leader = common::wait_until(Duration::from_secs(10), || async {
+            let mut d = nodes[leader_of(&nodes)].raft.db.root().await;
+            let n: Option<i64> = d
+                .query_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(30)'",
+                )
+                .await
+                .unwrap();
+            n == Some(1)
+        })
+        .await;
+        assert!(on_leader, "the statement never ran on the leader");
+        let mut b = nodes[f].client(Some("test")).await;
+        let kill = if query_only {
+            format!("KILL QUERY {victim}")
+        } else {
+            format!("KILL {victim}")
+        };
+        q(&mut b, &kill).await;
+        let (r, mut a) = tokio::time::timeout(Duration::from_secs(15), running)
+            .await
+            .expect("the killed statement kept running")
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{kill}: the statement ran to its end"
+        );
+        if query_only {
+            // SLEEP interrupted returns 1; the session goes on.
+            assert!(matches!(r, Ok(Some(1))) || r.is_err(), "{r:?}");
+            q(&mut a, "ROLLBACK").await;
+            assert_eq!(count(&mut a, "SELECT 7").await, 7);
+        } else {
+            let after = a.query_drop("SELECT 1").await;
+            assert!(r.is_err() || after.is_err(), "{kill}: the session lives on");
+        }
+    }
+}

@@ -38,6 +38,9 @@ const COUNTER_MASK: u32 = (1 << 20) - 1;
 pub struct Entry {
     pub user: String,
     pub backend_thread: u32,
+    /// While the session runs a statement on the leader: the leader's proxy id of
+    /// its link there, to which a KILL is relayed.
+    pub running_on_leader: Option<u32>,
 }
 
 /// Live sessions of one proxy by id, and by backend thread.
@@ -149,6 +152,14 @@ impl RegistryGuard {
     pub fn update(&self, entry: Entry) {
         self.registry.lock().insert(self.id, entry);
     }
+
+    /// The session starts (`Some(link id)`) or ends (`None`) running a statement on
+    /// the leader.
+    pub fn running_on_leader(&self, link: Option<u32>) {
+        if let Some(e) = self.registry.lock().sessions.get_mut(&self.id) {
+            e.running_on_leader = link;
+        }
+    }
 }
 
 impl Drop for RegistryGuard {
@@ -165,6 +176,7 @@ mod tests {
         Entry {
             user: "u".into(),
             backend_thread: thread,
+            running_on_leader: None,
         }
     }
 

@@ -766,6 +766,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
             .map_err(|e| broken(false, e))?;
         link.conn.flush().await.map_err(|e| broken(false, e))?;
+        // A KILL of this session meanwhile must reach the leader (see `kill_on_leader`).
+        self.registration.running_on_leader(Some(link.thread_id));
+        let result = self.relay_link_reply(expect).await;
+        self.registration.running_on_leader(None);
+        result
+    }
+
+    async fn relay_link_reply(&mut self, expect: Expect) -> Result<Outcome, LinkFailure> {
+        let broken = |sent_any: bool, e: crate::protocol::ProtoError| LinkFailure::Broken {
+            sent_any,
+            why: e.to_string(),
+        };
+        let Some(link) = self.route.link.as_mut() else {
+            return Err(broken(false, crate::protocol::ProtoError::Closed));
+        };
         let mut scanner = Scanner::new(expect);
         let mut sent_any = false;
         loop {
@@ -833,6 +848,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 None
             }
         }
+    }
+
+    /// A KILL of a session of this node whose statement runs on the leader: relayed
+    /// over this session's own link, as this session's account (so MariaDB's rule on
+    /// whose connections one may kill holds), to the leader's session of that link.
+    /// KILL CONNECTION also ends the session here.
+    pub(super) async fn kill_on_leader(
+        &mut self,
+        p: &Packet,
+        mode: Option<&str>,
+        query_only: bool,
+        link_id: u32,
+        local_thread: u32,
+    ) -> Result<Flow, SessionError> {
+        let verb = if query_only { "QUERY" } else { "CONNECTION" };
+        let sql = format!("KILL {} {verb} {link_id}", mode.unwrap_or(""));
+        tracing::debug!(
+            id = self.auth.id,
+            link_id,
+            verb,
+            "KILL relayed to the leader"
+        );
+        let mut payload = vec![crate::protocol::command::COM_QUERY];
+        payload.extend_from_slice(sql.as_bytes());
+        let mut raw = bytes::BytesMut::new();
+        crate::protocol::packet::encode_packet(&mut raw, 0, &payload);
+        let relayed = Packet {
+            seq: 0,
+            last_seq: p.last_seq,
+            payload: payload.into(),
+            raw: raw.freeze(),
+            reservation: None,
+        };
+        let flow = self.on_leader(&relayed, Expect::Query, Some(&sql)).await?;
+        if !query_only {
+            // Its connection here ends too (an idle session is ended by this alone).
+            let local = format!("KILL CONNECTION {local_thread}");
+            if let Err(e) = self.internal(&local).await {
+                tracing::debug!(id = self.auth.id, error = %e, "local KILL after a relayed one");
+            }
+        }
+        Ok(flow)
     }
 
     /// COM_CHANGE_USER / COM_RESET_CONNECTION: the link is closed (a new one starts

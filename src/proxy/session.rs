@@ -230,6 +230,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     let entry = Entry {
         user: login.user.clone(),
         backend_thread: backend.thread_id,
+        running_on_leader: None,
     };
     let registration = shared.registry.register(id, entry);
     tracing::debug!(id, %account, peer = %origin.peer, backend_thread = backend.thread_id, "session established");
@@ -1473,6 +1474,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         literal: Option<&str>,
     ) -> Result<Flow, SessionError> {
         let target = self.shared.registry.lookup(id);
+        if let Some((
+            proxy_id,
+            Entry {
+                running_on_leader: Some(link_id),
+                backend_thread,
+                ..
+            },
+        )) = &target
+        {
+            if *proxy_id != self.auth.id {
+                return self
+                    .kill_on_leader(p, mode, query_only, *link_id, *backend_thread)
+                    .await;
+            }
+        }
         let Some((proxy_id, entry)) = target else {
             if let Some(sql) = literal {
                 // Evaluated once already: pass the value, not the expression.
@@ -1558,6 +1574,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let entry = Entry {
                     user: login.user.clone(),
                     backend_thread: self.backend.thread_id,
+                    running_on_leader: None,
                 };
                 self.registration.update(entry);
                 self.auth.login = login;

@@ -748,3 +748,56 @@ async fn kill_reaches_a_statement_forwarded_to_the_leader() {
         }
     }
 }
+
+/// User variables travel by value (ARCHITECTURE §4): a statement that sets one runs
+/// once, and the other backend gets the value it produced, never the statement
+/// (which would read other data there). One that reads data sees the session's own
+/// writes, like any read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn user_variables_move_by_value() {
+    let nodes = full_cluster_with(3, |s| s.read_wait = Duration::from_millis(200)).await;
+    let f = followers(&nodes)[0];
+    let mut c = nodes[f].client(Some("test")).await;
+    q(&mut c, "CREATE TABLE u (id INT PRIMARY KEY)").await;
+    q(&mut c, "INSERT INTO u VALUES (1), (2), (3)").await;
+    common::converged(&nodes, "test").await;
+    wolfscale::failpoint::set_replay_delay(
+        nodes[f].cluster.incarnation,
+        Some(Duration::from_secs(3)),
+    );
+    q(&mut c, "INSERT INTO u VALUES (4)").await;
+    // Read-your-writes: the follower lags, so the leader computes it.
+    q(&mut c, "SET @n = (SELECT COUNT(*) FROM u)").await;
+    assert_eq!(count(&mut c, "SELECT @n").await, 4, "the local copy");
+    // `local` computes on the lagging follower: 3. In a transaction (on the leader,
+    // where the table has 4 rows) the variable must still be 3.
+    q(&mut c, "SET wolfscale_read_consistency = 'local'").await;
+    q(&mut c, "SELECT COUNT(*) INTO @m FROM u").await;
+    assert_eq!(
+        count(&mut c, "SELECT @m").await,
+        3,
+        "computed on the follower"
+    );
+    q(&mut c, "SET @s = CONCAT('x', @m), @t := 7").await;
+    q(&mut c, "BEGIN").await;
+    assert_eq!(
+        count(&mut c, "SELECT COUNT(*) FROM u").await,
+        4,
+        "on the leader"
+    );
+    assert_eq!(
+        count(&mut c, "SELECT @m").await,
+        3,
+        "the value, not the statement"
+    );
+    let s: Option<String> = c.query_first("SELECT @s").await.unwrap();
+    assert_eq!(s.as_deref(), Some("x3"));
+    assert_eq!(count(&mut c, "SELECT @t").await, 7);
+    // Set on the leader inside the transaction: the local copy follows.
+    q(&mut c, "SELECT COUNT(*) INTO @k FROM u").await;
+    q(&mut c, "COMMIT").await;
+    assert_eq!(count(&mut c, "SELECT @k").await, 4);
+    wolfscale::failpoint::set_replay_delay(nodes[f].cluster.incarnation, None);
+    drop(c);
+    common::converged(&nodes, "test").await;
+}

@@ -201,6 +201,17 @@ fn is_global_set(text: &str) -> bool {
         && (upper.contains("GLOBAL") || upper.contains("@@GLOBAL") || upper.contains("PERSIST"))
 }
 
+/// A session statement that sets user variables (`SET @a = …`, `SELECT … INTO @a`,
+/// `SELECT @a := …`, `GET DIAGNOSTICS … @a = …`): the other backend and the history
+/// get the values it produced. PREPARE, EXECUTE and DEALLOCATE only read them and
+/// are carried as they are.
+pub fn carries_user_vars(text: &str) -> bool {
+    let upper = text.trim_start().to_ascii_uppercase();
+    let first = upper.split_whitespace().next().unwrap_or("");
+    !matches!(first, "PREPARE" | "EXECUTE" | "DEALLOCATE" | "DROP" | "USE")
+        && !super::sequencer::user_var_names(text).is_empty()
+}
+
 /// The target a session statement sets, so that a later one for the same target
 /// replaces it in the history; `None` for statements kept as they are.
 pub fn history_key(text: &str) -> Option<String> {
@@ -248,7 +259,11 @@ pub struct History {
 
 impl History {
     pub fn record(&mut self, text: &str) {
-        let key = history_key(text);
+        self.record_keyed(history_key(text), text);
+    }
+
+    /// Record `text` under `key` (it replaces an earlier entry of the same key).
+    pub fn record_keyed(&mut self, key: Option<String>, text: &str) {
         if let Some(k) = &key {
             self.entries.retain(|(e, _)| e.as_ref() != Some(k));
         }
@@ -578,11 +593,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// runs it too; the history keeps it for a later link.
     async fn on_both(&mut self, p: &Packet, text: &str) -> Result<Flow, SessionError> {
         self.vars = None;
-        if self.route.link_pinned() && self.facts().pinned {
+        let by_value = carries_user_vars(text);
+        // One that reads data must see the session's writes, as a read would.
+        let on_leader_first = (self.route.link_pinned() && self.facts().pinned)
+            || (by_value && !self.fresh_enough().await?);
+        if on_leader_first {
             // In a transaction on the leader, the leader's answer is the one that
             // counts (SELECT … INTO @v reads the transaction's view); the local
             // MariaDB follows.
             let flow = self.on_leader(p, Expect::Query, Some(text)).await?;
+            if by_value {
+                if let Some(vars) = self.link_user_vars(text).await {
+                    let set = self.record_user_vars(&vars);
+                    if let Some(set) = set {
+                        self.internal(&set).await?;
+                    }
+                }
+                return Ok(flow);
+            }
             self.send_backend(&p.raw).await?;
             let (outcome, _) = self.collect_reply(Expect::Query).await?;
             if outcome.error.is_none() {
@@ -593,6 +621,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.send_backend(&p.raw).await?;
         let outcome = self.relay(Expect::Query).await?;
         if outcome.error.is_some() {
+            return Ok(Flow::Continue);
+        }
+        if by_value {
+            // The values it produced go to the leader, not the statement (which
+            // would run again there, on other data: `SET @n = (SELECT COUNT(*) …)`).
+            let vars = self.user_vars_of(text).await?;
+            if let Some(set) = self.record_user_vars(&vars) {
+                if self.route.link.is_some() {
+                    let mut raw = bytes::BytesMut::new();
+                    encode_query(&mut raw, &set);
+                    self.drain_on_link(&raw, Expect::Query).await;
+                }
+            }
             return Ok(Flow::Continue);
         }
         self.route.history.record(text);
@@ -609,6 +650,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Record user variables in the history, one entry per variable, and return the
+    /// one statement that sets them all (`None` if there are none).
+    fn record_user_vars(
+        &mut self,
+        vars: &[(String, crate::apply::entry::Value)],
+    ) -> Option<String> {
+        let sets: Vec<String> = vars
+            .iter()
+            .map(|(name, v)| format!("@{} = {}", crate::apply::quote_ident(name), v.literal()))
+            .collect();
+        for ((name, _), set) in vars.iter().zip(&sets) {
+            let key = format!("var:@{}", name.to_lowercase());
+            self.route
+                .history
+                .record_keyed(Some(key), &format!("SET {set}"));
+        }
+        (!sets.is_empty()).then(|| format!("SET {}", sets.join(", ")))
+    }
+
+    /// The user variables `text` names, read back from the leader's session.
+    async fn link_user_vars(
+        &mut self,
+        text: &str,
+    ) -> Option<Vec<(String, crate::apply::entry::Value)>> {
+        let names = super::sequencer::user_var_names(text);
+        if names.is_empty() {
+            return Some(vec![]);
+        }
+        let query = super::sequencer::user_vars_query(&names);
+        let mut raw = bytes::BytesMut::new();
+        encode_query(&mut raw, &query);
+        let limit = 2 * self.shared.max_packet;
+        let link = self.route.link.as_mut()?;
+        let read = async {
+            link.conn.write_raw(&raw).await?;
+            link.conn.flush().await?;
+            super::stmt_route::collect(link, Expect::Query, limit).await
+        };
+        match read.await {
+            Ok((outcome, reply)) if outcome.error.is_none() => {
+                match super::sequencer::parse_user_vars(names, &query, &reply) {
+                    Ok(vars) => Some(vars),
+                    Err(e) => {
+                        tracing::warn!(id = self.auth.id, error = %e, "cannot read user variables on the leader");
+                        None
+                    }
+                }
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(id = self.auth.id, error = %e, "the link to the leader broke");
+                self.route.link = None;
+                None
+            }
+        }
     }
 
     /// Open the link if it is not open: log into the leader's proxy as the session's

@@ -1426,50 +1426,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// them: the reply's column types say integer, decimal, double or string, and the
     /// value's bytes are taken as they are (never through text conversion), so that a
     /// binary string is replayed as bytes and can never be read as SQL.
-    async fn user_vars_of(&mut self, sql: &str) -> Result<Vec<(String, Value)>, SessionError> {
+    pub(super) async fn user_vars_of(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<(String, Value)>, SessionError> {
         let names = user_var_names(sql);
         if names.is_empty() {
             return Ok(vec![]);
         }
-        let select: Vec<String> = names
-            .iter()
-            .flat_map(|n| {
-                let q = apply::quote_ident(n);
-                // The value gives the type; HEX() gives a string's bytes in its own
-                // character set (the value itself arrives converted to the session's
-                // character_set_results).
-                [
-                    format!("@{q}"),
-                    format!("CHARSET(@{q})"),
-                    format!("HEX(@{q})"),
-                ]
-            })
-            .collect();
-        let query = format!("SELECT {}", select.join(", "));
+        let query = user_vars_query(&names);
         let (outcome, reply) = self.run_collect(&query).await?;
         if outcome.error.is_some() {
             return Err(SessionError::Internal(format!(
                 "{query}: the user variables could not be read"
             )));
         }
-        let cells = typed_first_row(&reply)
-            .ok_or_else(|| SessionError::Internal(format!("{query}: unexpected reply shape")))?;
-        let mut out = Vec::new();
-        for (i, name) in names.into_iter().enumerate() {
-            let (Some(cell), Some(charset), Some(hex)) =
-                (cells.get(3 * i), cells.get(3 * i + 1), cells.get(3 * i + 2))
-            else {
-                return Err(SessionError::Internal(format!("{query}: missing columns")));
-            };
-            let charset = charset
-                .value
-                .as_deref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            let raw = hex.value.as_deref().and_then(unhex);
-            out.push((name, user_var_value(cell, &charset, raw)));
-        }
-        Ok(out)
+        parse_user_vars(names, &query, &reply)
     }
 
     async fn scalar_u64(&mut self, sql: &str) -> Result<Option<u64>, SessionError> {
@@ -1748,7 +1720,52 @@ fn pins_list(p: &Pins) -> Vec<String> {
 }
 
 /// `@name` user variables a statement mentions (not `@@system` ones), in order.
-fn user_var_names(sql: &str) -> Vec<String> {
+/// The query that reads user variables `names` with their types (see
+/// [`Session::user_vars_of`]): for each, the value (its column type gives the type),
+/// its character set, and its bytes as hex (never converted to the session's
+/// `character_set_results`).
+pub(super) fn user_vars_query(names: &[String]) -> String {
+    let select: Vec<String> = names
+        .iter()
+        .flat_map(|n| {
+            let q = apply::quote_ident(n);
+            [
+                format!("@{q}"),
+                format!("CHARSET(@{q})"),
+                format!("HEX(@{q})"),
+            ]
+        })
+        .collect();
+    format!("SELECT {}", select.join(", "))
+}
+
+/// The typed values of [`user_vars_query`]'s reply.
+pub(super) fn parse_user_vars(
+    names: Vec<String>,
+    query: &str,
+    reply: &[u8],
+) -> Result<Vec<(String, Value)>, SessionError> {
+    let cells = typed_first_row(reply)
+        .ok_or_else(|| SessionError::Internal(format!("{query}: unexpected reply shape")))?;
+    let mut out = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let (Some(cell), Some(charset), Some(hex)) =
+            (cells.get(3 * i), cells.get(3 * i + 1), cells.get(3 * i + 2))
+        else {
+            return Err(SessionError::Internal(format!("{query}: missing columns")));
+        };
+        let charset = charset
+            .value
+            .as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let raw = hex.value.as_deref().and_then(unhex);
+        out.push((name, user_var_value(cell, &charset, raw)));
+    }
+    Ok(out)
+}
+
+pub(super) fn user_var_names(sql: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let b = sql.as_bytes();
     let mut i = 0;

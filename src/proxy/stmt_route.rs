@@ -577,7 +577,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// Read one reply from `backend` into a buffer (at most `limit` bytes).
-async fn collect(
+pub(super) async fn collect(
     backend: &mut super::backend::Backend,
     expect: Expect,
     limit: usize,

@@ -2,7 +2,10 @@
 # What replication costs: sysbench writes through the leader of a three-node WolfScale
 # cluster (each node with its own MariaDB, all on this machine) against the same load on
 # one MariaDB alone, plus how far behind the followers are when the load stops and
-# whether the three MariaDBs end up identical.
+# whether the three MariaDBs end up identical. The same run also puts a follower's proxy
+# next to the leader's (oltp_read_write: the follower sends its transactions to the
+# leader) and next to a direct connection to that follower's own MariaDB
+# (oltp_point_select: the follower serves reads locally).
 #
 #   bash bench/replication.sh
 #   DURATION=60 THREADS=16 bash bench/replication.sh
@@ -30,8 +33,13 @@
 #   SKIP_BUILD=1       use the existing target/release/wolfscale
 #   KEEP_TMP=1         keep the temporary directory (data, configs, logs)
 #
-# Output: a table, a CONVERGED/DIVERGED line (exit 1 when diverged) and
-#   RESULT write_only_vs_single=<r> insert_vs_single=<r> max_lag_s=<s>
+# Output: a table (oltp_write_only, oltp_insert and oltp_write_only 1 thread through the
+#   leader against the single MariaDB; oltp_read_write through a follower against the
+#   leader; oltp_point_select through a follower against its MariaDB directly; all with
+#   THREADS except the 1-thread run), a CONVERGED/DIVERGED line (exit 1 when diverged) and
+#   RESULT write_only_vs_single=<r> insert_vs_single=<r> max_lag_s=<s> \
+#          follower_rw_vs_leader=<r> follower_point_select_vs_direct=<r>
+#   (the ratios are TPS over TPS; max_lag_s covers every run that wrote)
 set -euo pipefail
 
 DURATION=${DURATION:-30}
@@ -434,29 +442,46 @@ probe_prepared() {
     fi
 }
 
-# run_one <key> <workload> <threads> <target>; target is cluster or single.
+# run_one <key> <workload> <threads> <target>; target is cluster (the leader's proxy),
+# single (the MariaDB alone), follower (node $FOLLOWER's proxy) or follower_db (node
+# $FOLLOWER's MariaDB directly). After a run through a proxy, waits for the followers.
 declare -A TPS P95 ERRS LAGS LAGTXT
 run_one() {
     local key=$1 workload=$2 threads=$3 target=$4 port out
-    [[ $target == cluster ]] && port=${PROXY_PORT[1]} || port=${DB_PORT[single]}
+    case $target in
+    cluster) port=${PROXY_PORT[1]} ;;
+    single) port=${DB_PORT[single]} ;;
+    follower) port=${PROXY_PORT[$FOLLOWER]} ;;
+    follower_db) port=${DB_PORT[node-$FOLLOWER]} ;;
+    *) die "run_one: unknown target $target" ;;
+    esac
     out=$TMP/$key.$target.log
-    log "$workload, $threads thread(s) -> $target (${DURATION}s)"
+    log "$workload, $threads thread(s) -> $(target_name "$target") (${DURATION}s)"
     sb "$workload" "$port" run --threads="$threads" --time="$DURATION" \
         --report-interval=0 --percentile=95 >"$out" 2>&1 ||
         die "sysbench $workload ($threads threads) against $target failed: $(tail -n 20 "$out")"
-    read -r TPS[$key.$target] P95[$key.$target] ERRS[$key.$target] < <(awk '
+    read -r "TPS[$key.$target]" "P95[$key.$target]" "ERRS[$key.$target]" < <(awk '
         /^ *transactions:/ { gsub(/[()]/, "", $3); tps = $3 }
         /^ *ignored errors:/ { gsub(/[()]/, "", $4); errs = $4 }
         /95th percentile:/ { p95 = $3 }
         END { if (tps == "" || p95 == "") exit 1; print tps, p95, errs }' "$out") ||
         die "cannot parse $out"
     log "  tps=${TPS[$key.$target]} p95=${P95[$key.$target]}ms ignored errors/s=${ERRS[$key.$target]}"
-    if [[ $target == cluster ]]; then
+    if [[ $target == cluster || $target == follower ]]; then
         measure_lag
-        LAGS[$key]="${LAG[2]} ${LAG[3]}"
-        LAGTXT[$key]="${LAG[2]} (${BEHIND[2]}), ${LAG[3]} (${BEHIND[3]})"
+        LAGS[$key.$target]="${LAG[2]} ${LAG[3]}"
+        LAGTXT[$key.$target]="${LAG[2]} (${BEHIND[2]}), ${LAG[3]} (${BEHIND[3]})"
         check_nodes
     fi
+}
+
+target_name() {
+    case $1 in
+    cluster) echo "3-node via leader" ;;
+    single) echo "single MariaDB" ;;
+    follower) echo "3-node via follower" ;;
+    follower_db) echo "follower's MariaDB" ;;
+    esac
 }
 
 warmup() {
@@ -472,12 +497,42 @@ warmup() {
 
 RUNS=("write_only oltp_write_only $THREADS" "insert oltp_insert $THREADS" "write_only_1t oltp_write_only 1")
 
+# <key> <workload> <threads> <baseline target> <measured target>
+FOLLOWER_RUNS=("read_write oltp_read_write $THREADS cluster follower"
+    "point_select oltp_point_select $THREADS follower_db follower")
+
+# FOLLOWER: a node other than node-1 that reports itself as an active follower. Every
+# run here goes through node-1 as the leader (start_cluster waited for it), so check
+# that it still is.
+pick_follower() {
+    local i role
+    role=$(status_field 1 role)
+    [[ $role == leader ]] || die "node-1 is no longer the leader (role ${role:-unknown}): $(api 1 /cluster 2>/dev/null | jq -c '{leader_id, term}')"
+    FOLLOWER=""
+    for ((i = 2; i <= NODES; i++)); do
+        if [[ $(status_field "$i" role) == follower && $(status_field "$i" status) == Active ]]; then
+            FOLLOWER=$i
+            break
+        fi
+    done
+    [[ -n $FOLLOWER ]] || die "no active follower: $(for ((i = 2; i <= NODES; i++)); do api "$i" /status 2>/dev/null | jq -c '{node_id, role, status}'; done)"
+    log "follower runs through node-$FOLLOWER (proxy 127.0.0.1:${PROXY_PORT[$FOLLOWER]}, MariaDB 127.0.0.1:${DB_PORT[node-$FOLLOWER]})"
+}
+
 run_all() {
-    local r key workload threads
+    local r key workload threads base measured
     for r in "${RUNS[@]}"; do
         read -r key workload threads <<<"$r"
         run_one "$key" "$workload" "$threads" cluster
         run_one "$key" "$workload" "$threads" single
+    done
+    # The sbtest tables prepared through the leader; every run through a proxy above
+    # ended with measure_lag, so the followers hold them and are caught up.
+    pick_follower
+    for r in "${FOLLOWER_RUNS[@]}"; do
+        read -r key workload threads base measured <<<"$r"
+        run_one "$key" "$workload" "$threads" "$base"
+        run_one "$key" "$workload" "$threads" "$measured"
     done
 }
 
@@ -516,32 +571,41 @@ check_converged() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
+# row <workload name> <key> <target> <baseline target>
+ROW_FMT='%-22s | %-20s | %9s | %7s | %9s | %8s | %s\n'
+row() {
+    local name=$1 key=$2 t=$3 base=$4 l
+    # shellcheck disable=SC2059
+    printf "$ROW_FMT" "$name" "$(target_name "$t")" "${TPS[$key.$t]}" "${P95[$key.$t]}" \
+        "$(ratio "${TPS[$key.$t]}" "${TPS[$key.$base]}")" "${ERRS[$key.$t]}" "${LAGTXT[$key.$t]:--}"
+    for l in ${LAGS[$key.$t]:-}; do
+        [[ $l == ">"* ]] && l=${l#>}
+        MAX_LAG=$(awk -v a="$MAX_LAG" -v b="$l" 'BEGIN { printf "%.2f", (b > a ? b : a) }')
+    done
+}
+
 report() {
-    local r key workload threads t lag max_lag=0 l name
+    local r key workload threads name base measured
+    MAX_LAG=0
     echo
     echo "sysbench: ${DURATION}s per run, $TABLES x $TABLE_SIZE rows, $(nproc) CPUs, innodb_flush_log_at_trx_commit=$INNODB_FLUSH (cluster: $CLUSTER_INNODB_FLUSH, follower_innodb_flush=${FOLLOWER_FLUSH:-unset}), load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "statements: $PS_NOTE"
-    printf '%-22s | %-20s | %9s | %7s | %9s | %8s | %s\n' workload target TPS "p95 ms" "vs single" "errors/s" "follower lag s (entries behind): node-2, node-3"
+    echo "leader node-1, follower node-$FOLLOWER; vs base: TPS over the TPS of the same workload's 1.00 row"
+    # shellcheck disable=SC2059
+    printf "$ROW_FMT" workload target TPS "p95 ms" "vs base" "errors/s" "follower lag s (entries behind): node-2, node-3"
     printf '%s\n' "-----------------------+----------------------+-----------+---------+-----------+----------+-----------------------------------------------"
     for r in "${RUNS[@]}"; do
         read -r key workload threads <<<"$r"
         name="${workload#oltp_} ${threads}t"
-        for t in cluster single; do
-            if [[ $t == cluster ]]; then
-                lag=${LAGTXT[$key]}
-                for l in ${LAGS[$key]}; do
-                    [[ $l == ">"* ]] && l=${l#>}
-                    max_lag=$(awk -v a="$max_lag" -v b="$l" 'BEGIN { printf "%.2f", (b > a ? b : a) }')
-                done
-                printf '%-22s | %-20s | %9s | %7s | %9s | %8s | %s\n' "$name" "3-node via leader" "${TPS[$key.$t]}" "${P95[$key.$t]}" \
-                    "$(ratio "${TPS[$key.$t]}" "${TPS[$key.single]}")" "${ERRS[$key.$t]}" "$lag"
-            else
-                printf '%-22s | %-20s | %9s | %7s | %9s | %8s | %s\n' "$name" "single MariaDB" "${TPS[$key.$t]}" "${P95[$key.$t]}" \
-                    "1.00" "${ERRS[$key.$t]}" "-"
-            fi
-        done
+        row "$name" "$key" cluster single
+        row "$name" "$key" single single
     done
-    MAX_LAG=$max_lag
+    for r in "${FOLLOWER_RUNS[@]}"; do
+        read -r key workload threads base measured <<<"$r"
+        name="${workload#oltp_} ${threads}t"
+        row "$name" "$key" "$base" "$base"
+        row "$name" "$key" "$measured" "$base"
+    done
 }
 
 need_packages
@@ -564,7 +628,10 @@ run_all
 report
 check_converged
 echo
-echo "RESULT write_only_vs_single=$(ratio "${TPS[write_only.cluster]}" "${TPS[write_only.single]}") insert_vs_single=$(ratio "${TPS[insert.cluster]}" "${TPS[insert.single]}") max_lag_s=$MAX_LAG"
+echo "RESULT write_only_vs_single=$(ratio "${TPS[write_only.cluster]}" "${TPS[write_only.single]}")" \
+    "insert_vs_single=$(ratio "${TPS[insert.cluster]}" "${TPS[insert.single]}") max_lag_s=$MAX_LAG" \
+    "follower_rw_vs_leader=$(ratio "${TPS[read_write.follower]}" "${TPS[read_write.cluster]}")" \
+    "follower_point_select_vs_direct=$(ratio "${TPS[point_select.follower]}" "${TPS[point_select.follower_db]}")"
 if ((!CONVERGED)); then
     dump_logs
     exit 1

@@ -326,7 +326,8 @@ impl Cluster {
 
     /// The current leader and its record, if known.
     pub fn leader(&self) -> Option<(NodeId, Member)> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         let id = m.current_leader?;
         let member = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, member))
@@ -336,7 +337,10 @@ impl Cluster {
     /// has applied every entry committed before its term (fenced: its own no-op of this
     /// term is applied). `None` otherwise.
     pub fn writable_term(&self) -> Option<u64> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        // Called for every statement: read the metrics in place, not a clone of them
+        // (the membership alone is several maps).
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         if m.state != ServerState::Leader || m.current_leader != Some(self.id) {
             return None;
         }
@@ -371,8 +375,8 @@ impl Cluster {
     /// past an entry that diverged (see `StateMachine::apply`); the database stopped
     /// just before it.
     pub fn applied_index(&self) -> u64 {
-        let m = self.raft.metrics().borrow_watched().clone();
-        self.cap_applied(m.last_applied.map_or(0, |l| l.index))
+        let applied = self.raft.metrics().borrow_watched().last_applied;
+        self.cap_applied(applied.map_or(0, |l| l.index))
     }
 
     /// `applied`, capped below the entry at which replay diverged, if it did.
@@ -393,7 +397,8 @@ impl Cluster {
 
     /// The highest index this node knows to be committed by the cluster.
     pub fn known_committed(&self) -> u64 {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         m.cluster_committed
             .or(m.local_committed)
             .map_or(0, |l| l.index)

@@ -725,6 +725,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match cmd {
             COM_QUIT => {
                 self.backend.conn.write_raw(&p.raw).await.ok();
+                if let Some(link) = self.route.link.as_mut() {
+                    // The leader's session ends its MariaDB connection cleanly too
+                    // (else MariaDB counts an aborted connection there).
+                    link.conn.write_raw(&p.raw).await.ok();
+                    link.conn.flush().await.ok();
+                }
                 Ok(Flow::Close)
             }
             COM_QUERY => self.query(p).await,

@@ -801,3 +801,58 @@ async fn user_variables_move_by_value() {
     drop(c);
     common::converged(&nodes, "test").await;
 }
+
+/// When the leader changes, a follower's session re-opens its link on the new leader
+/// and goes on; one whose transaction was on the old leader is ended with an error
+/// rather than continuing half a transaction elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_session_follows_a_new_leader() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let fs = followers(&nodes);
+    let (f, g) = (fs[0], fs[1]);
+    let mut c = nodes[f].client(Some("test")).await;
+    q(&mut c, "CREATE TABLE nl (id INT PRIMARY KEY)").await;
+    q(&mut c, "INSERT INTO nl VALUES (1)").await;
+    let mut t = nodes[f].client(Some("test")).await;
+    q(&mut t, "BEGIN").await;
+    q(&mut t, "INSERT INTO nl VALUES (100)").await;
+    let g_id = {
+        use openraft::async_runtime::watch::WatchReceiver;
+        nodes[g].cluster.raft().metrics().borrow_watched().id
+    };
+    let g_name = nodes[g].raft.settings.node_id.clone();
+    nodes[l]
+        .cluster
+        .raft()
+        .trigger()
+        .transfer_leader(g_id)
+        .await
+        .unwrap();
+    let moved = common::wait_until(Duration::from_secs(20), || async {
+        nodes[g].is_writable()
+            && nodes[f]
+                .cluster
+                .leader()
+                .is_some_and(|(_, m)| m.id == g_name)
+    })
+    .await;
+    assert!(moved, "leadership did not move to {g_name}");
+    // The open transaction on the old leader is gone: its session ends with 1180.
+    let err = t
+        .query_drop("INSERT INTO nl VALUES (101)")
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1180), "{err}");
+    assert!(
+        t.query_drop("SELECT 1").await.is_err(),
+        "the session was ended"
+    );
+    // The other session writes through the new leader.
+    q(&mut c, "INSERT INTO nl VALUES (2)").await;
+    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM nl").await, 2);
+    drop(c);
+    common::converged(&nodes, "test").await;
+    let rows = common::same_on_all(&nodes, "SELECT id FROM test.nl ORDER BY id").await;
+    assert_eq!(rows.len(), 2, "{}", common::show_rows(&rows));
+}

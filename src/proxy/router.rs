@@ -375,6 +375,8 @@ pub struct RouteState {
     pub link_gen: u64,
     /// The next id of a statement first prepared on the leader (see `stmt_route`).
     pub next_proxy_id: u32,
+    /// The member id of the leader the link goes to.
+    pub link_leader: Option<String>,
 }
 
 impl RouteState {
@@ -712,12 +714,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Open the link if it is not open: log into the leader's proxy as the session's
     /// account, then replay the history.
     pub(super) async fn ensure_link(&mut self) -> Result<(), ServerError> {
-        if self.route.link.is_some() {
-            return Ok(());
-        }
         let Some(rep) = self.shared.replicator.get().cloned() else {
             return Err(no_leader("not a cluster node"));
         };
+        if self.route.link.is_some() {
+            let leader = rep.leader().map(|m| m.id);
+            if leader.is_none() || leader == self.route.link_leader {
+                return Ok(());
+            }
+            // The leader changed. A session whose state was on the old one (a
+            // transaction, locks, temporary tables) cannot go on honestly: it is
+            // ended with this error. Any other gets a link to the new leader.
+            let pinned = self.route.link_pinned() || self.route.sticky;
+            tracing::info!(id = self.auth.id, old = ?self.route.link_leader, new = ?leader, pinned, "the leader changed: re-opening the link");
+            self.route.link = None;
+            if pinned {
+                self.route.sticky = false;
+                self.close_after_reply = true;
+                return Err(ServerError::new(
+                    1180,
+                    "HY000",
+                    "The WolfScale leader changed while this session had a transaction, locks or                      temporary tables there; they are gone (an open transaction was rolled back):                      reconnect and retry",
+                ));
+            }
+        }
         if self.route.history.overflowed() {
             return Err(ServerError::new(
                 1235,
@@ -775,6 +795,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         tracing::debug!(id = self.auth.id, leader = %leader.id, replayed = self.route.history.len(), "link to the leader opened");
         self.route.link_status = status;
         self.route.link = Some(link);
+        self.route.link_leader = Some(leader.id.clone());
         self.route.link_gen += 1;
         Ok(())
     }

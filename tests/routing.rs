@@ -856,3 +856,44 @@ async fn a_follower_session_follows_a_new_leader() {
     let rows = common::same_on_all(&nodes, "SELECT id FROM test.nl ORDER BY id").await;
     assert_eq!(rows.len(), 2, "{}", common::show_rows(&rows));
 }
+
+/// A read that calls a stored function runs as a write: the function may write, and
+/// a write outside the log would exist on one node only. Through the leader it is
+/// logged and replayed; through a follower it goes to the leader (the follower's
+/// MariaDB is read-only and would refuse the function's insert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_calling_a_stored_function_runs_as_a_write() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let f = followers(&nodes)[0];
+    let mut c = nodes[f].client(Some("test")).await;
+    q(
+        &mut c,
+        "CREATE TABLE cnt (id INT AUTO_INCREMENT PRIMARY KEY)",
+    )
+    .await;
+    q(
+        &mut c,
+        "CREATE FUNCTION bump() RETURNS INT MODIFIES SQL DATA \
+         BEGIN INSERT INTO cnt VALUES (NULL); RETURN (SELECT COUNT(*) FROM cnt); END",
+    )
+    .await;
+    assert_eq!(
+        count(&mut c, "SELECT bump()").await,
+        1,
+        "through the follower"
+    );
+    let mut lc = nodes[l].client(Some("test")).await;
+    assert_eq!(
+        count(&mut lc, "SELECT bump()").await,
+        2,
+        "through the leader"
+    );
+    // In a prepared statement too.
+    let n: Option<i64> = lc.exec_first("SELECT bump() + ?", (0,)).await.unwrap();
+    assert_eq!(n, Some(3));
+    drop((c, lc));
+    common::converged(&nodes, "test").await;
+    let rows = common::same_on_all(&nodes, "SELECT COUNT(*) FROM test.cnt").await;
+    assert_eq!(common::cell_text(&rows[0][0]).as_deref(), Some("3"));
+}

@@ -11,6 +11,9 @@
 //! even on the next statement), when this node begins a new term as leader (DDL from
 //! another leader reached it through the applier), and every [`REFRESH`].
 //!
+//! The stored functions are read with it: a statement that calls one (`SELECT f()`) is
+//! run as a write, since the function may write.
+//!
 //! Triggers extend the set. A trigger that writes a non-transactional table makes its
 //! own table one too (the statement text never names the table the trigger writes).
 //! A trigger that inserts into a table with an AUTO_INCREMENT column makes its table
@@ -38,6 +41,9 @@ pub struct NonTransactional {
     tables: HashMap<Table, Unsafe>,
     /// The unique keys of every table, for [`NonTransactional::ambiguous_upsert`].
     unique_keys: HashMap<Table, Vec<UniqueKey>>,
+    /// Stored functions, `(schema, name)` in lower case, for
+    /// [`NonTransactional::stored_function_in`].
+    functions: HashSet<Table>,
 }
 
 /// One unique key (the primary key included) of a table.
@@ -120,7 +126,42 @@ impl NonTransactional {
         NonTransactional {
             tables,
             unique_keys: HashMap::new(),
+            functions: HashSet::new(),
         }
+    }
+
+    /// The same set, knowing the stored functions (schema, name).
+    pub fn with_functions(mut self, functions: impl IntoIterator<Item = Table>) -> Self {
+        self.functions = functions
+            .into_iter()
+            .map(|(s, n)| (s.to_lowercase(), n.to_lowercase()))
+            .collect();
+        self
+    }
+
+    /// A stored function `sql` may call, as `` `db`.`f` ``: a statement that calls one
+    /// has the function's unknown effect (it may write, whatever its declared
+    /// characteristics, which MariaDB does not enforce), so it is run as a write. Any
+    /// name that matches counts, a column of the same name included, and an
+    /// unqualified name matches a function of that name in any schema (the session's
+    /// current schema is not always known here): the cost of a false match is a logged
+    /// read, never a write missed.
+    pub fn stored_function_in(&self, sql: &str) -> Option<String> {
+        if self.functions.is_empty() {
+            return None;
+        }
+        crate::sql::table_names(sql)
+            .into_iter()
+            .find_map(|(schema, name)| {
+                let name = name.to_lowercase();
+                match schema {
+                    Some(schema) => {
+                        let key = (schema.to_lowercase(), name);
+                        self.functions.contains(&key).then(|| show(&key))
+                    }
+                    None => self.functions.iter().find(|(_, f)| *f == name).map(show),
+                }
+            })
     }
 
     /// The same set, knowing each table's unique keys.
@@ -231,6 +272,12 @@ impl Catalog {
                  ORDER BY s.TABLE_SCHEMA, s.TABLE_NAME, s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX",
             )
             .await?;
+        let functions: Vec<(String, String)> = conn
+            .query(
+                "SELECT ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES \
+                 WHERE ROUTINE_TYPE = 'FUNCTION'",
+            )
+            .await?;
         conn.disconnect().await.ok();
         let mut unique_keys: HashMap<Table, Vec<UniqueKey>> = HashMap::new();
         for (schema, table, index, column, auto) in key_columns {
@@ -270,7 +317,8 @@ impl Catalog {
             });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(
             NonTransactional::with_triggers(non_transactional, auto_increment, triggers)
-                .with_unique_keys(unique_keys),
+                .with_unique_keys(unique_keys)
+                .with_functions(functions),
         );
         Ok(())
     }
@@ -448,5 +496,22 @@ mod tests {
             s.named_in("INSERT INTO other VALUES (1)", Some("app")),
             None
         );
+    }
+
+    #[test]
+    fn stored_functions_are_found_qualified_or_not() {
+        let s =
+            NonTransactional::default().with_functions([("App".to_string(), "Bump".to_string())]);
+        assert_eq!(
+            s.stored_function_in("SELECT bump()").as_deref(),
+            Some("`app`.`bump`")
+        );
+        assert!(s.stored_function_in("SELECT app.BUMP(1)").is_some());
+        assert!(s.stored_function_in("SELECT other.bump(1)").is_none());
+        assert!(s.stored_function_in("SELECT 'bump()' FROM t").is_none());
+        assert!(s.stored_function_in("SELECT NOW()").is_none());
+        assert!(NonTransactional::default()
+            .stored_function_in("SELECT bump()")
+            .is_none());
     }
 }

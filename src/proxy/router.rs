@@ -529,6 +529,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if sticky {
                     self.route.sticky = true;
                 }
+                if class.class == StatementClass::Ddl {
+                    self.refresh_catalog_after_ddl().await;
+                }
                 Ok(flow)
             }
             Target::Local => {
@@ -538,6 +541,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 } else {
                     self.on_leader(p, Expect::Query, Some(text)).await
                 }
+            }
+        }
+    }
+
+    /// After a DDL this session sent to the leader (its reply is already with the
+    /// client): once this node has applied it (waiting up to `read_wait_ms`), re-read
+    /// the catalog, so that the session's next statement knows a table's engine or a
+    /// stored function it just created, as on the leader.
+    async fn refresh_catalog_after_ddl(&mut self) {
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return;
+        };
+        if rep
+            .wait_applied(self.route.index, self.shared.read_wait)
+            .await
+        {
+            if let Err(e) = self.shared.catalog.refresh().await {
+                tracing::warn!(error = %e, "cannot re-read the catalog after a DDL");
             }
         }
     }

@@ -845,7 +845,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(flow);
             }
         }
-        let class = sql::classify(&text);
+        let class = self.with_stored_functions(sql::classify(&text), &text);
         tracing::trace!(id = self.auth.id, class = %class, in_txn = self.in_transaction(), "query");
         if self.shared.replicator.get().is_some() {
             if self.routes() {
@@ -868,7 +868,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(Flow::Continue);
             }
         }
-        let class = sql::classify(&text);
+        let class = self.with_stored_functions(sql::classify(&text), &text);
         if let Some(err) = self.refuse_prepare(&text, &class) {
             self.reply_err(p.last_seq, err).await?;
             return Ok(Flow::Continue);
@@ -894,6 +894,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.last_prepared = Some(id);
         }
         Ok(Flow::Continue)
+    }
+
+    /// On a cluster node, a read that calls a stored function is a write: the function
+    /// may write (its declared characteristics are not enforced), and a write that
+    /// bypassed the log would exist on one node only. It runs on the leader, in the
+    /// log, and is replayed as the statement it is.
+    fn with_stored_functions(&self, mut class: Classification, text: &str) -> Classification {
+        if self.shared.replicator.get().is_none() || class.class != sql::StatementClass::Read {
+            return class;
+        }
+        if let Some(f) = self.shared.catalog.get().stored_function_in(text) {
+            tracing::trace!(id = self.auth.id, function = %f, "a read calling a stored function runs as a write");
+            class.class = sql::StatementClass::Write;
+        }
+        class
     }
 
     /// The prepared statement a COM_STMT_* packet names (MariaDB's id 0xFFFFFFFF is the

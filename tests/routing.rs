@@ -897,3 +897,56 @@ async fn a_read_calling_a_stored_function_runs_as_a_write() {
     let rows = common::same_on_all(&nodes, "SELECT COUNT(*) FROM test.cnt").await;
     assert_eq!(common::cell_text(&rows[0][0]).as_deref(), Some("3"));
 }
+
+/// A KILL sent to another node than the session's (a load balancer in front of all
+/// of them) is relayed to the session's node, named by the id's node number, and
+/// mapped there: to the leader if the statement runs there, else locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_sent_to_another_node_is_relayed_to_the_sessions_node() {
+    let nodes = full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let fs = followers(&nodes);
+    let (f, g) = (fs[0], fs[1]);
+    // (on f, killer's node, the statement runs on the leader)
+    for (killer, on_leader) in [(g, true), (l, false)] {
+        let mut a = nodes[f].client(Some("test")).await;
+        let victim = a.id();
+        let begin = if on_leader {
+            "BEGIN"
+        } else {
+            "START TRANSACTION READ ONLY"
+        };
+        q(&mut a, begin).await;
+        let started = std::time::Instant::now();
+        let running = tokio::spawn(async move {
+            let r: Result<Option<i64>, _> = a.query_first("SELECT SLEEP(30)").await;
+            (r, a)
+        });
+        let where_ = if on_leader { l } else { f };
+        let seen = common::wait_until(Duration::from_secs(10), || async {
+            let mut d = nodes[where_].raft.db.root().await;
+            let n: Option<i64> = d
+                .query_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(30)'",
+                )
+                .await
+                .unwrap();
+            n == Some(1)
+        })
+        .await;
+        assert!(seen, "the statement never ran on node {where_}");
+        let mut b = nodes[killer].client(Some("test")).await;
+        q(&mut b, &format!("KILL QUERY {victim}")).await;
+        let (r, mut a) = tokio::time::timeout(Duration::from_secs(15), running)
+            .await
+            .expect("the killed statement kept running")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(matches!(r, Ok(Some(1))) || r.is_err(), "{r:?}");
+        q(&mut a, "ROLLBACK").await;
+    }
+    // An id no member has: MariaDB's own error, as for any unknown thread.
+    let mut b = nodes[g].client(Some("test")).await;
+    let err = b.query_drop("KILL QUERY 1").await.unwrap_err();
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1094), "{err}");
+}

@@ -45,6 +45,8 @@ pub trait Replicator: Send + Sync + 'static {
     fn read_index(&self) -> BoxFuture<'_, Result<u64, String>>;
     /// Whether `ip` belongs to a member of the cluster.
     fn is_member_ip(&self, ip: std::net::IpAddr) -> bool;
+    /// The record of the member whose node number is `number`.
+    fn member(&self, number: u16) -> Option<Member>;
 }
 
 impl Replicator for Cluster {
@@ -110,6 +112,16 @@ impl Replicator for Cluster {
 
     fn is_member_ip(&self, ip: std::net::IpAddr) -> bool {
         Cluster::is_member_ip(self, ip)
+    }
+
+    fn member(&self, number: u16) -> Option<Member> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config
+            .membership()
+            .get_node(&u64::from(number))
+            .cloned()
     }
 }
 

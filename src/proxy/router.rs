@@ -1032,6 +1032,86 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(flow)
     }
 
+    /// A KILL of a session of another node (its number is in the id, see `registry`):
+    /// relayed to that node's proxy over a connection logged in as this session's
+    /// account, with its client address proven as for the link, and mapped there as
+    /// if it had been sent there. `None`: the id is not another member's.
+    pub(super) async fn kill_elsewhere(
+        &mut self,
+        p: &Packet,
+        mode: Option<&str>,
+        query_only: bool,
+        id: u64,
+    ) -> Result<Option<Flow>, SessionError> {
+        use super::registry::PROXY_ID_BIT;
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return Ok(None);
+        };
+        let Ok(id32) = u32::try_from(id) else {
+            return Ok(None);
+        };
+        if id32 & PROXY_ID_BIT == 0 || id32 >> 31 != 0 {
+            return Ok(None);
+        }
+        let number = ((id32 >> 20) & 0x3FF) as u16;
+        if number == self.shared.registry.node_number() {
+            return Ok(None);
+        }
+        let Some(member) = rep.member(number) else {
+            return Ok(None);
+        };
+        let verb = if query_only { "QUERY" } else { "CONNECTION" };
+        let sql = format!("KILL {} {verb} {id32}", mode.unwrap_or(""));
+        tracing::debug!(id = self.auth.id, to = %member.id, target = id32, "KILL relayed to the session's node");
+        let mut login = self.auth.login.clone();
+        login.database = None;
+        login.identity = Identity::trusted();
+        login.forward = Some(backend::Forward {
+            secret: rep.secret().to_vec(),
+            client: self.auth.origin.peer,
+            local: self.auth.origin.local,
+        });
+        let mut conn =
+            match backend::connect(&member.proxy_addr, &login, self.shared.max_packet).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let err = no_leader(&format!(
+                        "cannot reach node {} to relay the KILL: {e}",
+                        member.id
+                    ));
+                    self.reply_err(p.last_seq, err).await?;
+                    return Ok(Some(Flow::Continue));
+                }
+            };
+        let mut raw = bytes::BytesMut::new();
+        encode_query(&mut raw, &sql);
+        let limit = 2 * self.shared.max_packet;
+        let reply = async {
+            conn.conn.write_raw(&raw).await?;
+            conn.conn.flush().await?;
+            super::stmt_route::collect(&mut conn, Expect::Query, limit).await
+        }
+        .await;
+        match reply {
+            Ok((_, bytes)) => {
+                self.client
+                    .write_raw(&bytes)
+                    .await
+                    .map_err(SessionError::Client)?;
+                self.client.flush().await.map_err(SessionError::Client)?;
+            }
+            Err(e) => {
+                let err = lost_leader(&format!("relaying the KILL to node {}: {e}", member.id));
+                self.reply_err(p.last_seq, err).await?;
+            }
+        }
+        let mut quit = bytes::BytesMut::new();
+        crate::protocol::packet::encode_packet(&mut quit, 0, &[crate::protocol::command::COM_QUIT]);
+        conn.conn.write_raw(&quit).await.ok();
+        conn.conn.flush().await.ok();
+        Ok(Some(Flow::Continue))
+    }
+
     /// COM_CHANGE_USER / COM_RESET_CONNECTION: the link is closed (a new one starts
     /// from the new state), the history and the session's pins forgotten.
     pub(super) fn reset_route(&mut self) {

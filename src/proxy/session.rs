@@ -1511,6 +1511,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         let Some((proxy_id, entry)) = target else {
+            if let Some(flow) = self.kill_elsewhere(p, mode, query_only, id).await? {
+                return Ok(flow);
+            }
             if let Some(sql) = literal {
                 // Evaluated once already: pass the value, not the expression.
                 self.send_query(sql).await?;

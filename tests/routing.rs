@@ -950,3 +950,30 @@ async fn kill_sent_to_another_node_is_relayed_to_the_sessions_node() {
     let err = b.query_drop("KILL QUERY 1").await.unwrap_err();
     assert_eq!(server_error(&err).map(|e| e.0), Some(1094), "{err}");
 }
+
+/// COM_SET_OPTION reaches the leader too, and a link opened after it: with
+/// multi-statements turned off, a multi-statement query routed to the leader is a
+/// syntax error there, as it is on MariaDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn set_option_follows_the_session_to_the_leader() {
+    use common::raw::Raw;
+    use wolfscale::protocol::response::Expect;
+    let nodes = full_cluster(3).await;
+    let f = followers(&nodes)[0];
+    let mut raw = Raw::login(nodes[f].proxy_port(), "app", common::APP_PASSWORD).await;
+    let query = |sql: &str| [&[0x03][..], sql.as_bytes()].concat();
+    let off = raw.exchange(&[0x1B, 1, 0], Some(Expect::Single)).await;
+    assert_eq!(off[0].1[0], 0xFE, "{off:?}"); // MariaDB answers COM_SET_OPTION with EOF
+                                              // The link opens now, after the option was set.
+    let r = raw.exchange(&query("BEGIN"), Some(Expect::Query)).await;
+    assert_eq!(r[0].1[0], 0, "{r:?}");
+    let r = raw
+        .exchange(&query("SELECT 1; SELECT 2"), Some(Expect::Query))
+        .await;
+    assert_eq!(r[0].1[0], 0xFF, "{r:?}");
+    assert_eq!(u16::from_le_bytes([r[0].1[1], r[0].1[2]]), 1064);
+    assert_eq!(
+        raw.exchange(&query("ROLLBACK"), Some(Expect::Query)).await[0].1[0],
+        0
+    );
+}

@@ -377,6 +377,8 @@ pub struct RouteState {
     pub next_proxy_id: u32,
     /// The member id of the leader the link goes to.
     pub link_leader: Option<String>,
+    /// The client's last COM_SET_OPTION, as sent, for a link opened later.
+    pub set_option: Option<Vec<u8>>,
 }
 
 impl RouteState {
@@ -561,6 +563,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 tracing::warn!(error = %e, "cannot re-read the catalog after a DDL");
             }
         }
+    }
+
+    /// COM_SET_OPTION (multi-statements on or off) on a cluster node: every backend,
+    /// and kept for a link opened later.
+    pub(super) async fn routed_set_option(&mut self, p: &Packet) -> Result<Flow, SessionError> {
+        self.send_backend(&p.raw).await?;
+        let outcome = self.relay(Expect::Single).await?;
+        if outcome.error.is_some() {
+            return Ok(Flow::Continue);
+        }
+        self.route.set_option = Some(p.raw.to_vec());
+        if self.route.link.is_some() {
+            self.drain_on_link(&p.raw, Expect::Single).await;
+        }
+        Ok(Flow::Continue)
     }
 
     /// COM_INIT_DB on a session that routes: every backend.
@@ -811,6 +828,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     tracing::warn!(id = self.auth.id, code = ?o.error, statement = sql, "a session statement failed when replayed on the leader")
                 }
                 Err(e) => return Err(no_leader(&e.to_string())),
+            }
+        }
+        if let Some(raw) = &self.route.set_option {
+            let replayed = async {
+                link.conn.write_raw(raw).await?;
+                link.conn.flush().await?;
+                drain(&mut link, Expect::Single).await
+            };
+            if let Err(e) = replayed.await {
+                return Err(no_leader(&e.to_string()));
             }
         }
         tracing::debug!(id = self.auth.id, leader = %leader.id, replayed = self.route.history.len(), "link to the leader opened");

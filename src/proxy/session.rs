@@ -803,6 +803,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 self.forward(&p, Some(Expect::Single)).await
             }
+            COM_SET_OPTION if self.shared.replicator.get().is_some() && !self.route.forwarded => {
+                self.routed_set_option(&p).await
+            }
             COM_PING | COM_SET_OPTION | COM_STATISTICS | COM_DEBUG | COM_REFRESH | COM_SHUTDOWN
             | COM_CREATE_DB | COM_DROP_DB => self.forward(&p, Some(Expect::Single)).await,
             COM_CHANGE_USER => {

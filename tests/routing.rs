@@ -404,18 +404,9 @@ async fn a_client_cannot_claim_another_address() {
 }
 
 /// Run `cmd`; its stdout, or a panic with everything it printed.
+/// The tool's standard output (see [`common::run`]).
 fn run(cmd: &mut std::process::Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what} ({e}); run scripts/test-deps.sh"));
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&common::run(cmd, what).stdout).into_owned()
 }
 
 /// SQLAlchemy over PyMySQL (which turns autocommit off) through a follower's port,

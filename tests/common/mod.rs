@@ -642,3 +642,19 @@ pub fn show_rows(rows: &[Vec<mysql_async::Value>]) -> String {
         .collect();
     format!("[{}]", rows.join(", "))
 }
+
+/// Run an external tool a test needs (sysbench, a Python client, the mariadb CLI):
+/// its output, or a panic with both streams if it failed or is missing.
+pub fn run(cmd: &mut std::process::Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what} ({e}); run scripts/test-deps.sh first"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

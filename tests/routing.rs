@@ -770,7 +770,12 @@ async fn user_variables_move_by_value() {
         "computed on the follower"
     );
     q(&mut c, "SET @s = CONCAT('x', @m), @t := 7").await;
+    // A session variable set from a user variable is carried as the statement.
+    q(&mut c, "SET @tz = '+05:00'").await;
+    q(&mut c, "SET time_zone = @tz").await;
     q(&mut c, "BEGIN").await;
+    let tz: Option<String> = c.query_first("SELECT @@time_zone").await.unwrap();
+    assert_eq!(tz.as_deref(), Some("+05:00"), "on the leader");
     assert_eq!(
         count(&mut c, "SELECT COUNT(*) FROM u").await,
         4,

@@ -205,11 +205,56 @@ fn is_global_set(text: &str) -> bool {
 /// `SELECT @a := …`, `GET DIAGNOSTICS … @a = …`): the other backend and the history
 /// get the values it produced. PREPARE, EXECUTE and DEALLOCATE only read them and
 /// are carried as they are.
+///
+/// A `SET` counts only when every target it assigns is a user variable: `SET
+/// time_zone = @tz` sets a session variable (from a value the other backend has too)
+/// and is carried as it is, like `SET @a = 1, sql_mode = …`.
 pub fn carries_user_vars(text: &str) -> bool {
     let upper = text.trim_start().to_ascii_uppercase();
     let first = upper.split_whitespace().next().unwrap_or("");
-    !matches!(first, "PREPARE" | "EXECUTE" | "DEALLOCATE" | "DROP" | "USE")
-        && !super::sequencer::user_var_names(text).is_empty()
+    if matches!(first, "PREPARE" | "EXECUTE" | "DEALLOCATE" | "DROP" | "USE") {
+        return false;
+    }
+    if super::sequencer::user_var_names(text).is_empty() {
+        return false;
+    }
+    if first == "SET" {
+        let rest = &text.trim_start()[3..];
+        return top_level_items(rest).iter().all(|item| {
+            let t = item.trim_start();
+            t.starts_with('@') && !t.starts_with("@@")
+        });
+    }
+    true
+}
+
+/// `text` split at the commas outside quotes and parentheses.
+fn top_level_items(text: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut depth, mut quote, mut start) = (0i32, None::<u8>, 0);
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) if c == b'\\' && q != b'`' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                b'\'' | b'"' | b'`' => quote = Some(c),
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                b',' if depth == 0 => {
+                    items.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    items.push(&text[start..]);
+    items
 }
 
 /// The target a session statement sets, so that a later one for the same target
@@ -1321,6 +1366,24 @@ mod tests {
             ]
         );
         assert!(!h.overflowed());
+    }
+
+    #[test]
+    fn statements_that_set_user_variables_travel_by_value() {
+        assert!(carries_user_vars("SET @a = (SELECT COUNT(*) FROM t)"));
+        assert!(carries_user_vars("SET @a = 1, @b := CONCAT('x,y', @a)"));
+        assert!(carries_user_vars("SELECT COUNT(*) INTO @n FROM t"));
+        assert!(carries_user_vars("SELECT @n := 5"));
+        assert!(!carries_user_vars("SET time_zone = @tz"));
+        assert!(!carries_user_vars("SET @a = 1, sql_mode = ''"));
+        assert!(!carries_user_vars("SET @@session.sql_mode = @m"));
+        assert!(!carries_user_vars("PREPARE s FROM @sql"));
+        assert!(!carries_user_vars("EXECUTE s USING @a"));
+        assert!(!carries_user_vars("SET NAMES utf8mb4"));
+        assert_eq!(
+            top_level_items("a = f(1, 2), b = 'x,y'"),
+            vec!["a = f(1, 2)", " b = 'x,y'"]
+        );
     }
 
     #[test]

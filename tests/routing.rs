@@ -973,3 +973,25 @@ async fn set_option_follows_the_session_to_the_leader() {
         0
     );
 }
+
+/// A text `PREPARE s FROM @q` reaches a link opened later as the text `@q` held when
+/// it ran, even after `@q` changed; a prepared name prepared again replaces the earlier
+/// entry of the history, and `DEALLOCATE` drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn text_prepare_from_a_variable_reaches_a_later_link() {
+    let nodes = full_cluster(3).await;
+    let f = followers(&nodes)[0];
+    let mut c = nodes[f].client(Some("test")).await;
+    q(&mut c, "SET @q = 'SELECT 42'").await;
+    q(&mut c, "PREPARE s FROM @q").await;
+    q(&mut c, "SET @q = 'SELECT 43'").await;
+    q(&mut c, "PREPARE t FROM 'SELECT 7'").await;
+    q(&mut c, "DEALLOCATE PREPARE t").await;
+    assert_eq!(count(&mut c, "EXECUTE s").await, 42, "here");
+    // The link opens now, in a transaction: EXECUTE runs on the leader.
+    q(&mut c, "BEGIN").await;
+    assert_eq!(count(&mut c, "EXECUTE s").await, 42, "on the leader");
+    let err = c.query_drop("EXECUTE t").await.unwrap_err();
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1243), "{err}");
+    q(&mut c, "ROLLBACK").await;
+}

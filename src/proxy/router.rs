@@ -266,6 +266,8 @@ pub fn history_key(text: &str) -> Option<String> {
     match words.next()? {
         "USE" => return Some("use".into()),
         "SET" => {}
+        // The latest PREPARE of a name replaces the earlier one.
+        "PREPARE" => return prepared_name(t, 1).map(|n| format!("prepare:{n}")),
         _ => return None,
     }
     let rest = upper[3..].trim_start();
@@ -295,6 +297,42 @@ pub fn history_key(text: &str) -> Option<String> {
         .then(|| format!("var:{}", name.to_ascii_lowercase()))
 }
 
+/// The statement name of `PREPARE name …` / `DEALLOCATE PREPARE name` (the word at
+/// `at`), lower-cased, backquotes removed.
+fn prepared_name(text: &str, at: usize) -> Option<String> {
+    let word = text.split_whitespace().nth(at)?;
+    let name = word.trim_matches('`');
+    (!name.is_empty()).then(|| name.to_lowercase())
+}
+
+/// `DEALLOCATE PREPARE name` / `DROP PREPARE name`: the history key it ends.
+pub fn deallocated_key(text: &str) -> Option<String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let mut words = upper.split_whitespace();
+    match (words.next()?, words.next()?) {
+        ("DEALLOCATE" | "DROP", "PREPARE") => {
+            let t = text.trim().trim_end_matches(';');
+            prepared_name(t, 2).map(|n| format!("prepare:{n}"))
+        }
+        _ => None,
+    }
+}
+
+/// `PREPARE name FROM @var`: the statement name and the variable.
+fn prepare_from_var(text: &str) -> Option<(String, String)> {
+    let t = text.trim().trim_end_matches(';').trim();
+    let words: Vec<&str> = t.split_whitespace().collect();
+    match words.as_slice() {
+        [p, name, from, var]
+            if p.eq_ignore_ascii_case("PREPARE") && from.eq_ignore_ascii_case("FROM") =>
+        {
+            let var = var.strip_prefix('@').filter(|v| !v.starts_with('@'))?;
+            Some((name.to_string(), var.trim_matches('`').to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// Session statements to replay onto a newly opened link (see the module doc).
 #[derive(Debug, Default)]
 pub struct History {
@@ -317,6 +355,11 @@ impl History {
             return;
         }
         self.entries.push((key, text.to_string()));
+    }
+
+    /// Drop the entry recorded under `key` (a deallocated prepared statement).
+    pub fn forget(&mut self, key: &str) {
+        self.entries.retain(|(e, _)| e.as_deref() != Some(key));
     }
 
     pub fn clear(&mut self) {
@@ -699,7 +742,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.send_backend(&p.raw).await?;
             let (outcome, _) = self.collect_reply(Expect::Query).await?;
             if outcome.error.is_none() {
-                self.route.history.record(text);
+                self.record_session_statement(text).await?;
             }
             return Ok(flow);
         }
@@ -721,7 +764,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             return Ok(Flow::Continue);
         }
-        self.route.history.record(text);
+        self.record_session_statement(text).await?;
         if self.route.link.is_some() {
             if let Some(o) = self.drain_on_link(&p.raw, Expect::Query).await {
                 if let Some(code) = o.error {
@@ -735,6 +778,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Record a session statement that ran here in the history. `PREPARE s FROM @v`
+    /// is recorded with the text `@v` held (the variable may change before a link
+    /// replays it); a deallocation drops the statement's entry.
+    async fn record_session_statement(&mut self, text: &str) -> Result<(), SessionError> {
+        if let Some(key) = deallocated_key(text) {
+            self.route.history.forget(&key);
+            return Ok(());
+        }
+        if let Some((name, _)) = prepare_from_var(text) {
+            let vars = self.user_vars_of(text).await?;
+            if let Some((_, value)) = vars.first() {
+                let sql = format!("PREPARE {name} FROM {}", value.literal());
+                self.route.history.record_keyed(history_key(text), &sql);
+                return Ok(());
+            }
+        }
+        self.route.history.record(text);
+        Ok(())
     }
 
     /// Record user variables in the history, one entry per variable, and return the
@@ -1384,6 +1447,39 @@ mod tests {
             top_level_items("a = f(1, 2), b = 'x,y'"),
             vec!["a = f(1, 2)", " b = 'x,y'"]
         );
+    }
+
+    #[test]
+    fn prepared_statement_names_key_the_history() {
+        assert_eq!(
+            history_key("PREPARE s1 FROM 'SELECT 1'").as_deref(),
+            Some("prepare:s1")
+        );
+        assert_eq!(
+            history_key("prepare `S1` from @q").as_deref(),
+            Some("prepare:s1")
+        );
+        assert_eq!(
+            deallocated_key("DEALLOCATE PREPARE s1").as_deref(),
+            Some("prepare:s1")
+        );
+        assert_eq!(
+            deallocated_key("DROP PREPARE `s1`;").as_deref(),
+            Some("prepare:s1")
+        );
+        assert_eq!(deallocated_key("DROP TABLE t"), None);
+        assert_eq!(
+            prepare_from_var("PREPARE s FROM @sql"),
+            Some(("s".to_string(), "sql".to_string()))
+        );
+        assert_eq!(prepare_from_var("PREPARE s FROM 'SELECT @x'"), None);
+        let mut h = History::default();
+        for _ in 0..1000 {
+            h.record("PREPARE s FROM 'SELECT 1'");
+        }
+        assert_eq!(h.len(), 1);
+        h.forget("prepare:s");
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -103,10 +103,14 @@ async fn writes_and_transactions_through_every_node_converge() {
     );
     q(&mut a, "COMMIT").await;
     q(&mut a, "SET autocommit = 1").await;
+    // Another session's write: `session` consistency does not promise it (b's node may
+    // not have applied it yet); a linearizable read does.
+    q(&mut b, "SET wolfscale_read_consistency = 'linearizable'").await;
     assert_eq!(
         count(&mut b, "SELECT COUNT(*) FROM t WHERE node = 8").await,
         1
     );
+    q(&mut b, "SET wolfscale_read_consistency = 'session'").await;
     // A locking read goes to the leader and takes its lock there: a writer through
     // the leader waits for it.
     q(&mut b, "BEGIN").await;

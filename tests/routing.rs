@@ -774,12 +774,23 @@ async fn user_variables_move_by_value() {
         "computed on the follower"
     );
     q(&mut c, "SET @s = CONCAT('x', @m), @t := 7").await;
-    // A session variable set from a user variable is carried as the statement.
+    // A session variable set from a user variable, or from data: its value.
     q(&mut c, "SET @tz = '+05:00'").await;
     q(&mut c, "SET time_zone = @tz").await;
+    q(
+        &mut c,
+        "SET SESSION max_statement_time = (SELECT COUNT(*) FROM u)",
+    )
+    .await;
     q(&mut c, "BEGIN").await;
     let tz: Option<String> = c.query_first("SELECT @@time_zone").await.unwrap();
     assert_eq!(tz.as_deref(), Some("+05:00"), "on the leader");
+    let mst: Option<f64> = c.query_first("SELECT @@max_statement_time").await.unwrap();
+    assert_eq!(
+        mst,
+        Some(3.0),
+        "computed on the follower, not again on the leader"
+    );
     assert_eq!(
         count(&mut c, "SELECT COUNT(*) FROM u").await,
         4,

@@ -228,6 +228,83 @@ pub fn carries_user_vars(text: &str) -> bool {
     true
 }
 
+/// A `SET` of session system variables of which at least one value is an expression
+/// that may read data or variables (`SET sql_mode = (SELECT …)`, `SET time_zone =
+/// @tz`): the names it sets, so that their values, not the statement, reach the other
+/// backend. `None` for any other statement, and for plain literals (replaying those
+/// gives the same value).
+pub fn session_vars_set_by_expression(text: &str) -> Option<Vec<String>> {
+    let t = text.trim().trim_end_matches(';').trim();
+    let upper = t.to_ascii_uppercase();
+    if !upper.starts_with("SET ") {
+        return None;
+    }
+    let mut names = Vec::new();
+    let mut computed = false;
+    for item in top_level_items(&t[3..]) {
+        let item = item.trim();
+        let (target, value) = item.split_once(":=").or_else(|| item.split_once('='))?;
+        let target = target.trim();
+        let lower = target.to_ascii_lowercase();
+        let name = lower
+            .strip_prefix("@@session.")
+            .or_else(|| lower.strip_prefix("@@local."))
+            .or_else(|| lower.strip_prefix("session "))
+            .or_else(|| lower.strip_prefix("local "))
+            .or_else(|| lower.strip_prefix("@@"))
+            .unwrap_or(&lower)
+            .trim();
+        // A user variable (`@a`) or a global keeps the name from being plain.
+        let plain = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !lower.starts_with("@@global")
+            && !lower.starts_with("global ");
+        // Variables whose replay is not a plain value (the transaction, names, roles).
+        let special = matches!(
+            name,
+            "autocommit"
+                | "names"
+                | "character"
+                | "charset"
+                | "transaction"
+                | "role"
+                | "password"
+                | "statement"
+        );
+        if !plain || special {
+            return None;
+        }
+        computed |= value.contains('(') || value.contains('@');
+        names.push(name.to_string());
+    }
+    (computed && !names.is_empty()).then_some(names)
+}
+
+/// `SELECT @@session.a, @@session.b, …`.
+fn sysvars_query(names: &[String]) -> String {
+    let cols: Vec<String> = names.iter().map(|n| format!("@@session.{n}")).collect();
+    format!("SELECT {}", cols.join(", "))
+}
+
+/// A session system variable's value, as read back in the text protocol, as a
+/// literal: numbers as they are, anything else as a hex string.
+fn sysvar_literal(value: &Option<Vec<u8>>) -> String {
+    match value {
+        None => "NULL".into(),
+        Some(v) => {
+            let text = String::from_utf8_lossy(v);
+            if !text.is_empty() && text.parse::<f64>().is_ok() && !text.contains(['e', 'E', ' ']) {
+                text.into_owned()
+            } else if v.is_empty() {
+                "''".into()
+            } else {
+                let hex: String = v.iter().map(|b| format!("{b:02X}")).collect();
+                format!("X'{hex}'")
+            }
+        }
+    }
+}
+
 /// `text` split at the commas outside quotes and parentheses.
 fn top_level_items(text: &str) -> Vec<&str> {
     let mut items = Vec::new();
@@ -721,7 +798,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// runs it too; the history keeps it for a later link.
     async fn on_both(&mut self, p: &Packet, text: &str) -> Result<Flow, SessionError> {
         self.vars = None;
-        let by_value = carries_user_vars(text);
+        let sysvars = session_vars_set_by_expression(text);
+        let by_value = carries_user_vars(text) || sysvars.is_some();
         // One that reads data must see the session's writes, as a read would.
         let on_leader_first = (self.route.link_pinned() && self.facts().pinned)
             || (by_value && !self.fresh_enough().await?);
@@ -730,6 +808,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // counts (SELECT … INTO @v reads the transaction's view); the local
             // MariaDB follows.
             let flow = self.on_leader(p, Expect::Query, Some(text)).await?;
+            if let Some(names) = &sysvars {
+                if let Some(set) = self.link_sysvars(names).await {
+                    self.internal(&set).await?;
+                }
+                return Ok(flow);
+            }
             if by_value {
                 if let Some(vars) = self.link_user_vars(text).await {
                     let set = self.record_user_vars(&vars);
@@ -749,6 +833,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.send_backend(&p.raw).await?;
         let outcome = self.relay(Expect::Query).await?;
         if outcome.error.is_some() {
+            return Ok(Flow::Continue);
+        }
+        if let Some(names) = &sysvars {
+            let (outcome, reply) = self.run_collect(&sysvars_query(names)).await?;
+            let values = (outcome.error.is_none())
+                .then(|| super::sequencer::first_row_values(&reply))
+                .flatten();
+            if let Some(set) = values.map(|v| self.record_sysvars(names, &v)) {
+                if self.route.link.is_some() {
+                    let mut raw = bytes::BytesMut::new();
+                    encode_query(&mut raw, &set);
+                    self.drain_on_link(&raw, Expect::Query).await;
+                }
+            }
             return Ok(Flow::Continue);
         }
         if by_value {
@@ -817,6 +915,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .record_keyed(Some(key), &format!("SET {set}"));
         }
         (!sets.is_empty()).then(|| format!("SET {}", sets.join(", ")))
+    }
+
+    /// Record session system variables `names` with `values` in the history, one entry
+    /// per variable; the statement that sets them all.
+    fn record_sysvars(&mut self, names: &[String], values: &[Option<Vec<u8>>]) -> String {
+        let sets: Vec<String> = names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| format!("@@session.{n} = {}", sysvar_literal(v)))
+            .collect();
+        for (n, set) in names.iter().zip(&sets) {
+            self.route
+                .history
+                .record_keyed(Some(format!("var:{n}")), &format!("SET {set}"));
+        }
+        format!("SET {}", sets.join(", "))
+    }
+
+    /// Session system variables `names` read back from the leader's session and
+    /// recorded; the statement that sets them here.
+    async fn link_sysvars(&mut self, names: &[String]) -> Option<String> {
+        let mut raw = bytes::BytesMut::new();
+        encode_query(&mut raw, &sysvars_query(names));
+        let limit = 2 * self.shared.max_packet;
+        let link = self.route.link.as_mut()?;
+        let read = async {
+            link.conn.write_raw(&raw).await?;
+            link.conn.flush().await?;
+            super::stmt_route::collect(link, Expect::Query, limit).await
+        };
+        match read.await {
+            Ok((outcome, reply)) if outcome.error.is_none() => {
+                let values = super::sequencer::first_row_values(&reply)?;
+                Some(self.record_sysvars(names, &values))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(id = self.auth.id, error = %e, "the link to the leader broke");
+                self.route.link = None;
+                None
+            }
+        }
     }
 
     /// The user variables `text` names, read back from the leader's session.
@@ -1447,6 +1587,36 @@ mod tests {
             top_level_items("a = f(1, 2), b = 'x,y'"),
             vec!["a = f(1, 2)", " b = 'x,y'"]
         );
+    }
+
+    #[test]
+    fn session_variables_set_from_expressions_travel_by_value() {
+        let names = |t: &str| session_vars_set_by_expression(t);
+        assert_eq!(
+            names("SET SESSION max_statement_time = (SELECT COUNT(*) FROM t)"),
+            Some(vec!["max_statement_time".to_string()])
+        );
+        assert_eq!(
+            names("SET @@session.sql_mode = CONCAT(@@sql_mode, ',ANSI'), time_zone = @tz"),
+            Some(vec!["sql_mode".to_string(), "time_zone".to_string()])
+        );
+        assert_eq!(
+            names("SET sql_mode = 'ANSI'"),
+            None,
+            "a literal replays as it is"
+        );
+        assert_eq!(names("SET @a = (SELECT 1)"), None, "a user variable");
+        assert_eq!(names("SET @a = 1, sql_mode = (SELECT 'x')"), None, "mixed");
+        assert_eq!(names("SET GLOBAL max_connections = (SELECT 10)"), None);
+        assert_eq!(names("SET autocommit = @x"), None);
+        assert_eq!(names("SET NAMES utf8mb4"), None);
+        assert_eq!(
+            names("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            None
+        );
+        assert_eq!(sysvar_literal(&Some(b"3".to_vec())), "3");
+        assert_eq!(sysvar_literal(&Some(b"+05:00".to_vec())), "X'2B30353A3030'");
+        assert_eq!(sysvar_literal(&None), "NULL");
     }
 
     #[test]

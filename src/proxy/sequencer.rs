@@ -1579,6 +1579,16 @@ struct TypedCell {
 /// The first row of a text-protocol result set (columns, EOF, row), each cell with
 /// its column type and its bytes exactly as sent. `None` if the reply is not a
 /// result set.
+/// The first row of a text-protocol reply as raw cell values (`None` for NULL).
+pub(super) fn first_row_values(reply: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+    Some(
+        typed_first_row(reply)?
+            .into_iter()
+            .map(|c| c.value)
+            .collect(),
+    )
+}
+
 fn typed_first_row(reply: &[u8]) -> Option<Vec<TypedCell>> {
     let mut packets = Vec::new();
     let mut off = 0;

@@ -936,8 +936,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Session system variables `names` read back from the leader's session and
     /// recorded; the statement that sets them here.
     async fn link_sysvars(&mut self, names: &[String]) -> Option<String> {
+        let (outcome, reply) = self.collect_on_link(&sysvars_query(names)).await?;
+        if outcome.error.is_some() {
+            return None;
+        }
+        let values = super::sequencer::first_row_values(&reply)?;
+        Some(self.record_sysvars(names, &values))
+    }
+
+    /// Run one of the proxy's own queries on the link and return its reply. `None`
+    /// (and the link dropped) if the link broke.
+    async fn collect_on_link(&mut self, sql: &str) -> Option<(Outcome, Vec<u8>)> {
         let mut raw = bytes::BytesMut::new();
-        encode_query(&mut raw, &sysvars_query(names));
+        encode_query(&mut raw, sql);
         let limit = 2 * self.shared.max_packet;
         let link = self.route.link.as_mut()?;
         let read = async {
@@ -946,11 +957,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             super::stmt_route::collect(link, Expect::Query, limit).await
         };
         match read.await {
-            Ok((outcome, reply)) if outcome.error.is_none() => {
-                let values = super::sequencer::first_row_values(&reply)?;
-                Some(self.record_sysvars(names, &values))
-            }
-            Ok(_) => None,
+            Ok(reply) => Some(reply),
             Err(e) => {
                 tracing::warn!(id = self.auth.id, error = %e, "the link to the leader broke");
                 self.route.link = None;
@@ -969,29 +976,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Some(vec![]);
         }
         let query = super::sequencer::user_vars_query(&names);
-        let mut raw = bytes::BytesMut::new();
-        encode_query(&mut raw, &query);
-        let limit = 2 * self.shared.max_packet;
-        let link = self.route.link.as_mut()?;
-        let read = async {
-            link.conn.write_raw(&raw).await?;
-            link.conn.flush().await?;
-            super::stmt_route::collect(link, Expect::Query, limit).await
-        };
-        match read.await {
-            Ok((outcome, reply)) if outcome.error.is_none() => {
-                match super::sequencer::parse_user_vars(names, &query, &reply) {
-                    Ok(vars) => Some(vars),
-                    Err(e) => {
-                        tracing::warn!(id = self.auth.id, error = %e, "cannot read user variables on the leader");
-                        None
-                    }
-                }
-            }
-            Ok(_) => None,
+        let (outcome, reply) = self.collect_on_link(&query).await?;
+        if outcome.error.is_some() {
+            return None;
+        }
+        match super::sequencer::parse_user_vars(names, &query, &reply) {
+            Ok(vars) => Some(vars),
             Err(e) => {
-                tracing::warn!(id = self.auth.id, error = %e, "the link to the leader broke");
-                self.route.link = None;
+                tracing::warn!(id = self.auth.id, error = %e, "cannot read user variables on the leader");
                 None
             }
         }

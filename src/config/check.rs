@@ -34,6 +34,7 @@ const SHUTDOWN_TIMEOUT_MS: RangeInclusive<i64> = 0..=3_600_000;
 const CLIENT_BUFFER_LIMIT_MB: RangeInclusive<i64> = 1..=1_048_576;
 const NET_READ_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
 const READ_WAIT_MS: RangeInclusive<i64> = 0..=60_000;
+const FAILOVER_WAIT_MS: RangeInclusive<i64> = 0..=600_000;
 
 const DEFAULT_DATA_DIR: &str = "./data";
 const DEFAULT_DATABASE_HOST: &str = "127.0.0.1";
@@ -471,6 +472,12 @@ impl Checker<'_> {
             d.read_wait_ms,
             READ_WAIT_MS,
         );
+        let failover_wait_ms = self.int(
+            "proxy.failover_wait_ms",
+            raw.failover_wait_ms,
+            d.failover_wait_ms,
+            FAILOVER_WAIT_MS,
+        );
         let read_consistency = match raw.read_consistency.as_deref() {
             None => Some(d.read_consistency),
             Some(v) => {
@@ -503,6 +510,7 @@ impl Checker<'_> {
             refuse_weak_isolation: raw.refuse_weak_isolation.unwrap_or(d.refuse_weak_isolation),
             read_consistency: read_consistency?,
             read_wait_ms: read_wait_ms?,
+            failover_wait_ms: failover_wait_ms?,
         })
     }
 

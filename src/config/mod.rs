@@ -379,6 +379,10 @@ pub struct ProxyConfig {
     /// `read_wait_ms`: how long a follower's read waits for its applier to reach the
     /// index it needs before it runs on the leader instead. Default 1000, 0..=60000.
     pub read_wait_ms: u64,
+    /// `failover_wait_ms`: how long a statement that needs the leader is held while
+    /// there is none (an election), before it fails with a retryable error. Default
+    /// 5000, 0..=600000.
+    pub failover_wait_ms: u64,
 }
 
 /// `[proxy] read_consistency`: which reads a follower serves from its own MariaDB.
@@ -435,6 +439,7 @@ impl Default for ProxyConfig {
             refuse_weak_isolation: false,
             read_consistency: ReadConsistency::Session,
             read_wait_ms: 1000,
+            failover_wait_ms: 5000,
         }
     }
 }

@@ -136,6 +136,7 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("refuse_weak_isolation", Kind::Boolean),
             ("read_consistency", Kind::String),
             ("read_wait_ms", Kind::Integer),
+            ("failover_wait_ms", Kind::Integer),
         ],
     ),
 ];
@@ -230,6 +231,7 @@ pub(crate) struct RawProxy {
     pub refuse_weak_isolation: Option<bool>,
     pub read_consistency: Option<String>,
     pub read_wait_ms: Option<i64>,
+    pub failover_wait_ms: Option<i64>,
 }
 
 /// The outcome of the raw layer.

@@ -163,4 +163,8 @@ read_consistency = "session"
 # How long such a read waits for this node's applier before it goes to the
 # leader, in ms: 0..=60000. Default 1000.
 read_wait_ms = 1000
+# How long a statement that needs the leader is held while there is none (an
+# election, a partition), before it fails with a retryable error (1290), in ms:
+# 0..=600000. Default 5000.
+failover_wait_ms = 5000
 "#;

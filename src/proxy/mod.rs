@@ -63,6 +63,8 @@ pub struct Shared {
     pub read_consistency: crate::config::ReadConsistency,
     /// `[proxy] read_wait_ms`.
     pub read_wait: Duration,
+    /// `[proxy] failover_wait_ms`.
+    pub failover_wait: Duration,
 }
 
 impl Shared {

@@ -54,6 +54,37 @@ pub struct Registry {
 struct Maps {
     sessions: HashMap<u32, Entry>,
     by_thread: HashMap<u32, u32>,
+    /// Sessions whose statement is held for a leader (a failover), by proxy id.
+    held: HashMap<u32, Arc<Held>>,
+}
+
+/// A statement held for a leader; a KILL of its session releases it.
+#[derive(Default)]
+pub struct Held {
+    notify: tokio::sync::Notify,
+    /// The KILL was of the connection, not only of the query.
+    connection: std::sync::atomic::AtomicBool,
+}
+
+impl Held {
+    /// Resolves once a KILL names the session: `true` for KILL CONNECTION.
+    pub async fn killed(&self) -> bool {
+        self.notify.notified().await;
+        self.connection.load(Ordering::SeqCst)
+    }
+}
+
+/// Marks a session's statement as held while it lives.
+pub struct HeldGuard {
+    registry: Arc<Registry>,
+    id: u32,
+    pub held: Arc<Held>,
+}
+
+impl Drop for HeldGuard {
+    fn drop(&mut self) {
+        self.registry.lock().held.remove(&self.id);
+    }
 }
 
 impl Default for Registry {
@@ -111,6 +142,20 @@ impl Registry {
         maps.sessions.get(&proxy_id).map(|e| (proxy_id, e.clone()))
     }
 
+    /// Release the held statement of session `proxy_id`, if it has one (a KILL of it
+    /// ran). Whether there was one.
+    pub fn release_held(&self, proxy_id: u32, connection: bool) -> bool {
+        let Some(held) = self.lock().held.get(&proxy_id).cloned() else {
+            return false;
+        };
+        if connection {
+            held.connection.store(true, Ordering::SeqCst);
+        }
+        // A stored permit: a KILL between the check and the wait is not lost.
+        held.notify.notify_one();
+        true
+    }
+
     /// Live sessions.
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
@@ -134,6 +179,7 @@ impl Maps {
     }
 
     fn remove(&mut self, id: u32) {
+        self.held.remove(&id);
         if let Some(old) = self.sessions.remove(&id) {
             if self.by_thread.get(&old.backend_thread) == Some(&id) {
                 self.by_thread.remove(&old.backend_thread);
@@ -158,6 +204,19 @@ impl RegistryGuard {
     pub fn running_on_leader(&self, link: Option<u32>) {
         if let Some(e) = self.registry.lock().sessions.get_mut(&self.id) {
             e.running_on_leader = link;
+        }
+    }
+}
+
+impl RegistryGuard {
+    /// The session's statement is held for a leader until the guard is dropped.
+    pub fn hold(&self) -> HeldGuard {
+        let held = Arc::new(Held::default());
+        self.registry.lock().held.insert(self.id, held.clone());
+        HeldGuard {
+            registry: self.registry.clone(),
+            id: self.id,
+            held,
         }
     }
 }
@@ -216,5 +275,23 @@ mod tests {
         let _g = r.register(first, entry(1));
         r.next.store(first & COUNTER_MASK, Ordering::Relaxed); // force a wrap onto it
         assert_ne!(r.allocate(), first);
+    }
+
+    #[tokio::test]
+    async fn a_kill_releases_a_held_statement_once_and_only_while_held() {
+        let r = Arc::new(Registry::new(0));
+        let id = r.allocate();
+        let g = r.register(id, entry(1));
+        assert!(!r.release_held(id, false), "nothing is held yet");
+        let held = g.hold();
+        // Released before the session waits: the permit is kept.
+        assert!(r.release_held(id, true));
+        let connection =
+            tokio::time::timeout(std::time::Duration::from_secs(5), held.held.killed())
+                .await
+                .expect("the release reaches the waiter");
+        assert!(connection, "KILL CONNECTION is told apart");
+        drop(held);
+        assert!(!r.release_held(id, false), "the guard's drop ends the hold");
     }
 }

@@ -29,6 +29,9 @@ pub trait Replicator: Send + Sync + 'static {
     fn propose(&self, entry: LogEntry, term: u64) -> BoxFuture<'_, Result<Proposal, ProposeError>>;
     /// Wait until this node may take writes, up to `timeout`.
     fn wait_writable(&self, timeout: Duration) -> BoxFuture<'_, Option<u64>>;
+    /// Wait for the next change of this node's view of the cluster (its role, the
+    /// leader, the applied index), up to `timeout`.
+    fn changed(&self, timeout: Duration) -> BoxFuture<'_, ()>;
     /// Durably note that DDL `id` is about to run here before it is logged (crash
     /// detection), and forget it once it is applied.
     fn ddl_intent(&self, id: TxnId, sql: &str) -> Result<(), String>;
@@ -80,6 +83,14 @@ impl Replicator for Cluster {
 
     fn wait_writable(&self, timeout: Duration) -> BoxFuture<'_, Option<u64>> {
         Box::pin(Cluster::wait_writable(self, timeout))
+    }
+
+    fn changed(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let mut metrics = self.raft().metrics();
+        Box::pin(async move {
+            tokio::time::timeout(timeout, metrics.changed()).await.ok();
+        })
     }
 
     fn ddl_intent(&self, id: TxnId, sql: &str) -> Result<(), String> {

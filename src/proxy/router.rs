@@ -544,6 +544,19 @@ pub struct RouteState {
     pub link_leader: Option<String>,
     /// The client's last COM_SET_OPTION, as sent, for a link opened later.
     pub set_option: Option<Vec<u8>>,
+    /// The member id of a leader whose proxy `ensure_link` could not reach just now
+    /// (it may have died: the statement is held until another leader is known).
+    pub unreachable: Option<String>,
+}
+
+/// What [`Session::link_or_hold`] found.
+pub(super) enum Linked {
+    /// The link to the leader is open.
+    Ready,
+    /// This node has become the (fenced) leader meanwhile: the statement runs here.
+    Here,
+    /// The client has been answered (an error), with what the session does next.
+    Answered(Flow),
 }
 
 impl RouteState {
@@ -561,7 +574,23 @@ pub(super) enum LinkFailure {
         sent_any: bool,
         why: String,
     },
+    /// The node the link goes to refused the statement as not the leader (it lost
+    /// leadership): nothing ran there, and the client has been sent nothing.
+    NotLeader,
     Client(SessionError),
+}
+
+/// Whether a complete reply is the refusal of a node that is not the leader (see
+/// `sequencer::follower_refusal`): an ERR 1290 whose message says so.
+fn is_not_leader_refusal(reply: &[u8]) -> bool {
+    let Some(payload) = reply.get(4..) else {
+        return false;
+    };
+    if payload.first() != Some(&0xFF) || payload.get(1..3) != Some(&1290u16.to_le_bytes()[..]) {
+        return false;
+    }
+    let text = String::from_utf8_lossy(payload.get(3..).unwrap_or_default());
+    text.contains(super::sequencer::NOT_LEADER_TEXT)
 }
 
 pub(super) fn lost_leader(why: &str) -> ServerError {
@@ -571,6 +600,34 @@ pub(super) fn lost_leader(why: &str) -> ServerError {
         format!(
             "Lost connection to the WolfScale leader during the statement ({why}); its outcome \
              is unknown: check the data before retrying"
+        ),
+    )
+}
+
+/// How long a held statement leaves alone a leader that could not take it (its proxy
+/// unreachable, or it refused as not the leader) before trying it again.
+const AVOID_FOR: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The leader changed while a session's state was on the old one.
+fn state_lost() -> ServerError {
+    ServerError::new(
+        1180,
+        "HY000",
+        "The WolfScale leader changed while this session had a transaction, locks or \
+         temporary tables there; they are gone (an open transaction was rolled back): \
+         reconnect and retry",
+    )
+}
+
+/// A statement held for a leader through a failover that was not found in time.
+fn no_leader_in_time(wait: std::time::Duration) -> ServerError {
+    ServerError::new(
+        1290,
+        "HY000",
+        format!(
+            "No WolfScale leader could take this statement within failover_wait_ms ({} ms): \
+             nothing was run; retry shortly",
+            wait.as_millis()
         ),
     )
 }
@@ -1009,11 +1066,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if pinned {
                 self.route.sticky = false;
                 self.close_after_reply = true;
-                return Err(ServerError::new(
-                    1180,
-                    "HY000",
-                    "The WolfScale leader changed while this session had a transaction, locks or                      temporary tables there; they are gone (an open transaction was rolled back):                      reconnect and retry",
-                ));
+                return Err(state_lost());
             }
         }
         if self.route.history.overflowed() {
@@ -1050,7 +1103,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 tracing::warn!(id = self.auth.id, leader = %leader.id, error = %e, "cannot open the link to the leader");
                 match e {
                     backend::BackendError::Refused(err) => super::session::err_from_payload(&err.payload),
-                    other => no_leader(&other.to_string()),
+                    other => {
+                        self.route.unreachable = Some(leader.id.clone());
+                        no_leader(&other.to_string())
+                    }
                 }
             })?;
         let status = super::session::ok_status(&link.login_ok.payload);
@@ -1096,10 +1152,183 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         expect: Expect,
         text: Option<&str>,
     ) -> Result<Flow, SessionError> {
-        if let Err(e) = self.ensure_link().await {
-            self.reply_err(p.last_seq, e).await?;
-            return Ok(Flow::Continue);
+        // A read may be sent again if the link breaks before any of its reply went
+        // out; anything else may have run, and its outcome is unknown.
+        let retry_safe = text.is_some_and(|t| {
+            matches!(expect, Expect::Query)
+                && crate::sql::classify(t).class == StatementClass::Read
+                && !t.to_ascii_uppercase().contains("FOR UPDATE")
+        });
+        let deadline = tokio::time::Instant::now() + self.shared.failover_wait;
+        let mut avoid = None;
+        loop {
+            match self.link_or_hold(p, deadline, &mut avoid).await? {
+                Linked::Ready => {}
+                Linked::Here => return Box::pin(self.command(p.clone())).await,
+                Linked::Answered(flow) => return Ok(flow),
+            }
+            let leader = self.route.link_leader.clone();
+            // State of the session's on the leader (a transaction, locks): it cannot
+            // move to another.
+            let pinned = self.route.link_pinned() || self.route.sticky;
+            match self.on_link(p, expect, text).await? {
+                Ok(flow) => return Ok(flow),
+                Err(LinkFailure::NotLeader) if !pinned => {
+                    tracing::debug!(
+                        id = self.auth.id,
+                        ?leader,
+                        "refused as not the leader: held for the next one"
+                    );
+                    self.route.link = None;
+                }
+                Err(LinkFailure::Broken {
+                    sent_any: false,
+                    why,
+                }) if retry_safe && !pinned => {
+                    tracing::debug!(
+                        id = self.auth.id,
+                        ?leader,
+                        why,
+                        "the link broke before a read's reply: held for the next leader"
+                    );
+                    self.route.link = None;
+                }
+                Err(failure) => return self.link_failed(p, failure).await,
+            }
+            // Not this leader again, for a moment: it may be gone, or still fencing.
+            avoid = leader.map(|l| (l, tokio::time::Instant::now() + AVOID_FOR));
         }
+    }
+
+    /// Hold a statement that needs the leader until there is one this session can
+    /// reach, up to `deadline` (`[proxy] failover_wait_ms` from when it arrived), and
+    /// open the link to it. A KILL of the session, or the client going away, ends the
+    /// wait; nothing is sent anywhere meanwhile.
+    pub(super) async fn link_or_hold(
+        &mut self,
+        p: &Packet,
+        deadline: tokio::time::Instant,
+        avoid: &mut Option<(String, tokio::time::Instant)>,
+    ) -> Result<Linked, SessionError> {
+        /// Pipelined bytes read from the client while watching it, at most.
+        const WATCH_LIMIT: usize = 64 * 1024;
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return Ok(Linked::Ready);
+        };
+        let mut held = None;
+        let mut watch_client = true;
+        loop {
+            if rep.writable_term().is_some() {
+                if self.route.link.is_some() && (self.route.link_pinned() || self.route.sticky) {
+                    // Its transaction, locks or temporary tables were on the old leader.
+                    self.route.link = None;
+                    self.route.sticky = false;
+                    self.close_after_reply = true;
+                    self.reply_err(p.last_seq, state_lost()).await?;
+                    return Ok(Linked::Answered(Flow::Close));
+                }
+                self.route.link = None;
+                *avoid = None;
+                return Ok(Linked::Here);
+            }
+            let leader = rep.leader().filter(|m| m.id != rep.me().id);
+            let usable = leader.as_ref().is_some_and(|m| {
+                avoid
+                    .as_ref()
+                    .is_none_or(|(id, until)| *id != m.id || tokio::time::Instant::now() >= *until)
+            });
+            if usable && self.link_closed() {
+                // The leader's proxy closed it (its process ended): nothing was sent.
+                let pinned = self.route.link_pinned() || self.route.sticky;
+                tracing::info!(
+                    id = self.auth.id,
+                    pinned,
+                    "the link to the leader was closed by the other side"
+                );
+                *avoid = self
+                    .route
+                    .link_leader
+                    .clone()
+                    .map(|l| (l, tokio::time::Instant::now() + AVOID_FOR));
+                self.route.link = None;
+                if pinned {
+                    self.route.sticky = false;
+                    self.reply_err(p.last_seq, state_lost()).await?;
+                    return Ok(Linked::Answered(Flow::Close));
+                }
+                continue;
+            }
+            if usable {
+                self.route.unreachable = None;
+                match self.ensure_link().await {
+                    Ok(()) => return Ok(Linked::Ready),
+                    Err(_) if self.route.unreachable.is_some() && !self.route.link_pinned() => {
+                        *avoid = self
+                            .route
+                            .unreachable
+                            .take()
+                            .map(|l| (l, tokio::time::Instant::now() + AVOID_FOR));
+                        // Its proxy cannot be reached: it may be dead, and an
+                        // election under way. Held for the next leader.
+                    }
+                    Err(e) => {
+                        self.reply_err(p.last_seq, e).await?;
+                        return Ok(Linked::Answered(Flow::Continue));
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                tracing::info!(id = self.auth.id, "no leader within failover_wait_ms");
+                self.reply_err(p.last_seq, no_leader_in_time(self.shared.failover_wait))
+                    .await?;
+                return Ok(Linked::Answered(Flow::Continue));
+            }
+            let guard = held.get_or_insert_with(|| {
+                tracing::debug!(id = self.auth.id, "statement held for a leader");
+                self.registration.hold()
+            });
+            let h = guard.held.clone();
+            let poll = (deadline - now).min(std::time::Duration::from_millis(50));
+            tokio::select! {
+                () = rep.changed(poll) => {}
+                connection = h.killed() => {
+                    let err = if connection {
+                        ServerError::new(1927, "70100", "Connection was killed")
+                    } else {
+                        ServerError::new(1317, "70100", "Query execution was interrupted")
+                    };
+                    self.reply_err(p.last_seq, err).await?;
+                    return Ok(Linked::Answered(if connection { Flow::Close } else { Flow::Continue }));
+                }
+                read = self.client.fill(), if watch_client => match read {
+                    Ok(true) => watch_client = self.client.read_buffer().len() < WATCH_LIMIT,
+                    // Gone: the statement is dropped, never released to a leader.
+                    Ok(false) => return Err(SessionError::Client(crate::protocol::ProtoError::Closed)),
+                    Err(e) => return Err(SessionError::Client(e)),
+                },
+            }
+        }
+    }
+
+    /// Whether the other side has closed the open link (a FIN, an RST, or bytes nobody
+    /// asked for, which only a closing server sends). Never waits.
+    fn link_closed(&mut self) -> bool {
+        let Some(link) = self.route.link.as_mut() else {
+            return false;
+        };
+        // `fill` is cancel-safe: a poll that finds nothing reads nothing.
+        futures_util::FutureExt::now_or_never(link.conn.fill()).is_some()
+    }
+
+    /// Send a client command on the link (open) and relay its reply; then learn the
+    /// session's index.
+    async fn on_link(
+        &mut self,
+        p: &Packet,
+        expect: Expect,
+        text: Option<&str>,
+    ) -> Result<Result<Flow, LinkFailure>, SessionError> {
         // The index question rides behind the statement, unless the statement could
         // make the leader ask for a file (LOAD DATA LOCAL), which would take it for
         // the file's contents.
@@ -1125,10 +1354,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Some(o) = index.filter(|o| o.error.is_none()) {
                     self.route.index = self.route.index.max(o.affected_rows);
                 }
-                Ok(Flow::Continue)
+                Ok(Ok(Flow::Continue))
             }
             Err(LinkFailure::Client(e)) => Err(e),
-            Err(LinkFailure::Broken { sent_any, why }) => {
+            Err(failure) => Ok(Err(failure)),
+        }
+    }
+
+    /// A forwarded statement that did not complete, and cannot be sent again.
+    pub(super) async fn link_failed(
+        &mut self,
+        p: &Packet,
+        failure: LinkFailure,
+    ) -> Result<Flow, SessionError> {
+        match failure {
+            LinkFailure::Client(e) => Err(e),
+            LinkFailure::NotLeader => {
+                // Nothing ran, but the session's state there is gone.
+                self.route.link = None;
+                self.route.sticky = false;
+                self.reply_err(p.last_seq, state_lost()).await?;
+                Ok(Flow::Close)
+            }
+            LinkFailure::Broken { sent_any, why } => {
                 let pinned = self.route.link_pinned() || self.route.sticky;
                 self.route.link = None;
                 tracing::warn!(
@@ -1193,6 +1441,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         loop {
             let buf = link.conn.read_buffer();
             let (n, step) = scanner.scan(buf).map_err(|e| broken(sent_any, e))?;
+            if !sent_any && matches!(step, Step::Done) && is_not_leader_refusal(&buf[..n]) {
+                // Lost leadership before running it: held for the next leader.
+                bytes::Buf::advance(buf, n);
+                return Err(LinkFailure::NotLeader);
+            }
             if n > 0 {
                 let chunk = buf.split_to(n);
                 sent_any = true;

@@ -165,10 +165,30 @@ pub struct XaTxn {
     pub last_statement: Instant,
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// The term in which this node may write. A node just elected leader that is still
+    /// applying its predecessors' entries (fencing, see `Cluster::writable_term`) holds
+    /// the statement until it may, up to `[proxy] failover_wait_ms`, rather than
+    /// refusing it: the follower that sent it would only send it back.
+    async fn writable_term(&self, rep: &super::replicate::SharedReplicator) -> Option<u64> {
+        if let Some(term) = rep.writable_term() {
+            return Some(term);
+        }
+        if rep.leader().is_some_and(|m| m.id == rep.me().id) {
+            return rep.wait_writable(self.shared.failover_wait).await;
+        }
+        None
+    }
+}
+
 /// Why the sequencer refuses a statement.
 fn refusal(code: u16, state: &'static str, msg: impl Into<String>) -> ServerError {
     ServerError::new(code, state, msg)
 }
+
+/// In the refusal of a node that is not the leader; a follower's router that meets it
+/// on its link knows the statement did not run, and holds it for the next leader.
+pub(super) const NOT_LEADER_TEXT: &str = "is not the leader and does not run writes";
 
 fn follower_refusal(leader: Option<crate::cluster::Member>, me: &str) -> ServerError {
     let where_ = match leader {
@@ -178,7 +198,7 @@ fn follower_refusal(leader: Option<crate::cluster::Member>, me: &str) -> ServerE
     refusal(
         1290,
         "HY000",
-        format!("WolfScale node {me} is not the leader and does not run writes: {where_}"),
+        format!("WolfScale node {me} {NOT_LEADER_TEXT}: {where_}"),
     )
 }
 
@@ -217,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Box::pin(self.sequenced_query(&pinned, &sql, class)).await;
             }
         }
-        let term = rep.writable_term();
+        let term = self.writable_term(&rep).await;
         // A transaction of a term this node no longer leads cannot go on.
         if let TxnState::Xa(x) = &self.txn {
             if term != Some(x.term) {
@@ -1248,7 +1268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // The same as the text statement (its reply is an OK either way).
             return self.sequenced_query(p, &sql, class).await;
         }
-        let term = rep.writable_term();
+        let term = self.writable_term(&rep).await;
         if let TxnState::Xa(x) = &self.txn {
             if term != Some(x.term) {
                 self.abort_xa().await?;

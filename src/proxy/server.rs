@@ -61,6 +61,8 @@ pub struct ProxySettings {
     pub read_consistency: crate::config::ReadConsistency,
     /// `[proxy] read_wait_ms`.
     pub read_wait: Duration,
+    /// `[proxy] failover_wait_ms`.
+    pub failover_wait: Duration,
 }
 
 impl ProxySettings {
@@ -85,6 +87,7 @@ impl ProxySettings {
             refuse_weak_isolation: d.refuse_weak_isolation,
             read_consistency: d.read_consistency,
             read_wait: Duration::from_millis(d.read_wait_ms),
+            failover_wait: Duration::from_millis(d.failover_wait_ms),
         }
     }
 }
@@ -111,6 +114,7 @@ impl ProxySettings {
             refuse_weak_isolation: c.proxy.refuse_weak_isolation,
             read_consistency: c.proxy.read_consistency,
             read_wait: Duration::from_millis(c.proxy.read_wait_ms),
+            failover_wait: Duration::from_millis(c.proxy.failover_wait_ms),
         }
     }
 }
@@ -235,6 +239,7 @@ impl Proxy {
             refuse_weak_isolation: settings.refuse_weak_isolation,
             read_consistency: settings.read_consistency,
             read_wait: settings.read_wait,
+            failover_wait: settings.failover_wait,
         });
         let listener =
             TcpListener::bind(settings.listen)

@@ -716,7 +716,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Err(SessionError::Client(e))
     }
 
-    async fn command(&mut self, p: Packet) -> Result<Flow, SessionError> {
+    pub(super) async fn command(&mut self, p: Packet) -> Result<Flow, SessionError> {
         let Some(cmd) = p.first() else {
             self.reply_err(p.last_seq, ServerError::malformed("empty command"))
                 .await?;
@@ -1538,6 +1538,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
         self.send_query(&sql).await?;
         let outcome = self.relay(Expect::Query).await;
+        if outcome.as_ref().is_ok_and(|o| o.error.is_none()) {
+            // MariaDB let this account kill it: a statement of it held for a leader
+            // (a failover) is let go too.
+            self.shared.registry.release_held(proxy_id, !query_only);
+        }
         // Killing one's own connection ends it, as on MariaDB.
         if proxy_id == self.auth.id && !query_only {
             return Ok(Flow::Close);

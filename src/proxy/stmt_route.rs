@@ -21,7 +21,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::router::{decide, lost_leader, LinkFailure, Target};
+use super::router::{decide, lost_leader, Linked, Target};
 use super::session::{Flow, Session, SessionError};
 use crate::protocol::command::{
     COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA,
@@ -122,9 +122,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             return Ok(Flow::Continue);
         }
-        if let Err(e) = self.ensure_link().await {
-            self.reply_err(p.last_seq, e).await?;
-            return Ok(Flow::Continue);
+        let deadline = tokio::time::Instant::now() + self.shared.failover_wait;
+        match self.link_or_hold(p, deadline, &mut None).await? {
+            Linked::Ready => {}
+            Linked::Here => return Box::pin(self.command(p.clone())).await,
+            Linked::Answered(flow) => return Ok(flow),
         }
         match self.prepare_on_link(&text).await {
             None => {
@@ -293,9 +295,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The same, for the leader over the link (opened if need be). `None`: the client
     /// was answered.
     async fn link_execute(&mut self, p: &Packet, id: u32) -> Result<Option<Packet>, SessionError> {
-        if let Err(e) = self.ensure_link().await {
-            self.reply_err(p.last_seq, e).await?;
-            return Ok(None);
+        let deadline = tokio::time::Instant::now() + self.shared.failover_wait;
+        match self.link_or_hold(p, deadline, &mut None).await? {
+            Linked::Ready => {}
+            Linked::Here => {
+                // This node leads now: the statement runs here.
+                if Box::pin(self.command(p.clone())).await? == Flow::Close {
+                    self.close_after_reply = true;
+                }
+                return Ok(None);
+            }
+            Linked::Answered(flow) => {
+                if flow == Flow::Close {
+                    self.close_after_reply = true;
+                }
+                return Ok(None);
+            }
         }
         let gen = self.route.link_gen;
         let Some(prep) = self.stmts.get(&id) else {
@@ -562,16 +577,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<Flow, SessionError> {
         match self.relay_link(&packet.raw, expect).await {
             Ok(_) => Ok(Flow::Continue),
-            Err(LinkFailure::Client(e)) => Err(e),
-            Err(LinkFailure::Broken { sent_any, why }) => {
-                self.route.link = None;
-                if !sent_any {
-                    self.reply_err(p.last_seq, lost_leader(&why)).await?;
-                    return Ok(Flow::Continue);
-                }
-                self.client.flush().await.ok();
-                Ok(Flow::Close)
-            }
+            Err(failure) => self.link_failed(p, failure).await,
         }
     }
 }

@@ -52,6 +52,7 @@ fn txn(origin: u64, seq: u64, statements: Vec<Statement>) -> Box<LogEntry> {
         },
         session: session(),
         statements,
+        request: None,
     }))
 }
 

@@ -27,6 +27,7 @@ fn insert(seq: u64, id: i64) -> LogEntry {
                 matched: None,
             },
         }],
+        request: None,
     })
 }
 

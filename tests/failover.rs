@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{full_cluster_with, leader_of, server_error, FullNode};
@@ -203,5 +205,154 @@ async fn kill_or_disconnect_cancels_a_held_statement() {
     common::converged(&nodes, "test").await;
     for (i, v) in values_on_each(&nodes).await.iter().enumerate() {
         assert_eq!(v, &[3], "node {i}: a cancelled statement ran");
+    }
+}
+
+/// A cluster whose proxies sit behind relays: the member records (which a follower's
+/// link dials) name the relays, while tests' own clients reach the proxies directly.
+async fn cluster_behind_relays() -> (
+    Vec<FullNode>,
+    Arc<Mutex<HashMap<u16, common::relay::Relay>>>,
+) {
+    let relays: Arc<Mutex<HashMap<u16, common::relay::Relay>>> = Arc::default();
+    let r = relays.clone();
+    let nodes = full_cluster_with(3, move |s| {
+        let advertised = s.listen;
+        let real: std::net::SocketAddr =
+            format!("127.0.0.1:{}", wolfscale::localdb::free_port().unwrap())
+                .parse()
+                .unwrap();
+        let listener = std::net::TcpListener::bind(advertised).unwrap();
+        r.lock()
+            .unwrap()
+            .insert(s.node_number, common::relay::Relay::start(listener, real));
+        s.listen = real;
+        s.failover_wait = Duration::from_secs(20);
+    })
+    .await;
+    (nodes, relays)
+}
+
+fn number(node: &FullNode) -> u16 {
+    node.raft.settings.number
+}
+
+/// The leader runs and commits a forwarded autocommit write, but its reply is lost
+/// with the link. The follower asks the leader (once it can reach it again) whether
+/// the write's request id is in the log: it is, so the client gets the stored OK (its
+/// affected rows and insert id), and the write exists once. Without request ids the
+/// client gets 2013, outcome unknown; a blind retry would insert it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_whose_reply_was_lost_gets_its_stored_outcome() {
+    let (nodes, relays) = cluster_behind_relays().await;
+    let l = leader_of(&nodes);
+    let f = followers(&nodes)[0];
+    let mut c = nodes[f].client(Some("test")).await;
+    q(
+        &mut c,
+        "CREATE TABLE fo (id INT AUTO_INCREMENT PRIMARY KEY, n INT)",
+    )
+    .await;
+    q(&mut c, "INSERT INTO fo (n) VALUES (1)").await;
+    relays.lock().unwrap()[&number(&nodes[l])].set(common::relay::Mode::HoldReplies);
+    let write = tokio::spawn(async move {
+        let r = c.query_drop("INSERT INTO fo (n) VALUES (2)").await;
+        let counts = (c.affected_rows(), c.last_insert_id());
+        (c, r, counts)
+    });
+    // Committed on the leader; its reply is held in the relay.
+    let mut direct = nodes[l].raft.db.direct(Some("test")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: Option<i64> = direct
+            .query_first("SELECT COUNT(*) FROM fo WHERE n = 2")
+            .await
+            .unwrap();
+        if n == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write did not commit on the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(direct);
+    {
+        let r = relays.lock().unwrap();
+        r[&number(&nodes[l])].set(common::relay::Mode::Cut);
+    }
+    wait_relay_idle(&relays, number(&nodes[l])).await;
+    relays.lock().unwrap()[&number(&nodes[l])].set(common::relay::Mode::Pass);
+    let (mut c, r, (affected, insert_id)) = tokio::time::timeout(Duration::from_secs(30), write)
+        .await
+        .expect("the write was answered")
+        .unwrap();
+    r.unwrap_or_else(|e| panic!("the write whose reply was lost: {e}"));
+    assert_eq!(affected, 1);
+    assert_eq!(insert_id, Some(2));
+    // The session reads its own write.
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM fo").await.unwrap();
+    assert_eq!(n, Some(2));
+    drop(c);
+    common::converged(&nodes, "test").await;
+    for (i, v) in values_on_each(&nodes).await.iter().enumerate() {
+        assert_eq!(v, &[1, 2], "node {i}: each write exactly once");
+    }
+}
+
+/// The link breaks after a forwarded autocommit write was sent but before the leader
+/// read it. The leader, asked, has every entry since the write was sent and not its
+/// request id: the follower sends it again, and it exists once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_lost_on_its_way_is_sent_again() {
+    let (nodes, relays) = cluster_behind_relays().await;
+    let l = leader_of(&nodes);
+    let f = followers(&nodes)[0];
+    let mut c = nodes[f].client(Some("test")).await;
+    q(
+        &mut c,
+        "CREATE TABLE fo (id INT AUTO_INCREMENT PRIMARY KEY, n INT)",
+    )
+    .await;
+    q(&mut c, "INSERT INTO fo (n) VALUES (1)").await;
+    let ln = number(&nodes[l]);
+    relays.lock().unwrap()[&ln].set(common::relay::Mode::HoldRequests);
+    let write = tokio::spawn(async move {
+        let r = c.query_drop("INSERT INTO fo (n) VALUES (2)").await;
+        (c, r)
+    });
+    // The statement has reached the relay, which holds it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relays.lock().unwrap()[&ln].held_bytes() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the write never reached the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    relays.lock().unwrap()[&ln].set(common::relay::Mode::Cut);
+    wait_relay_idle(&relays, ln).await;
+    relays.lock().unwrap()[&ln].set(common::relay::Mode::Pass);
+    let (c, r) = tokio::time::timeout(Duration::from_secs(30), write)
+        .await
+        .expect("the write was answered")
+        .unwrap();
+    r.unwrap_or_else(|e| panic!("the write lost on its way: {e}"));
+    drop(c);
+    common::converged(&nodes, "test").await;
+    for (i, v) in values_on_each(&nodes).await.iter().enumerate() {
+        assert_eq!(v, &[1, 2], "node {i}: each write exactly once");
+    }
+}
+
+async fn wait_relay_idle(relays: &Mutex<HashMap<u16, common::relay::Relay>>, n: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relays.lock().unwrap()[&n].live() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not close its connections"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -3,7 +3,7 @@
 //! (ARCHITECTURE §2).
 //!
 //! # Encoding
-//! `[version: u8 = 1][postcard(LogEntry)]`. postcard is compact (varints, no field
+//! `[version: u8 = 2][postcard(LogEntry)]`. postcard is compact (varints, no field
 //! names), and the version byte lets a later format be told apart. Decoding never
 //! panics: bytes from the log or a peer that do not decode are an error.
 
@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Format version of the encoding (the first byte).
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Largest encoded entry: a transaction beyond this gets a clear error at COMMIT.
 pub const MAX_ENTRY_BYTES: usize = 32 << 20;
 
@@ -120,6 +120,10 @@ pub struct Txn {
     /// The session settings in force (captured at the first write).
     pub session: SessionVars,
     pub statements: Vec<Statement>,
+    /// The request id a follower stamped on a forwarded autocommit write (see
+    /// `cluster::requests`): how it learns, after losing the leader, whether the write
+    /// committed.
+    pub request: Option<u128>,
 }
 
 /// A DDL or account statement, already run on the leader as the client's user.
@@ -284,6 +288,7 @@ mod tests {
                     matched: None,
                 },
             }],
+            request: None,
         })
     }
 

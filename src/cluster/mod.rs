@@ -13,6 +13,8 @@
 //! - [`log_store`]: openraft's log storage over [`crate::wal`].
 //! - [`state_machine`]: openraft's state machine over [`crate::apply`].
 //! - [`network`]: Raft RPCs over the transport, client and server.
+//! - [`requests`]: request ids, which make a forwarded autocommit write safe to send
+//!   again after a failover.
 //! - [`status`]: node and member statuses from Raft progress and heartbeats.
 //! - [`transport`]: TCP connections between peers, length-prefixed frames, and the
 //!   mutual challenge-response handshake on the shared `[cluster] secret` that every
@@ -21,6 +23,7 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod requests;
 pub mod state_machine;
 pub mod status;
 pub mod transport;

@@ -127,6 +127,8 @@ pub struct Cluster {
     pub pending: Arc<PendingCommits>,
     pub apply_status: Arc<std::sync::Mutex<ApplyStatus>>,
     applier: Arc<Mutex<Applier>>,
+    /// Request ids of the entries applied in this run (see [`super::requests`]).
+    pub requests: Arc<super::requests::Requests>,
     /// The node's own handle on its state database (DDL intents).
     state: std::sync::Mutex<StateDb>,
     /// The local MariaDB has been made writable for this term (see `guard_read_only`).
@@ -174,6 +176,9 @@ impl Cluster {
             applier.halt(index, reason);
         }
         let apply_status = applier.status();
+        let requests = Arc::new(super::requests::Requests::new(
+            applier.applied().index.map_or(0, |i| i + 1),
+        ));
         let settings = Arc::new(applier.settings.clone());
         let applier = Arc::new(Mutex::new(applier));
         spawn_marker_ticker(Arc::downgrade(&applier));
@@ -229,6 +234,7 @@ impl Cluster {
         let sm = StateMachine {
             applier: applier.clone(),
             diverged: Arc::new(diverged),
+            requests: requests.clone(),
         };
         let raft = Raft::new(
             id,
@@ -250,6 +256,7 @@ impl Cluster {
             pending,
             apply_status,
             applier,
+            requests,
             state: std::sync::Mutex::new(state),
             read_write: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             secret: auth.secret.clone(),

@@ -37,6 +37,8 @@ pub struct StateMachine {
     pub applier: Arc<Mutex<Applier>>,
     /// Set once replay has diverged: the node stops campaigning for leadership.
     pub diverged: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Request ids of the applied entries that carry one.
+    pub requests: Arc<super::requests::Requests>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -64,10 +66,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut items = Vec::new();
         let mut responders = Vec::new();
+        let mut requests = Vec::new();
         while let Some(next) = entries.next().await {
             let (entry, responder) = next?;
             let index = entry.log_id.index;
             let term = entry.log_id.leader_id.term;
+            if let EntryPayload::Normal(crate::apply::LogEntry::Txn(t)) = &entry.payload {
+                if let Some(id) = t.request {
+                    let first = t.statements.first();
+                    let done = super::requests::Done {
+                        index,
+                        affected: t.statements.iter().map(|s| s.expect.affected).sum(),
+                        last_insert_id: first.and_then(|s| s.pins.insert_id).unwrap_or(0),
+                    };
+                    requests.push((id, done));
+                }
+            }
             items.push(match entry.payload {
                 EntryPayload::Blank => Item::Blank { index, term },
                 EntryPayload::Normal(data) => Item::Entry {
@@ -104,6 +118,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             Err(e) => return Err(io_err(e)),
         };
+        for (id, done) in requests {
+            if done.index < applied_below {
+                self.requests.record(id, done);
+            }
+        }
         for (index, r) in responders {
             if index < applied_below {
                 r.send(Applied { index });

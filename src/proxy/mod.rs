@@ -15,6 +15,7 @@ pub mod hostname;
 pub mod order;
 pub mod registry;
 pub mod replicate;
+pub mod requests;
 pub mod router;
 pub mod sequencer;
 pub mod server;
@@ -65,6 +66,8 @@ pub struct Shared {
     pub read_wait: Duration,
     /// `[proxy] failover_wait_ms`.
     pub failover_wait: Duration,
+    /// Forwarded requests whose statements run on this node's sessions now.
+    pub in_flight: requests::InFlight,
 }
 
 impl Shared {

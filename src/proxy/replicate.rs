@@ -50,6 +50,11 @@ pub trait Replicator: Send + Sync + 'static {
     fn is_member_ip(&self, ip: std::net::IpAddr) -> bool;
     /// The record of the member whose node number is `number`.
     fn member(&self, number: u16) -> Option<Member>;
+    /// The last index in this node's log.
+    fn last_log_index(&self) -> u64;
+    /// Whether forwarded request `id`, sent when its sender knew `since` committed,
+    /// committed (see [`crate::cluster::requests`]).
+    fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup;
 }
 
 impl Replicator for Cluster {
@@ -133,6 +138,19 @@ impl Replicator for Cluster {
             .membership()
             .get_node(&u64::from(number))
             .cloned()
+    }
+
+    fn last_log_index(&self) -> u64 {
+        use openraft::async_runtime::watch::WatchReceiver;
+        self.raft()
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0)
+    }
+
+    fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup {
+        self.requests.lookup(id, since)
     }
 }
 

@@ -547,6 +547,12 @@ pub struct RouteState {
     /// The member id of a leader whose proxy `ensure_link` could not reach just now
     /// (it may have died: the statement is held until another leader is known).
     pub unreachable: Option<String>,
+    /// On a forwarded session: the request id the current statement carries (see
+    /// `super::requests`), and the one the next statement will.
+    pub request: Option<u128>,
+    pub request_next: Option<u128>,
+    /// The leader refused the request stamp of the statement just sent.
+    pub stamp_refused: bool,
 }
 
 /// What [`Session::link_or_hold`] found.
@@ -606,7 +612,7 @@ pub(super) fn lost_leader(why: &str) -> ServerError {
 
 /// How long a held statement leaves alone a leader that could not take it (its proxy
 /// unreachable, or it refused as not the leader) before trying it again.
-const AVOID_FOR: std::time::Duration = std::time::Duration::from_millis(200);
+pub(super) const AVOID_FOR: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The leader changed while a session's state was on the old one.
 fn state_lost() -> ServerError {
@@ -1003,7 +1009,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Run one of the proxy's own queries on the link and return its reply. `None`
     /// (and the link dropped) if the link broke.
-    async fn collect_on_link(&mut self, sql: &str) -> Option<(Outcome, Vec<u8>)> {
+    pub(super) async fn collect_on_link(&mut self, sql: &str) -> Option<(Outcome, Vec<u8>)> {
         let mut raw = bytes::BytesMut::new();
         encode_query(&mut raw, sql);
         let limit = 2 * self.shared.max_packet;
@@ -1161,6 +1167,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         });
         let deadline = tokio::time::Instant::now() + self.shared.failover_wait;
         let mut avoid = None;
+        // An autocommit write gets a request id, so that if the link breaks before
+        // its reply the next leader can say whether it committed (`super::requests`).
+        let request = self
+            .stamps(text)
+            .then(rand::random::<u128>)
+            .filter(|_| !(self.route.link_pinned() || self.route.sticky));
+        let rep = self.shared.replicator.get().cloned();
         loop {
             match self.link_or_hold(p, deadline, &mut avoid).await? {
                 Linked::Ready => {}
@@ -1171,8 +1184,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // State of the session's on the leader (a transaction, locks): it cannot
             // move to another.
             let pinned = self.route.link_pinned() || self.route.sticky;
-            match self.on_link(p, expect, text).await? {
+            // Any entry for the request comes after what this node knows committed now.
+            let since = rep.as_ref().map_or(0, |r| r.known_committed());
+            match self.on_link(p, expect, text, request).await? {
                 Ok(flow) => return Ok(flow),
+                Err(LinkFailure::Broken {
+                    sent_any: false,
+                    why,
+                }) if request.is_some() && !pinned && !self.route.stamp_refused => {
+                    tracing::info!(
+                        id = self.auth.id,
+                        ?leader,
+                        why,
+                        "the link broke before a write's reply: asking the next leader whether it committed"
+                    );
+                    self.route.link = None;
+                    avoid = leader.map(|l| (l, tokio::time::Instant::now() + AVOID_FOR));
+                    let id = request.unwrap_or_default();
+                    match self
+                        .resolve_request(p, id, since, deadline, &mut avoid)
+                        .await?
+                    {
+                        super::requests::Resolved::Answered(flow) => return Ok(flow),
+                        // Never committed: sent again, under the same id.
+                        super::requests::Resolved::Absent => continue,
+                    }
+                }
                 Err(LinkFailure::NotLeader) if !pinned => {
                     tracing::debug!(
                         id = self.auth.id,
@@ -1328,16 +1365,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         p: &Packet,
         expect: Expect,
         text: Option<&str>,
+        request: Option<u128>,
     ) -> Result<Result<Flow, LinkFailure>, SessionError> {
         // The index question rides behind the statement, unless the statement could
         // make the leader ask for a file (LOAD DATA LOCAL), which would take it for
         // the file's contents.
         let pipelined = text.is_some_and(|t| !t.to_ascii_uppercase().contains("INFILE"));
-        let mut raw = bytes::BytesMut::from(&p.raw[..]);
+        let mut raw = bytes::BytesMut::new();
+        if let Some(id) = request {
+            let stamp = format!(
+                "{}{}",
+                super::requests::STAMP_PREFIX,
+                crate::cluster::requests::format_id(id)
+            );
+            encode_query(&mut raw, &stamp);
+        }
+        raw.extend_from_slice(&p.raw);
         if pipelined {
             encode_query(&mut raw, INDEX_QUERY);
         }
-        let result = self.relay_link(&raw, expect).await;
+        let result = self
+            .relay_link_after(&raw, usize::from(request.is_some()), expect)
+            .await;
         self.route.last_on_leader = true;
         match result {
             Ok(outcome) => {
@@ -1406,6 +1455,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         raw: &[u8],
         expect: Expect,
     ) -> Result<Outcome, LinkFailure> {
+        self.relay_link_after(raw, 0, expect).await
+    }
+
+    /// [`Self::relay_link`] for `raw` that starts with `skip` commands of the proxy's
+    /// own, whose single-packet replies are read and dropped first.
+    async fn relay_link_after(
+        &mut self,
+        raw: &[u8],
+        skip: usize,
+        expect: Expect,
+    ) -> Result<Outcome, LinkFailure> {
         let Some(link) = self.route.link.as_mut() else {
             return Err(LinkFailure::Broken {
                 sent_any: false,
@@ -1421,6 +1481,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
             .map_err(|e| broken(false, e))?;
         link.conn.flush().await.map_err(|e| broken(false, e))?;
+        self.route.stamp_refused = false;
+        for _ in 0..skip {
+            match drain(link, Expect::Single).await {
+                Ok(o) if o.error.is_none() => {}
+                Ok(o) => {
+                    // The statement behind it runs all the same, without the stamp.
+                    tracing::warn!(code = ?o.error, "the leader refused a request stamp");
+                    self.route.stamp_refused = true;
+                }
+                Err(e) => return Err(broken(false, e)),
+            }
+        }
         // A KILL of this session meanwhile must reach the leader (see `kill_on_leader`).
         self.registration.running_on_leader(Some(link.thread_id));
         let result = self.relay_link_reply(expect).await;

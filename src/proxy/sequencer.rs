@@ -190,7 +190,7 @@ fn refusal(code: u16, state: &'static str, msg: impl Into<String>) -> ServerErro
 /// on its link knows the statement did not run, and holds it for the next leader.
 pub(super) const NOT_LEADER_TEXT: &str = "is not the leader and does not run writes";
 
-fn follower_refusal(leader: Option<crate::cluster::Member>, me: &str) -> ServerError {
+pub(super) fn not_leader_refusal(leader: Option<crate::cluster::Member>, me: &str) -> ServerError {
     let where_ = match leader {
         Some(m) => format!("the leader is {} (MySQL port {})", m.id, m.proxy_addr),
         None => "no leader is known right now; retry shortly".into(),
@@ -275,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let Some(term) = term else {
             if needs_leader(&class) {
-                let err = follower_refusal(rep.leader(), &rep.me().id);
+                let err = not_leader_refusal(rep.leader(), &rep.me().id);
                 self.reply_err(p.last_seq, err).await?;
                 return Ok(Flow::Continue);
             }
@@ -831,6 +831,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             id: x.id,
             session: x.vars.clone(),
             statements: x.statements,
+            // A follower's stamp, on the one write the proxy committed for it.
+            request: if x.implicit { self.route.request } else { None },
         });
         if let Err(e) = entry.encode() {
             self.internal(&format!("XA END '{xid}'")).await.ok();
@@ -1282,7 +1284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         let Some(term) = term else {
-            let err = follower_refusal(rep.leader(), &rep.me().id);
+            let err = not_leader_refusal(rep.leader(), &rep.me().id);
             self.reply_err(p.last_seq, err).await?;
             return Ok(Flow::Continue);
         };
@@ -1859,7 +1861,7 @@ fn is_client_xa_any(text: &str) -> bool {
 
 fn propose_refusal(e: ProposeError) -> ServerError {
     match e {
-        ProposeError::NotLeader { leader } => follower_refusal(leader, "(this node)"),
+        ProposeError::NotLeader { leader } => not_leader_refusal(leader, "(this node)"),
         ProposeError::Discarded => refusal(
             1180,
             "HY000",

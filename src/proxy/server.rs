@@ -240,6 +240,7 @@ impl Proxy {
             read_consistency: settings.read_consistency,
             read_wait: settings.read_wait,
             failover_wait: settings.failover_wait,
+            in_flight: Default::default(),
         });
         let listener =
             TcpListener::bind(settings.listen)

@@ -717,6 +717,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     pub(super) async fn command(&mut self, p: Packet) -> Result<Flow, SessionError> {
+        // A forwarded session's request stamp covers the one command after it, which
+        // counts as running until it ends (see `super::requests`).
+        self.route.request = self.route.request_next.take();
+        let Some(id) = self.route.request else {
+            return self.dispatch(p).await;
+        };
+        let shared = self.shared.clone();
+        let _running = shared.in_flight.enter(id);
+        self.dispatch(p).await
+    }
+
+    async fn dispatch(&mut self, p: Packet) -> Result<Flow, SessionError> {
         let Some(cmd) = p.first() else {
             self.reply_err(p.last_seq, ServerError::malformed("empty command"))
                 .await?;
@@ -844,6 +856,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         if self.shared.replicator.get().is_some() {
+            if let Some(flow) = self.request_intercept(&p, &text).await? {
+                return Ok(flow);
+            }
             if let Some(flow) = self.route_intercept(&p, &text).await? {
                 return Ok(flow);
             }

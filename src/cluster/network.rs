@@ -60,6 +60,32 @@ pub struct PeerAuth {
     pub secret: Arc<Vec<u8>>,
     /// This node's MariaDB settings, for peers that compare.
     pub settings: Arc<ReplaySettings>,
+    /// When this node last heard from a leader, for its election timer.
+    pub contact: Arc<Contact>,
+}
+
+/// When this node last accepted an append from a leader or granted a vote: what its
+/// election timer (see `node::campaign`) counts from.
+pub struct Contact {
+    at: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for Contact {
+    fn default() -> Self {
+        Contact {
+            at: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl Contact {
+    pub fn touch(&self) {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.at.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
 }
 
 /// openraft's network factory: one [`PeerClient`] per target.
@@ -256,7 +282,7 @@ pub async fn serve(
                 tracing::error!(peer = %addr, %reason, "peer refused");
                 return;
             }
-            answer(conn.0, raft, auth.settings.clone(), shutdown).await;
+            answer(conn.0, raft, auth.settings.clone(), auth.contact.clone(), shutdown).await;
         });
     }
     connections.shutdown().await;
@@ -295,6 +321,7 @@ async fn answer(
     mut conn: PeerConn,
     raft: Raft<StateMachine>,
     settings: Arc<ReplaySettings>,
+    contact: Arc<Contact>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -313,7 +340,7 @@ async fn answer(
         };
         let response = match postcard::from_bytes::<Request>(&frame) {
             Ok(Request::Settings) => Response::Settings((*settings).clone()),
-            Ok(req) => handle(&raft, req).await,
+            Ok(req) => handle(&raft, req, &contact).await,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable request from peer; dropping the connection");
                 return;
@@ -328,14 +355,24 @@ async fn answer(
     }
 }
 
-async fn handle(raft: &Raft<StateMachine>, req: Request) -> Response {
+async fn handle(raft: &Raft<StateMachine>, req: Request, contact: &Contact) -> Response {
     match req {
         Request::Append(rpc) => match raft.append_entries(rpc).await {
-            Ok(r) => Response::Append(r),
+            Ok(r) => {
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    contact.touch();
+                }
+                Response::Append(r)
+            }
             Err(e) => Response::Failed(e.to_string()),
         },
         Request::Vote(rpc) => match raft.vote(rpc).await {
-            Ok(r) => Response::Vote(r),
+            Ok(r) => {
+                if r.vote_granted {
+                    contact.touch();
+                }
+                Response::Vote(r)
+            }
             Err(e) => Response::Failed(e.to_string()),
         },
         Request::PreVote(rpc) => match raft.pre_vote(rpc).await {

@@ -133,6 +133,9 @@ pub struct Cluster {
     state: std::sync::Mutex<StateDb>,
     /// The local MariaDB has been made writable for this term (see `guard_read_only`).
     read_write: Arc<std::sync::atomic::AtomicBool>,
+    /// This node stands for election when it hears no leader (`[cluster]
+    /// disable_auto_election` off, replay not diverged).
+    may_lead: Arc<std::sync::atomic::AtomicBool>,
     /// `[cluster] secret`: also proves a forwarded client's address to another node's
     /// proxy (see `proxy::router`).
     pub secret: Arc<Vec<u8>>,
@@ -207,18 +210,27 @@ impl Cluster {
             proxy_addr: s.proxy_addr.clone(),
             api_addr: s.api_addr.clone(),
         };
+        let contact = Arc::new(network::Contact::default());
         let auth = PeerAuth {
             me,
             secret: Arc::new(s.secret.clone()),
             settings,
+            contact: contact.clone(),
         };
+        // Elections are started by this node's own timer (`campaign`), not openraft's:
+        // openraft's leader lease is its `election_timeout_max`, and a voter refuses
+        // every vote until its lease has run out, so with openraft's timer a candidate
+        // whose timeout fell early in [min, max] is refused and waits a second timeout
+        // (5 s and more with the defaults). Here the lease is the lowest election
+        // timeout, and `campaign` stands only once it has run out everywhere.
+        let lease = s.election_timeout_min_ms;
         let config = Config {
             cluster_name: "wolfscale".into(),
             heartbeat_interval: s.heartbeat_ms,
-            election_timeout_min: s.election_timeout_min_ms,
-            election_timeout_max: s.election_timeout_max_ms,
+            election_timeout_min: (lease * 3 / 4).max(s.heartbeat_ms + 1).min(lease - 1),
+            election_timeout_max: lease,
             snapshot_policy: SnapshotPolicy::Never,
-            enable_elect: !s.disable_auto_election,
+            enable_elect: false,
             // Appends are sent as soon as they are submitted, not once flushed here.
             max_payload_entries: 1024,
             ..Config::default()
@@ -259,6 +271,9 @@ impl Cluster {
             requests,
             state: std::sync::Mutex::new(state),
             read_write: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            may_lead: Arc::new(std::sync::atomic::AtomicBool::new(
+                !s.disable_auto_election && !halted,
+            )),
             secret: auth.secret.clone(),
             shutdown,
             server,
@@ -266,10 +281,19 @@ impl Cluster {
         if s.bootstrap {
             cluster.bootstrap(&auth, &s.peers).await?;
         }
+        tokio::spawn(campaign(
+            cluster.raft.clone(),
+            cluster.id,
+            contact,
+            (s.election_timeout_min_ms, s.election_timeout_max_ms),
+            cluster.may_lead.clone(),
+            cluster.shutdown.subscribe(),
+        ));
         tokio::spawn(compare_settings(cluster.raft.clone(), auth));
         tokio::spawn(stand_down_when_diverged(
             cluster.raft.clone(),
             cluster.id,
+            cluster.may_lead.clone(),
             on_diverged,
             cluster.shutdown.subscribe(),
         ));
@@ -535,6 +559,7 @@ impl Cluster {
 async fn stand_down_when_diverged(
     raft: Raft<StateMachine>,
     me: NodeId,
+    may_lead: Arc<std::sync::atomic::AtomicBool>,
     mut diverged: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -543,7 +568,7 @@ async fn stand_down_when_diverged(
         _ = shutdown.changed() => return,
     }
     tracing::error!("replay diverged: this node no longer stands for election");
-    raft.runtime_config().elect(false);
+    may_lead.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut metrics = raft.metrics();
     let mut last_try: Option<tokio::time::Instant> = None;
     loop {
@@ -632,6 +657,64 @@ async fn guard_read_only(
             _ = shutdown.wait_for(|s| *s) => return,
             changed = metrics.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// This node's election timer. A voter that has heard from no leader (an append it
+/// accepted, a vote it granted) for a timeout drawn from `[min, max]` ms stands for
+/// election, with a pre-vote first (a node cut off from the others cannot win one, so
+/// it never raises the term and disturbs the leader when it returns). The timeout is
+/// drawn again after each attempt. The draw starts a little above `min`, the voters'
+/// lease (see the openraft config in `Cluster::start`), so that the others' leases
+/// have run out too.
+async fn campaign(
+    raft: Raft<StateMachine>,
+    me: NodeId,
+    contact: Arc<network::Contact>,
+    (min, max): (u64, u64),
+    may_lead: Arc<std::sync::atomic::AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use rand::Rng;
+    let margin = (max.saturating_sub(min) / 20).clamp(1, 50);
+    let draw = || {
+        let low = min + margin;
+        Duration::from_millis(rand::rng().random_range(low..=max.max(low)))
+    };
+    let tick = Duration::from_millis((min / 20).clamp(5, 50));
+    let mut timeout = draw();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.changed() => return,
+        }
+        let (leading, voter) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == me);
+            (m.state == ServerState::Leader, voter)
+        };
+        if leading || !voter || !may_lead.load(std::sync::atomic::Ordering::SeqCst) {
+            contact.touch();
+            continue;
+        }
+        let silent = contact.elapsed();
+        if silent < timeout {
+            continue;
+        }
+        tracing::info!(
+            silent_ms = silent.as_millis() as u64,
+            "no leader heard from: standing for election"
+        );
+        if raft.trigger().elect(true).await.is_err() {
+            return;
+        }
+        contact.touch();
+        timeout = draw();
     }
 }
 

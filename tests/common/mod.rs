@@ -6,6 +6,7 @@
 //! process if that is killed outright.
 #![allow(dead_code)]
 
+pub mod procs;
 pub mod raw;
 pub mod relay;
 

@@ -1,0 +1,274 @@
+//! `wolfscale start` processes, each beside its own throwaway MariaDB, for the tests
+//! that must kill a node outright (SIGKILL, a crash point: no destructor runs, its
+//! MariaDB connections drop as they would on a real crash).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{opts, Db, APP_PASSWORD};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use wolfscale::localdb::free_port;
+
+/// One `wolfscale start` process and its MariaDB.
+pub struct ProcNode {
+    pub n: usize,
+    pub db: Db,
+    pub dir: tempfile::TempDir,
+    pub proxy_port: u16,
+    pub api_port: u16,
+    pub cluster_port: u16,
+    pub child: Option<Child>,
+    /// Extra `[cluster]` and `[proxy]` settings (see [`FAST`]).
+    pub tuning: Tuning,
+}
+
+/// Timeouts of a cluster of process nodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub failover_wait_ms: u64,
+}
+
+/// Short timeouts: elections within a second.
+pub const FAST: Tuning = Tuning {
+    heartbeat_ms: 100,
+    election_timeout_ms: 500,
+    failover_wait_ms: 5000,
+};
+
+/// The documented defaults (heartbeat 500 ms, elections after 1.5 to 3 s).
+pub const DEFAULTS: Tuning = Tuning {
+    heartbeat_ms: 500,
+    election_timeout_ms: 1500,
+    failover_wait_ms: 5000,
+};
+
+impl ProcNode {
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("wolfscale.toml")
+    }
+
+    pub fn failpoints(&self) -> PathBuf {
+        self.dir.path().join("failpoints")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("node.log")
+    }
+
+    pub fn write_config(&self, peers: &[u16]) {
+        let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let text = format!(
+            "[node]\nid = \"node-{n}\"\nbind_address = \"127.0.0.1:{cp}\"\n\
+             advertise_address = \"127.0.0.1:{cp}\"\ndata_dir = \"{data}\"\n\
+             [database]\nhost = \"127.0.0.1\"\nport = {db}\nuser = \"root\"\n\
+             [cluster]\npeers = [{peers}]\nsecret = \"crash-test-secret\"\n\
+             heartbeat_interval_ms = {hb}\nelection_timeout_ms = {et}\n\
+             [api]\nbind_address = \"127.0.0.1:{api}\"\n\
+             [proxy]\nbind_address = \"127.0.0.1:{proxy}\"\nfailover_wait_ms = {fw}\n",
+            hb = self.tuning.heartbeat_ms,
+            et = self.tuning.election_timeout_ms,
+            fw = self.tuning.failover_wait_ms,
+            n = self.n,
+            cp = self.cluster_port,
+            data = self.dir.path().join("data").display(),
+            db = self.db.port(),
+            peers = peers.join(", "),
+            api = self.api_port,
+            proxy = self.proxy_port,
+        );
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    pub fn spawn(&mut self, bootstrap: bool) {
+        std::fs::write(self.failpoints(), "").unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wolfscale"));
+        cmd.arg("--config")
+            .arg(self.config())
+            .arg("start")
+            .env("WOLFSCALE_FAILPOINT_FILE", self.failpoints())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if bootstrap {
+            cmd.arg("--bootstrap");
+        }
+        self.child = Some(cmd.spawn().expect("spawn wolfscale start"));
+    }
+
+    pub fn arm(&self, point: &str) {
+        std::fs::write(self.failpoints(), point).unwrap();
+    }
+
+    /// Wait for the process to end (it aborted at its crash point).
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        status
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        http_get_json(self.api_port, "/status").await
+    }
+
+    pub async fn client(&self) -> Result<Conn, mysql_async::Error> {
+        Conn::new(opts(self.proxy_port, "app", APP_PASSWORD, Some("test"))).await
+    }
+}
+
+impl Drop for ProcNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn http_get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+/// Three process nodes; node 0 bootstraps.
+pub async fn cluster() -> Vec<ProcNode> {
+    cluster_of(3, FAST).await
+}
+
+/// `n` process nodes with `tuning`; node 0 bootstraps.
+pub async fn cluster_of(n: usize, tuning: Tuning) -> Vec<ProcNode> {
+    let dbs = super::futures_join_all((0..n).map(|_| Db::start())).await;
+    let mut nodes: Vec<ProcNode> = dbs
+        .into_iter()
+        .enumerate()
+        .map(|(i, db)| ProcNode {
+            n: i + 1,
+            db,
+            dir: tempfile::tempdir().unwrap(),
+            proxy_port: free_port().unwrap(),
+            api_port: free_port().unwrap(),
+            cluster_port: free_port().unwrap(),
+            child: None,
+            tuning,
+        })
+        .collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.cluster_port).collect();
+    for node in &nodes {
+        let peers: Vec<u16> = ports
+            .iter()
+            .copied()
+            .filter(|p| *p != node.cluster_port)
+            .collect();
+        node.write_config(&peers);
+    }
+    for node in nodes.iter_mut().skip(1) {
+        node.spawn(false);
+    }
+    nodes[0].spawn(true);
+    nodes
+}
+
+/// The node that takes writes among those `eligible`, waiting up to 30 s for one.
+pub async fn leader_among(nodes: &[ProcNode], eligible: impl Fn(usize) -> bool) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if !eligible(i) || n.child.is_none() {
+                continue;
+            }
+            if let Some(s) = n.status().await {
+                if s["role"] == "leader" && s["status"] == "Active" {
+                    return i;
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(ProcNode::log_text).collect();
+            panic!("no leader; logs:\n{}", logs.join("\n----\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Run `sql` through `node`'s proxy, retrying while the node is not yet writable.
+pub async fn write(node: &ProcNode, sql: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = match node.client().await {
+            Ok(mut c) => match c.query_drop(sql).await {
+                Ok(()) => return,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sql} through node-{}: {last}",
+            node.n
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait until every node's MariaDB answers `sql` with `want`, and has no prepared
+/// transaction left.
+pub async fn settled(nodes: &[ProcNode], sql: &str, want: &str) {
+    for node in nodes {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut c = node.db.root().await;
+            // Until the node has replayed the DDL, the table may not exist there.
+            let v: Option<String> = c
+                .query_first::<Option<String>, _>(sql)
+                .await
+                .ok()
+                .flatten()
+                .flatten();
+            let prepared: Vec<mysql_async::Row> = c.query("XA RECOVER").await.unwrap();
+            if v.as_deref() == Some(want) && prepared.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node-{}: {sql} gave {v:?} with {} prepared, want {want:?} and nothing prepared; its log:\n{}",
+                node.n,
+                prepared.len(),
+                node.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

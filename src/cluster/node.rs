@@ -231,6 +231,11 @@ impl Cluster {
             election_timeout_max: lease,
             snapshot_policy: SnapshotPolicy::Never,
             enable_elect: false,
+            // A node that led before it stopped comes back as a follower, and the
+            // cluster elects a leader in a new term: only an entry of a later term
+            // settles which of its prepared transactions' entries survived (see
+            // `Applier::recover_prepared`), and a returning node syncs before it leads.
+            enable_leader_restore: Some(false),
             // Appends are sent as soon as they are submitted, not once flushed here.
             max_payload_entries: 1024,
             ..Config::default()

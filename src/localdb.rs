@@ -104,6 +104,14 @@ impl LocalMariaDb {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Start the server again after [`Self::stop`], on the same port and data.
+    pub fn restart(&mut self, opts: &Options) -> Result<(), LocalDbError> {
+        self.stop();
+        let data = self.dir.join("data");
+        *self = spawn(&self.dir, &data, self.port, opts)?;
+        Ok(())
+    }
+
     /// Stop with SIGTERM, then SIGKILL after ten seconds.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -417,3 +417,72 @@ async fn soak_leader_kills() {
     );
     assert_clean(&v);
 }
+
+/// The leader's MariaDB stops during the load. The node's health check sees it, the
+/// node hands leadership over (within two election timeouts) and reports itself
+/// Offline; writes go on through the others. When its MariaDB is back the node
+/// recovers by itself: healthy, read-only again as a follower, caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_database_stop() {
+    let mut nodes = cluster_of(3, FAST).await;
+    let l = setup(&nodes).await;
+    let ports: Vec<u16> = nodes.iter().map(|n| n.proxy_port).collect();
+    let load = Load::start(&ports, 2);
+    load.wait_acks(200).await;
+    let stopped = Instant::now();
+    tokio::task::block_in_place(|| nodes[l].db.server.stop());
+    let new_leader = leader_among(&nodes, |i| i != l).await;
+    let moved = stopped.elapsed();
+    load.wait_acks(200).await;
+    let s = nodes[l]
+        .status()
+        .await
+        .expect("status of the node whose MariaDB stopped");
+    assert_eq!(s["status"], "Offline", "{s}");
+    assert_eq!(s["database"], "Unreachable", "{s}");
+    assert_ne!(s["role"], "leader", "{s}");
+    tokio::task::block_in_place(|| {
+        nodes[l]
+            .db
+            .server
+            .restart(&wolfscale::localdb::Options::default())
+            .expect("restart MariaDB")
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = nodes[l].status().await;
+        if s.as_ref()
+            .is_some_and(|s| s["status"] == "Active" && s["database"] == "Healthy")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-{} did not recover: {s:?}",
+            nodes[l].n
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    load.wait_acks(100).await;
+    let attempts = load.finish().await;
+    let rows = converged(&nodes).await;
+    let v = judge(&attempts, &rows);
+    eprintln!(
+        "database stop: node-{} lost its MariaDB, node-{} led {moved:?} later; {} acknowledged, {} unknown",
+        nodes[l].n, nodes[new_leader].n, v.acked, v.unknown
+    );
+    assert_clean(&v);
+    // FAST: elections after 0.5 to 1 s; two election timeouts, and the health check's
+    // three probes 100 ms apart.
+    assert!(
+        moved < Duration::from_millis(2300),
+        "leadership moved after {moved:?}"
+    );
+    let mut c = nodes[l].db.root().await;
+    let ro: Option<i64> = c.query_first("SELECT @@global.read_only").await.unwrap();
+    assert_eq!(
+        ro,
+        Some(1),
+        "the recovered follower's MariaDB is read-only again"
+    );
+}

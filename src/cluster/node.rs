@@ -114,6 +114,21 @@ pub struct Proposal {
     pub done: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
 }
 
+/// The local MariaDB, as this node's health check judges it (see `watch_database`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum DbHealth {
+    Healthy,
+    /// Probes fail or time out.
+    Unreachable,
+    /// `read_only` is on while this node leads and should be writing.
+    ReadOnly,
+}
+
+/// Consecutive failed probes before the database counts as unhealthy, and good ones
+/// before it counts as healthy again.
+const HEALTH_FAILS: u32 = 3;
+const HEALTH_OKS: u32 = 3;
+
 /// A node's handle on the cluster.
 pub struct Cluster {
     raft: Raft<StateMachine>,
@@ -136,6 +151,8 @@ pub struct Cluster {
     /// This node stands for election when it hears no leader (`[cluster]
     /// disable_auto_election` off, replay not diverged).
     may_lead: Arc<std::sync::atomic::AtomicBool>,
+    /// The local MariaDB's health, probed every heartbeat.
+    pub db_health: watch::Receiver<DbHealth>,
     /// `[cluster] secret`: also proves a forwarded client's address to another node's
     /// proxy (see `proxy::router`).
     pub secret: Arc<Vec<u8>>,
@@ -263,6 +280,7 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let (shutdown, rx) = watch::channel(false);
+        let (health_tx, db_health) = watch::channel(DbHealth::Healthy);
         let server = tokio::spawn(network::serve(listener, raft.clone(), auth.clone(), rx));
         let cluster = Cluster {
             raft,
@@ -279,6 +297,7 @@ impl Cluster {
             may_lead: Arc::new(std::sync::atomic::AtomicBool::new(
                 !s.disable_auto_election && !halted,
             )),
+            db_health,
             secret: auth.secret.clone(),
             shutdown,
             server,
@@ -291,7 +310,20 @@ impl Cluster {
             cluster.id,
             contact,
             (s.election_timeout_min_ms, s.election_timeout_max_ms),
-            cluster.may_lead.clone(),
+            (cluster.may_lead.clone(), cluster.db_health.clone()),
+            cluster.shutdown.subscribe(),
+        ));
+        tokio::spawn(watch_database(
+            s.database.clone(),
+            Duration::from_millis(s.heartbeat_ms),
+            cluster.read_write.clone(),
+            health_tx,
+            cluster.shutdown.subscribe(),
+        ));
+        tokio::spawn(stand_down_when_unhealthy(
+            cluster.raft.clone(),
+            cluster.id,
+            cluster.db_health.clone(),
             cluster.shutdown.subscribe(),
         ));
         tokio::spawn(compare_settings(cluster.raft.clone(), auth));
@@ -305,6 +337,7 @@ impl Cluster {
         tokio::spawn(guard_read_only(
             cluster.raft.clone(),
             cluster.id,
+            cluster.db_health.clone(),
             s.database.clone(),
             s.follower_innodb_flush,
             cluster.read_write.clone(),
@@ -386,7 +419,8 @@ impl Cluster {
             // leadership over, see `stand_down_when_diverged`).
             return None;
         }
-        let ready = self.read_write.load(std::sync::atomic::Ordering::SeqCst);
+        let ready = self.read_write.load(std::sync::atomic::Ordering::SeqCst)
+            && *self.db_health.borrow() == DbHealth::Healthy;
         (applied_term == m.current_term && ready).then_some(m.current_term)
     }
 
@@ -605,6 +639,7 @@ async fn stand_down_when_diverged(
 async fn guard_read_only(
     raft: Raft<StateMachine>,
     me: NodeId,
+    mut health: watch::Receiver<DbHealth>,
     db: mysql_async::Opts,
     follower_flush: Option<u8>,
     read_write: Arc<std::sync::atomic::AtomicBool>,
@@ -661,6 +696,131 @@ async fn guard_read_only(
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
             changed = metrics.changed() => if changed.is_err() { return },
+            changed = health.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *health.borrow_and_update() == DbHealth::Healthy {
+                    // Back after an outage (a restarted MariaDB starts with the
+                    // read_only of its own configuration): set the role again.
+                    current = None;
+                }
+            }
+        }
+    }
+}
+
+/// Probe the local MariaDB every heartbeat on a connection kept for it (a full
+/// `max_connections` does not look like death once it is open), reading the marker
+/// table so that a stalled InnoDB fails the probe, and checking `read_only` against
+/// the role. The verdict changes only after [`HEALTH_FAILS`] bad or [`HEALTH_OKS`]
+/// good probes in a row.
+async fn watch_database(
+    db: mysql_async::Opts,
+    heartbeat: Duration,
+    read_write: Arc<std::sync::atomic::AtomicBool>,
+    health: watch::Sender<DbHealth>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use mysql_async::prelude::Queryable;
+    let limit = (heartbeat * 2).max(Duration::from_secs(1));
+    let mut conn: Option<mysql_async::Conn> = None;
+    let (mut bad, mut good) = (0u32, 0u32);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(heartbeat) => {}
+            _ = shutdown.changed() => return,
+        }
+        let probe = async {
+            if conn.is_none() {
+                conn = Some(mysql_async::Conn::new(db.clone()).await?);
+            }
+            let c = conn.as_mut().expect("connected above");
+            c.query_first::<(i64, i64), _>(
+                "SELECT @@global.read_only, COUNT(*) FROM wolfscale.applied",
+            )
+            .await
+        };
+        let verdict = match tokio::time::timeout(limit, probe).await {
+            Ok(Ok(Some((read_only, _)))) => {
+                let leading = read_write.load(std::sync::atomic::Ordering::SeqCst);
+                if leading && read_only != 0 {
+                    Err(DbHealth::ReadOnly)
+                } else {
+                    Ok(())
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                conn = None;
+                Err(DbHealth::Unreachable)
+            }
+        };
+        let current = *health.borrow();
+        match verdict {
+            Ok(()) => {
+                bad = 0;
+                good += 1;
+                if current != DbHealth::Healthy && good >= HEALTH_OKS {
+                    tracing::info!("the local MariaDB is healthy again");
+                    health.send_replace(DbHealth::Healthy);
+                }
+            }
+            Err(kind) => {
+                good = 0;
+                bad += 1;
+                if current == DbHealth::Healthy && bad >= HEALTH_FAILS {
+                    tracing::error!(health = ?kind, probes = bad, "the local MariaDB is unhealthy: this node takes no writes, serves no local reads and does not stand for election");
+                    health.send_replace(kind);
+                }
+            }
+        }
+    }
+}
+
+/// A leader whose MariaDB is unhealthy hands leadership to the most caught-up other
+/// voter, retrying every second while it still leads.
+async fn stand_down_when_unhealthy(
+    raft: Raft<StateMachine>,
+    me: NodeId,
+    mut health: watch::Receiver<DbHealth>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut metrics = raft.metrics();
+    let mut last_try: Option<tokio::time::Instant> = None;
+    loop {
+        let unhealthy = *health.borrow_and_update() != DbHealth::Healthy;
+        let m = metrics.borrow_watched().clone();
+        let leading = m.current_leader == Some(me) && m.state == ServerState::Leader;
+        let due = last_try.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if unhealthy && leading && due {
+            last_try = Some(tokio::time::Instant::now());
+            let matched = |id: &NodeId| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map_or(0, |l| l.index)
+            };
+            let to = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .filter(|id| *id != me)
+                .max_by_key(matched);
+            if let Some(to) = to {
+                tracing::warn!(
+                    to,
+                    "the local MariaDB is unhealthy: transferring leadership"
+                );
+                if let Err(e) = raft.trigger().transfer_leader(to).await {
+                    tracing::warn!(error = %e, "cannot transfer leadership");
+                }
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            changed = health.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if unhealthy && leading => {}
+            _ = shutdown.changed() => return,
         }
     }
 }
@@ -677,7 +837,10 @@ async fn campaign(
     me: NodeId,
     contact: Arc<network::Contact>,
     (min, max): (u64, u64),
-    may_lead: Arc<std::sync::atomic::AtomicBool>,
+    (may_lead, health): (
+        Arc<std::sync::atomic::AtomicBool>,
+        watch::Receiver<DbHealth>,
+    ),
     mut shutdown: watch::Receiver<bool>,
 ) {
     use rand::Rng;
@@ -703,7 +866,9 @@ async fn campaign(
                 .any(|v| v == me);
             (m.state == ServerState::Leader, voter)
         };
-        if leading || !voter || !may_lead.load(std::sync::atomic::Ordering::SeqCst) {
+        // A node whose MariaDB is unhealthy does not stand: it could not take writes.
+        let healthy = *health.borrow() == DbHealth::Healthy;
+        if leading || !voter || !healthy || !may_lead.load(std::sync::atomic::Ordering::SeqCst) {
             contact.touch();
             continue;
         }

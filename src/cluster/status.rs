@@ -7,7 +7,7 @@
 //! | `Dropped` | not heard from for ten heartbeats |
 //! | `Joining` | known to the membership but never replicated to yet / no leader known to this node yet |
 //! | `Syncing` | catching up: applied index well behind the commit index |
-//! | `Offline` | (reported by the leader) unreachable since this leader started |
+//! | `Offline` | its local MariaDB fails the health check (it takes no writes, serves no local reads, does not stand for election); or, reported by the leader, unreachable since this leader started |
 //! | `Diverged` | the applier stopped at an entry whose replay differed from the leader's |
 
 use std::time::Duration;
@@ -46,6 +46,8 @@ pub struct NodeStatus {
     pub applied_index: Option<u64>,
     /// Set when `status` is `Diverged`.
     pub diverged: Option<Divergence>,
+    /// The local MariaDB, as the health check judges it.
+    pub database: super::node::DbHealth,
     pub cluster_addr: String,
     pub proxy_addr: String,
     pub api_addr: String,
@@ -96,8 +98,11 @@ impl Cluster {
             }),
             ApplyStatus::Running => None,
         };
+        let database = *self.db_health.borrow();
         let status = if diverged.is_some() {
             Status::Diverged
+        } else if database != super::node::DbHealth::Healthy {
+            Status::Offline
         } else if leader.is_none() {
             Status::Joining
         } else if committed.unwrap_or(0).saturating_sub(applied.unwrap_or(0)) > LAG_ENTRIES {
@@ -122,6 +127,7 @@ impl Cluster {
             committed_index: committed,
             applied_index: applied,
             diverged,
+            database,
             cluster_addr: self.member.cluster_addr.clone(),
             proxy_addr: self.member.proxy_addr.clone(),
             api_addr: self.member.api_addr.clone(),

@@ -52,6 +52,9 @@ pub trait Replicator: Send + Sync + 'static {
     fn member(&self, number: u16) -> Option<Member>;
     /// The last index in this node's log.
     fn last_log_index(&self) -> u64;
+    /// Whether the local MariaDB passes the node's health check (else it serves no
+    /// local reads).
+    fn local_healthy(&self) -> bool;
     /// Whether forwarded request `id`, sent when its sender knew `since` committed,
     /// committed (see [`crate::cluster::requests`]).
     fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup;
@@ -147,6 +150,10 @@ impl Replicator for Cluster {
             .borrow_watched()
             .last_log_index
             .unwrap_or(0)
+    }
+
+    fn local_healthy(&self) -> bool {
+        *self.db_health.borrow() == crate::cluster::node::DbHealth::Healthy
     }
 
     fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup {

@@ -830,6 +830,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(rep) = self.shared.replicator.get().cloned() else {
             return Ok(true);
         };
+        if !rep.local_healthy() {
+            // Whatever the level: a MariaDB that fails its health check (a stalled
+            // InnoDB) answers nothing here.
+            return Ok(false);
+        }
         let need = match self.consistency() {
             ReadConsistency::Local => return Ok(true),
             ReadConsistency::Session => self.route.index,

@@ -356,3 +356,109 @@ async fn wait_relay_idle(relays: &Mutex<HashMap<u16, common::relay::Relay>>, n: 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+fn raft_id(node: &FullNode) -> u64 {
+    use openraft::async_runtime::watch::WatchReceiver;
+    node.cluster.raft().metrics().borrow_watched().id
+}
+
+/// The documented rule ("the lowest id leads") as a preference: after leadership
+/// moved to node-3, the leader hands it back to node-1 once node-1 has been caught up
+/// for a while, by a leadership transfer. With `disable_auto_election` it stays put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_returns_to_the_preferred_node() {
+    for auto in [true, false] {
+        let nodes =
+            common::full_cluster_adjusted(3, |s| s.disable_auto_election = !auto, |_| {}).await;
+        let first = nodes
+            .iter()
+            .position(|n| n.raft.settings.node_id == "node-1")
+            .unwrap();
+        let third = nodes
+            .iter()
+            .position(|n| n.raft.settings.node_id == "node-3")
+            .unwrap();
+        let l = leader_of(&nodes);
+        assert_eq!(l, first, "node-1 bootstraps and leads");
+        nodes[l]
+            .cluster
+            .raft()
+            .trigger()
+            .transfer_leader(raft_id(&nodes[third]))
+            .await
+            .unwrap();
+        let moved = common::wait_until(Duration::from_secs(10), || async {
+            nodes[third].is_writable()
+        })
+        .await;
+        assert!(moved, "the transfer to node-3 did not happen");
+        // Settle (5 election timeouts) plus the minimum interval: 8 s here.
+        let wait = Duration::from_secs(if auto { 20 } else { 10 });
+        let back = common::wait_until(wait, || async { nodes[first].is_writable() }).await;
+        assert_eq!(
+            back, auto,
+            "auto elections {auto}: leadership back on node-1: {back}"
+        );
+    }
+}
+
+/// A node whose MariaDB fails the health check refuses a leadership transfer; the
+/// cluster keeps (or gets) a writable leader that is not it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_an_unhealthy_database_refuses_leadership() {
+    let mut nodes = common::full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let f = followers(&nodes)[0];
+    tokio::task::block_in_place(|| nodes[f].raft.db.server.stop());
+    let offline = common::wait_until(Duration::from_secs(10), || async {
+        nodes[f].cluster.node_status().status == wolfscale::cluster::status::Status::Offline
+    })
+    .await;
+    assert!(offline, "the node did not notice its MariaDB stopped");
+    let target = raft_id(&nodes[f]);
+    nodes[l]
+        .cluster
+        .raft()
+        .trigger()
+        .transfer_leader(target)
+        .await
+        .ok();
+    // Whatever happens to the old leader, some other node leads, and never f.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        assert!(
+            !nodes[f].is_writable(),
+            "the unhealthy node took leadership"
+        );
+        let m = nodes[f].cluster.metrics();
+        assert_ne!(
+            m.current_leader,
+            Some(m.id),
+            "the unhealthy node became leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let led = common::wait_until(Duration::from_secs(10), || async {
+        nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| i != f && n.is_writable())
+    })
+    .await;
+    assert!(led, "no writable leader");
+    // Back: healthy, and it follows.
+    tokio::task::block_in_place(|| {
+        nodes[f]
+            .raft
+            .db
+            .server
+            .restart(&wolfscale::localdb::Options::default())
+            .unwrap()
+    });
+    let healthy = common::wait_until(Duration::from_secs(20), || async {
+        nodes[f].cluster.node_status().status == wolfscale::cluster::status::Status::Active
+    })
+    .await;
+    assert!(healthy, "{:?}", nodes[f].cluster.node_status());
+    drop(nodes.drain(..));
+}

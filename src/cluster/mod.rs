@@ -10,6 +10,8 @@
 //!
 //! - [`node`]: start-up (bootstrap, resume), the [`Cluster`] handle, proposals.
 //! - [`types`]: openraft's type configuration and the [`Member`] record.
+//! - [`leadership`]: the election timer, database health, handing leadership over,
+//!   the preferred leader.
 //! - [`log_store`]: openraft's log storage over [`crate::wal`].
 //! - [`state_machine`]: openraft's state machine over [`crate::apply`].
 //! - [`network`]: Raft RPCs over the transport, client and server.
@@ -20,6 +22,7 @@
 //!   mutual challenge-response handshake on the shared `[cluster] secret` that every
 //!   connection passes before it can carry a single frame. It moves opaque bytes and
 //!   knows nothing about Raft.
+pub mod leadership;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -62,6 +62,8 @@ pub struct PeerAuth {
     pub settings: Arc<ReplaySettings>,
     /// When this node last heard from a leader, for its election timer.
     pub contact: Arc<Contact>,
+    /// Whether this node may lead now (a leadership transfer to it is refused if not).
+    pub fitness: Arc<super::leadership::Fitness>,
 }
 
 /// When this node last accepted an append from a leader or granted a vote: what its
@@ -282,7 +284,7 @@ pub async fn serve(
                 tracing::error!(peer = %addr, %reason, "peer refused");
                 return;
             }
-            answer(conn.0, raft, auth.settings.clone(), auth.contact.clone(), shutdown).await;
+            answer(conn.0, raft, auth.clone(), shutdown).await;
         });
     }
     connections.shutdown().await;
@@ -320,8 +322,7 @@ pub fn check_peer(
 async fn answer(
     mut conn: PeerConn,
     raft: Raft<StateMachine>,
-    settings: Arc<ReplaySettings>,
-    contact: Arc<Contact>,
+    auth: PeerAuth,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -339,8 +340,8 @@ async fn answer(
             }
         };
         let response = match postcard::from_bytes::<Request>(&frame) {
-            Ok(Request::Settings) => Response::Settings((*settings).clone()),
-            Ok(req) => handle(&raft, req, &contact).await,
+            Ok(Request::Settings) => Response::Settings((*auth.settings).clone()),
+            Ok(req) => handle(&raft, req, &auth).await,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable request from peer; dropping the connection");
                 return;
@@ -355,7 +356,8 @@ async fn answer(
     }
 }
 
-async fn handle(raft: &Raft<StateMachine>, req: Request, contact: &Contact) -> Response {
+async fn handle(raft: &Raft<StateMachine>, req: Request, auth: &PeerAuth) -> Response {
+    let contact = &auth.contact;
     match req {
         Request::Append(rpc) => match raft.append_entries(rpc).await {
             Ok(r) => {
@@ -379,6 +381,11 @@ async fn handle(raft: &Raft<StateMachine>, req: Request, contact: &Contact) -> R
             Ok(r) => Response::Vote(r),
             Err(e) => Response::Failed(e.to_string()),
         },
+        Request::TransferLeader(_) if auth.fitness.refusal().is_some() => {
+            let why = auth.fitness.refusal().unwrap_or_default();
+            tracing::warn!(why, "refusing a leadership transfer to this node");
+            Response::Failed(format!("this node refuses leadership: {why}"))
+        }
         Request::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
             Ok(r) => Response::TransferLeader(r),
             Err(e) => Response::Failed(e.to_string()),

@@ -31,6 +31,7 @@ use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Mutex};
 
+use super::leadership::{self, DbHealth};
 use super::log_store::LogStore;
 use super::network::{self, Network, PeerAuth};
 use super::state_machine::StateMachine;
@@ -114,21 +115,6 @@ pub struct Proposal {
     pub done: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
 }
 
-/// The local MariaDB, as this node's health check judges it (see `watch_database`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum DbHealth {
-    Healthy,
-    /// Probes fail or time out.
-    Unreachable,
-    /// `read_only` is on while this node leads and should be writing.
-    ReadOnly,
-}
-
-/// Consecutive failed probes before the database counts as unhealthy, and good ones
-/// before it counts as healthy again.
-const HEALTH_FAILS: u32 = 3;
-const HEALTH_OKS: u32 = 3;
-
 /// A node's handle on the cluster.
 pub struct Cluster {
     raft: Raft<StateMachine>,
@@ -148,8 +134,8 @@ pub struct Cluster {
     state: std::sync::Mutex<StateDb>,
     /// The local MariaDB has been made writable for this term (see `guard_read_only`).
     read_write: Arc<std::sync::atomic::AtomicBool>,
-    /// This node stands for election when it hears no leader (`[cluster]
-    /// disable_auto_election` off, replay not diverged).
+    /// Cleared when replay diverges: this node must never lead (see
+    /// `leadership::Fitness`).
     may_lead: Arc<std::sync::atomic::AtomicBool>,
     /// The local MariaDB's health, probed every heartbeat.
     pub db_health: watch::Receiver<DbHealth>,
@@ -228,11 +214,23 @@ impl Cluster {
             api_addr: s.api_addr.clone(),
         };
         let contact = Arc::new(network::Contact::default());
+        let halted = matches!(
+            &*apply_status.lock().unwrap_or_else(|e| e.into_inner()),
+            ApplyStatus::Diverged { .. }
+        );
+        let (health_tx, db_health) = watch::channel(DbHealth::Healthy);
+        let fitness = Arc::new(leadership::Fitness {
+            may_lead: Arc::new(std::sync::atomic::AtomicBool::new(!halted)),
+            auto: !s.disable_auto_election,
+            health: db_health.clone(),
+            raft: std::sync::OnceLock::new(),
+        });
         let auth = PeerAuth {
             me,
             secret: Arc::new(s.secret.clone()),
             settings,
             contact: contact.clone(),
+            fitness: fitness.clone(),
         };
         // Elections are started by this node's own timer (`campaign`), not openraft's:
         // openraft's leader lease is its `election_timeout_max`, and a voter refuses
@@ -260,10 +258,6 @@ impl Cluster {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let id = u64::from(s.number);
-        let halted = matches!(
-            &*apply_status.lock().unwrap_or_else(|e| e.into_inner()),
-            ApplyStatus::Diverged { .. }
-        );
         let (diverged, on_diverged) = watch::channel(halted);
         let sm = StateMachine {
             applier: applier.clone(),
@@ -279,8 +273,8 @@ impl Cluster {
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        fitness.raft.set(raft.clone()).ok();
         let (shutdown, rx) = watch::channel(false);
-        let (health_tx, db_health) = watch::channel(DbHealth::Healthy);
         let server = tokio::spawn(network::serve(listener, raft.clone(), auth.clone(), rx));
         let cluster = Cluster {
             raft,
@@ -294,9 +288,7 @@ impl Cluster {
             requests,
             state: std::sync::Mutex::new(state),
             read_write: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            may_lead: Arc::new(std::sync::atomic::AtomicBool::new(
-                !s.disable_auto_election && !halted,
-            )),
+            may_lead: fitness.may_lead.clone(),
             db_health,
             secret: auth.secret.clone(),
             shutdown,
@@ -305,22 +297,32 @@ impl Cluster {
         if s.bootstrap {
             cluster.bootstrap(&auth, &s.peers).await?;
         }
-        tokio::spawn(campaign(
+        tokio::spawn(leadership::campaign(
             cluster.raft.clone(),
             cluster.id,
             contact,
             (s.election_timeout_min_ms, s.election_timeout_max_ms),
-            (cluster.may_lead.clone(), cluster.db_health.clone()),
+            fitness.clone(),
             cluster.shutdown.subscribe(),
         ));
-        tokio::spawn(watch_database(
+        if fitness.auto {
+            let max = Duration::from_millis(s.election_timeout_max_ms);
+            tokio::spawn(leadership::prefer_leader(
+                cluster.raft.clone(),
+                cluster.id,
+                cluster.pending.clone(),
+                (Duration::from_millis(s.heartbeat_ms), max * 5, max * 10),
+                cluster.shutdown.subscribe(),
+            ));
+        }
+        tokio::spawn(leadership::watch_database(
             s.database.clone(),
             Duration::from_millis(s.heartbeat_ms),
             cluster.read_write.clone(),
             health_tx,
             cluster.shutdown.subscribe(),
         ));
-        tokio::spawn(stand_down_when_unhealthy(
+        tokio::spawn(leadership::stand_down_when_unhealthy(
             cluster.raft.clone(),
             cluster.id,
             cluster.db_health.clone(),
@@ -707,184 +709,6 @@ async fn guard_read_only(
                 }
             }
         }
-    }
-}
-
-/// Probe the local MariaDB every heartbeat on a connection kept for it (a full
-/// `max_connections` does not look like death once it is open), reading the marker
-/// table so that a stalled InnoDB fails the probe, and checking `read_only` against
-/// the role. The verdict changes only after [`HEALTH_FAILS`] bad or [`HEALTH_OKS`]
-/// good probes in a row.
-async fn watch_database(
-    db: mysql_async::Opts,
-    heartbeat: Duration,
-    read_write: Arc<std::sync::atomic::AtomicBool>,
-    health: watch::Sender<DbHealth>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use mysql_async::prelude::Queryable;
-    let limit = (heartbeat * 2).max(Duration::from_secs(1));
-    let mut conn: Option<mysql_async::Conn> = None;
-    let (mut bad, mut good) = (0u32, 0u32);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(heartbeat) => {}
-            _ = shutdown.changed() => return,
-        }
-        let probe = async {
-            if conn.is_none() {
-                conn = Some(mysql_async::Conn::new(db.clone()).await?);
-            }
-            let c = conn.as_mut().expect("connected above");
-            c.query_first::<(i64, i64), _>(
-                "SELECT @@global.read_only, COUNT(*) FROM wolfscale.applied",
-            )
-            .await
-        };
-        let verdict = match tokio::time::timeout(limit, probe).await {
-            Ok(Ok(Some((read_only, _)))) => {
-                let leading = read_write.load(std::sync::atomic::Ordering::SeqCst);
-                if leading && read_only != 0 {
-                    Err(DbHealth::ReadOnly)
-                } else {
-                    Ok(())
-                }
-            }
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                conn = None;
-                Err(DbHealth::Unreachable)
-            }
-        };
-        let current = *health.borrow();
-        match verdict {
-            Ok(()) => {
-                bad = 0;
-                good += 1;
-                if current != DbHealth::Healthy && good >= HEALTH_OKS {
-                    tracing::info!("the local MariaDB is healthy again");
-                    health.send_replace(DbHealth::Healthy);
-                }
-            }
-            Err(kind) => {
-                good = 0;
-                bad += 1;
-                if current == DbHealth::Healthy && bad >= HEALTH_FAILS {
-                    tracing::error!(health = ?kind, probes = bad, "the local MariaDB is unhealthy: this node takes no writes, serves no local reads and does not stand for election");
-                    health.send_replace(kind);
-                }
-            }
-        }
-    }
-}
-
-/// A leader whose MariaDB is unhealthy hands leadership to the most caught-up other
-/// voter, retrying every second while it still leads.
-async fn stand_down_when_unhealthy(
-    raft: Raft<StateMachine>,
-    me: NodeId,
-    mut health: watch::Receiver<DbHealth>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut metrics = raft.metrics();
-    let mut last_try: Option<tokio::time::Instant> = None;
-    loop {
-        let unhealthy = *health.borrow_and_update() != DbHealth::Healthy;
-        let m = metrics.borrow_watched().clone();
-        let leading = m.current_leader == Some(me) && m.state == ServerState::Leader;
-        let due = last_try.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        if unhealthy && leading && due {
-            last_try = Some(tokio::time::Instant::now());
-            let matched = |id: &NodeId| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(id).cloned().flatten())
-                    .map_or(0, |l| l.index)
-            };
-            let to = m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .filter(|id| *id != me)
-                .max_by_key(matched);
-            if let Some(to) = to {
-                tracing::warn!(
-                    to,
-                    "the local MariaDB is unhealthy: transferring leadership"
-                );
-                if let Err(e) = raft.trigger().transfer_leader(to).await {
-                    tracing::warn!(error = %e, "cannot transfer leadership");
-                }
-            }
-        }
-        tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { return },
-            changed = health.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)), if unhealthy && leading => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// This node's election timer. A voter that has heard from no leader (an append it
-/// accepted, a vote it granted) for a timeout drawn from `[min, max]` ms stands for
-/// election, with a pre-vote first (a node cut off from the others cannot win one, so
-/// it never raises the term and disturbs the leader when it returns). The timeout is
-/// drawn again after each attempt. The draw starts a little above `min`, the voters'
-/// lease (see the openraft config in `Cluster::start`), so that the others' leases
-/// have run out too.
-async fn campaign(
-    raft: Raft<StateMachine>,
-    me: NodeId,
-    contact: Arc<network::Contact>,
-    (min, max): (u64, u64),
-    (may_lead, health): (
-        Arc<std::sync::atomic::AtomicBool>,
-        watch::Receiver<DbHealth>,
-    ),
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use rand::Rng;
-    let margin = (max.saturating_sub(min) / 20).clamp(1, 50);
-    let draw = || {
-        let low = min + margin;
-        Duration::from_millis(rand::rng().random_range(low..=max.max(low)))
-    };
-    let tick = Duration::from_millis((min / 20).clamp(5, 50));
-    let mut timeout = draw();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = shutdown.changed() => return,
-        }
-        let (leading, voter) = {
-            let metrics = raft.metrics();
-            let m = metrics.borrow_watched();
-            let voter = m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == me);
-            (m.state == ServerState::Leader, voter)
-        };
-        // A node whose MariaDB is unhealthy does not stand: it could not take writes.
-        let healthy = *health.borrow() == DbHealth::Healthy;
-        if leading || !voter || !healthy || !may_lead.load(std::sync::atomic::Ordering::SeqCst) {
-            contact.touch();
-            continue;
-        }
-        let silent = contact.elapsed();
-        if silent < timeout {
-            continue;
-        }
-        tracing::info!(
-            silent_ms = silent.as_millis() as u64,
-            "no leader heard from: standing for election"
-        );
-        if raft.trigger().elect(true).await.is_err() {
-            return;
-        }
-        contact.touch();
-        timeout = draw();
     }
 }
 

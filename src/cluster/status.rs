@@ -47,7 +47,7 @@ pub struct NodeStatus {
     /// Set when `status` is `Diverged`.
     pub diverged: Option<Divergence>,
     /// The local MariaDB, as the health check judges it.
-    pub database: super::node::DbHealth,
+    pub database: super::leadership::DbHealth,
     pub cluster_addr: String,
     pub proxy_addr: String,
     pub api_addr: String,
@@ -101,7 +101,7 @@ impl Cluster {
         let database = *self.db_health.borrow();
         let status = if diverged.is_some() {
             Status::Diverged
-        } else if database != super::node::DbHealth::Healthy {
+        } else if database != super::leadership::DbHealth::Healthy {
             Status::Offline
         } else if leader.is_none() {
             Status::Joining

@@ -153,7 +153,7 @@ impl Replicator for Cluster {
     }
 
     fn local_healthy(&self) -> bool {
-        *self.db_health.borrow() == crate::cluster::node::DbHealth::Healthy
+        *self.db_health.borrow() == crate::cluster::leadership::DbHealth::Healthy
     }
 
     fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup {

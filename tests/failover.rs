@@ -462,3 +462,115 @@ async fn a_node_with_an_unhealthy_database_refuses_leadership() {
     assert!(healthy, "{:?}", nodes[f].cluster.node_status());
     drop(nodes.drain(..));
 }
+
+/// A cluster whose peer traffic runs through relays: node n listens on 127.0.0.(10+n)
+/// and talks to its peers from that address, and the address the others dial (its
+/// member record) is a relay in front of it. So a test can cut one node off from the
+/// others in both directions: its relay closes everything, and the others' relays
+/// close what comes from its address.
+async fn cluster_with_peer_relays() -> (
+    Vec<FullNode>,
+    Arc<Mutex<HashMap<u16, common::relay::Relay>>>,
+) {
+    let relays: Arc<Mutex<HashMap<u16, common::relay::Relay>>> = Arc::default();
+    let r = relays.clone();
+    let nodes = common::full_cluster_adjusted(
+        3,
+        move |s| {
+            let advertised: std::net::SocketAddr = s.advertise.parse().unwrap();
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, 10 + s.number as u8);
+            let real = std::net::TcpListener::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let listener = std::net::TcpListener::bind(advertised).unwrap();
+            r.lock()
+                .unwrap()
+                .insert(s.number, common::relay::Relay::start(listener, real));
+            s.bind = real;
+        },
+        |_| {},
+    )
+    .await;
+    (nodes, relays)
+}
+
+fn node_ip(node: &FullNode) -> std::net::IpAddr {
+    node.raft.settings.bind.ip()
+}
+
+fn partition(relays: &Mutex<HashMap<u16, common::relay::Relay>>, node: &FullNode, cut: bool) {
+    let relays = relays.lock().unwrap();
+    for (n, relay) in relays.iter() {
+        if *n == number(node) {
+            relay.set(if cut {
+                common::relay::Mode::Cut
+            } else {
+                common::relay::Mode::Pass
+            });
+        } else {
+            relay.block(node_ip(node), cut);
+        }
+    }
+}
+
+/// The leader is cut off from the other two. It stops taking writes once it has not
+/// heard from a majority for an election timeout, and a write sent to it is never
+/// acknowledged. The majority elects a leader and takes writes. After healing, every
+/// node has the majority's writes and not the minority's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_leader_accepts_no_write_and_the_majority_goes_on() {
+    let (nodes, relays) = cluster_with_peer_relays().await;
+    let l = leader_of(&nodes);
+    let mut cl = nodes[l].client(Some("test")).await;
+    q(
+        &mut cl,
+        "CREATE TABLE fo (id INT AUTO_INCREMENT PRIMARY KEY, n INT)",
+    )
+    .await;
+    q(&mut cl, "INSERT INTO fo (n) VALUES (1)").await;
+    common::converged(&nodes, "test").await;
+
+    partition(&relays, &nodes[l], true);
+    let minority = tokio::spawn(async move {
+        let r = cl.query_drop("INSERT INTO fo (n) VALUES (100)").await;
+        (cl, r)
+    });
+    let deposed = common::wait_until(Duration::from_secs(10), || async {
+        !nodes[l].is_writable()
+    })
+    .await;
+    assert!(deposed, "the cut-off leader still takes writes");
+    let majority = common::wait_until(Duration::from_secs(20), || async {
+        nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| i != l && n.is_writable())
+    })
+    .await;
+    assert!(majority, "the majority elected no leader");
+    let m = (0..nodes.len())
+        .find(|i| *i != l && nodes[*i].is_writable())
+        .unwrap();
+    let mut cm = nodes[m].client(Some("test")).await;
+    q(&mut cm, "INSERT INTO fo (n) VALUES (200)").await;
+    if minority.is_finished() {
+        let (_, r) = minority.await.unwrap();
+        eprintln!("the minority's write, before healing: {r:?}");
+        assert!(r.is_err(), "the minority acknowledged a write");
+    } else {
+        partition(&relays, &nodes[l], false);
+        let (_, r) = tokio::time::timeout(Duration::from_secs(90), minority)
+            .await
+            .expect("the minority's write was answered after healing")
+            .unwrap();
+        eprintln!("the minority's write, after healing: {r:?}");
+        assert!(r.is_err(), "the minority acknowledged a write");
+    }
+    partition(&relays, &nodes[l], false);
+    drop(cm);
+    common::converged(&nodes, "test").await;
+    for (i, v) in values_on_each(&nodes).await.iter().enumerate() {
+        assert_eq!(v, &[1, 200], "node {i}");
+    }
+}

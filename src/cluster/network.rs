@@ -64,6 +64,9 @@ pub struct PeerAuth {
     pub contact: Arc<Contact>,
     /// Whether this node may lead now (a leadership transfer to it is refused if not).
     pub fitness: Arc<super::leadership::Fitness>,
+    /// The address peer connections are made from: `[node] bind_address`'s, unless
+    /// that is the unspecified address.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// When this node last accepted an append from a leader or granted a vote: what its
@@ -127,6 +130,7 @@ impl PeerClient {
         if self.conn.is_none() {
             let (conn, peer) = transport::connect(
                 &self.addr,
+                self.auth.source,
                 &self.auth.secret,
                 &self.auth.me,
                 CONNECT_TIMEOUT.min(timeout.max(Duration::from_millis(200))),

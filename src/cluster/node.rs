@@ -134,6 +134,9 @@ pub struct Cluster {
     state: std::sync::Mutex<StateDb>,
     /// The local MariaDB has been made writable for this term (see `guard_read_only`).
     read_write: Arc<std::sync::atomic::AtomicBool>,
+    /// How long a leader may go without hearing from a majority and still take
+    /// writes: `[cluster]` election_timeout_max.
+    quorum_window_ms: u64,
     /// Cleared when replay diverges: this node must never lead (see
     /// `leadership::Fitness`).
     may_lead: Arc<std::sync::atomic::AtomicBool>,
@@ -231,6 +234,7 @@ impl Cluster {
             settings,
             contact: contact.clone(),
             fitness: fitness.clone(),
+            source: Some(s.bind.ip()).filter(|ip| !ip.is_unspecified()),
         };
         // Elections are started by this node's own timer (`campaign`), not openraft's:
         // openraft's leader lease is its `election_timeout_max`, and a voter refuses
@@ -288,6 +292,7 @@ impl Cluster {
             requests,
             state: std::sync::Mutex::new(state),
             read_write: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            quorum_window_ms: s.election_timeout_max_ms,
             may_lead: fitness.may_lead.clone(),
             db_health,
             secret: auth.secret.clone(),
@@ -416,6 +421,17 @@ impl Cluster {
             return None;
         }
         let applied_term = m.last_applied.map(|l| l.leader_id.term)?;
+        // A leader that has not heard from a majority for an election timeout may
+        // have been deposed on the other side of a partition: it takes no new writes
+        // (they are held for a leader, then refused), rather than letting them wait
+        // for a commit that cannot come.
+        let acked = m
+            .last_quorum_acked
+            .as_ref()
+            .map(|t| openraft::Instant::elapsed(&**t));
+        if acked.is_none_or(|d| d > Duration::from_millis(self.quorum_window_ms)) {
+            return None;
+        }
         if self.is_diverged() {
             // Its database is not the log's: it must not take writes (it is handing
             // leadership over, see `stand_down_when_diverged`).
@@ -758,7 +774,15 @@ async fn discover(addr: &str, auth: &PeerAuth) -> Result<PeerIdentity, ClusterEr
     let deadline = tokio::time::Instant::now() + BOOTSTRAP_PATIENCE;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match transport::connect(addr, &auth.secret, &auth.me, network::CONNECT_TIMEOUT).await {
+        match transport::connect(
+            addr,
+            auth.source,
+            &auth.secret,
+            &auth.me,
+            network::CONNECT_TIMEOUT,
+        )
+        .await
+        {
             Ok((_conn, peer)) => return Ok(peer),
             Err(e) if e.is_auth_failure() => {
                 return Err(ClusterError::Bootstrap(format!(

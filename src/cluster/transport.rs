@@ -925,19 +925,50 @@ impl Handshaking {
 /// the identity the peer proved, or the reason it failed (the caller logs it).
 pub async fn connect(
     addr: &str,
+    source: Option<std::net::IpAddr>,
     secret: &[u8],
     me: &PeerIdentity,
     deadline: Duration,
 ) -> Result<(PeerConn, PeerIdentity), TransportError> {
     me.validate().map_err(TransportError::InvalidIdentity)?;
     let attempt = async {
-        let mut hs = Handshaking::new(TcpStream::connect(addr).await?)?;
+        let mut hs = Handshaking::new(dial(addr, source).await?)?;
         let peer = hs.client(secret, me).await?;
         Ok((hs.finish(), peer))
     };
     tokio::time::timeout(deadline, attempt)
         .await
         .map_err(|_| TransportError::Timeout(deadline))?
+}
+
+/// A TCP connection to `addr`, from `source` when given (a node whose `[node]
+/// bind_address` names one address of a multi-homed host talks to its peers from it).
+async fn dial(addr: &str, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        if target.is_ipv4() != ip.is_ipv4() {
+            continue;
+        }
+        let socket = if ip.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        match socket.connect(target).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr} has no address of the family of {ip}"),
+        )
+    }))
 }
 
 /// Run the server side of the handshake on a freshly accepted connection.
@@ -1010,7 +1041,7 @@ mod tests {
     ) -> (Outcome, Outcome) {
         let (l, addr) = listen().await;
         let server = serve_one(l, server_secret, ident(2), DEADLINE);
-        let client = connect(&addr, client_secret, &ident(1), DEADLINE).await;
+        let client = connect(&addr, None, client_secret, &ident(1), DEADLINE).await;
         (client, server.await.unwrap())
     }
 
@@ -1286,7 +1317,9 @@ mod tests {
         };
         let (l, addr) = listen().await;
         let server = serve_one(l, SECRET, server_id.clone(), DEADLINE);
-        let (conn, seen_by_client) = connect(&addr, SECRET, &client_id, DEADLINE).await.unwrap();
+        let (conn, seen_by_client) = connect(&addr, None, SECRET, &client_id, DEADLINE)
+            .await
+            .unwrap();
         let (sconn, seen_by_server) = server.await.unwrap().unwrap();
         assert_eq!(seen_by_client, server_id);
         assert_eq!(seen_by_server, client_id);
@@ -1297,7 +1330,7 @@ mod tests {
     async fn invalid_local_identity_is_refused() {
         let mut me = ident(1);
         me.node_id = "n".repeat(MAX_NODE_ID + 1);
-        let e = connect("127.0.0.1:1", SECRET, &me, DEADLINE)
+        let e = connect("127.0.0.1:1", None, SECRET, &me, DEADLINE)
             .await
             .err()
             .unwrap();
@@ -1516,7 +1549,7 @@ mod tests {
             let mut sink = Vec::new();
             let _ = s.read_to_end(&mut sink).await;
         });
-        let e = connect(&addr, SECRET, &ident(1), Duration::from_millis(200))
+        let e = connect(&addr, None, SECRET, &ident(1), Duration::from_millis(200))
             .await
             .err()
             .unwrap();
@@ -1546,7 +1579,7 @@ mod tests {
                 raw.send_bytes(&answer).await;
                 raw.recv().await
             });
-            let e = connect(&addr, SECRET, &ident(1), DEADLINE)
+            let e = connect(&addr, None, SECRET, &ident(1), DEADLINE)
                 .await
                 .err()
                 .unwrap();
@@ -1588,8 +1621,9 @@ mod tests {
             .map(|i| {
                 let addr = addr.clone();
                 tokio::spawn(async move {
-                    let (mut conn, peer) =
-                        connect(&addr, SECRET, &ident(i), DEADLINE).await.unwrap();
+                    let (mut conn, peer) = connect(&addr, None, SECRET, &ident(i), DEADLINE)
+                        .await
+                        .unwrap();
                     assert_eq!(peer, ident(1000));
                     conn.write_frame(&i.to_be_bytes()).await.unwrap();
                     assert_eq!(&conn.read_frame().await.unwrap()[..], &i.to_be_bytes());

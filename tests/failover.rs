@@ -574,3 +574,23 @@ async fn a_partitioned_leader_accepts_no_write_and_the_majority_goes_on() {
         assert_eq!(v, &[1, 200], "node {i}");
     }
 }
+
+/// A leader takes writes only while a majority has acknowledged it within an election
+/// timeout; alone in its cluster it is its own majority, also when idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_node_cluster_stays_writable_when_idle() {
+    let nodes = common::full_cluster(1).await;
+    let mut c = nodes[0].client(Some("test")).await;
+    q(
+        &mut c,
+        "CREATE TABLE fo (id INT AUTO_INCREMENT PRIMARY KEY, n INT)",
+    )
+    .await;
+    // Idle for twice the election timeout (max 800 ms here).
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(
+        nodes[0].is_writable(),
+        "an idle single node stopped taking writes"
+    );
+    q(&mut c, "INSERT INTO fo (n) VALUES (1)").await;
+}

@@ -429,7 +429,13 @@ impl Cluster {
             .last_quorum_acked
             .as_ref()
             .map(|t| openraft::Instant::elapsed(&**t));
-        if acked.is_none_or(|d| d > Duration::from_millis(self.quorum_window_ms)) {
+        let alone = || {
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .all(|v| v == self.id)
+        };
+        if acked.is_none_or(|d| d > Duration::from_millis(self.quorum_window_ms)) && !alone() {
             return None;
         }
         if self.is_diverged() {

@@ -45,6 +45,14 @@ enum Command {
         #[arg(long)]
         bootstrap: bool,
     },
+    /// Run this node and join an established cluster through one of its nodes
+    /// (`HOST:7654`, any member: it points to the leader). The node becomes a learner,
+    /// its MariaDB is filled from the log, and it becomes a voter once caught up.
+    Join {
+        /// A member's cluster address.
+        #[arg(value_name = "HOST:PORT")]
+        leader: String,
+    },
     /// Run the MySQL proxy alone in front of `[database]`: no cluster, no HTTP API;
     /// every statement runs directly on that MariaDB (the front end on its own).
     Proxy,
@@ -111,7 +119,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", wolfscale::sql::classify(&sql));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Start { bootstrap } => start(&path, bootstrap),
+        Command::Start { bootstrap } => start(&path, bootstrap, None),
+        Command::Join { leader } => start(&path, false, Some(leader)),
         Command::Proxy => proxy(&path),
         Command::Status { endpoint } => status(&path, endpoint),
         Command::Demo { nodes, listen, dir } => demo(nodes, listen, dir),
@@ -211,7 +220,11 @@ fn runnable_config(path: &std::path::Path) -> anyhow::Result<Result<Config, Exit
     Ok(Ok(cfg))
 }
 
-fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
+fn start(
+    path: &std::path::Path,
+    bootstrap: bool,
+    join: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let cfg = match runnable_config(path)? {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
@@ -224,6 +237,9 @@ fn start(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
             api = ?node.api_addr,
             "node started"
         );
+        if let Some(addr) = join {
+            node.cluster.join(&addr).await?;
+        }
         wait_for_signal().await?;
         tracing::info!("signal received: shutting down");
         node.shutdown().await;

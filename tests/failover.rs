@@ -594,3 +594,66 @@ async fn a_single_node_cluster_stays_writable_when_idle() {
     );
     q(&mut c, "INSERT INTO fo (n) VALUES (1)").await;
 }
+
+/// A fresh node with an empty MariaDB joins an established cluster through a
+/// follower (which points it to the leader): it becomes a learner, replays the log,
+/// and is made a voter once caught up; later writes reach it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fresh_node_joins_and_becomes_a_voter() {
+    let nodes = common::full_cluster(3).await;
+    let l = leader_of(&nodes);
+    let f = followers(&nodes)[0];
+    let mut c = nodes[l].client(Some("test")).await;
+    q(
+        &mut c,
+        "CREATE TABLE fo (id INT AUTO_INCREMENT PRIMARY KEY, n INT)",
+    )
+    .await;
+    for n in 1..=50 {
+        q(&mut c, &format!("INSERT INTO fo (n) VALUES ({n})")).await;
+    }
+    let db = common::Db::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = wolfscale::localdb::free_port().unwrap();
+    let mut s = common::cluster_settings(4, &db, dir.path(), port);
+    s.proxy_addr = format!("127.0.0.1:{}", wolfscale::localdb::free_port().unwrap());
+    let fresh = wolfscale::cluster::Cluster::start(s)
+        .await
+        .expect("start the new node");
+    fresh
+        .join(&nodes[f].raft.settings.advertise)
+        .await
+        .expect("join through a follower");
+    let voter = common::wait_until(Duration::from_secs(30), || async {
+        let m = nodes[l].cluster.metrics();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        voters.contains(&4)
+    })
+    .await;
+    assert!(voter, "the new node was not made a voter");
+    let view = nodes[l].cluster.cluster_view(Duration::from_millis(100));
+    let member = view
+        .members
+        .iter()
+        .find(|m| m.node_id == "node-4")
+        .expect("the new node is in /cluster");
+    assert!(member.voter, "{member:?}");
+    q(&mut c, "INSERT INTO fo (n) VALUES (51)").await;
+    let mut direct = db.direct(Some("test")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: Option<i64> = direct
+            .query_first("SELECT COUNT(*) FROM fo")
+            .await
+            .unwrap_or(None);
+        if n == Some(51) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new node has {n:?} rows");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sum: Option<i64> = direct.query_first("SELECT SUM(n) FROM fo").await.unwrap();
+    assert_eq!(sum, Some(51 * 52 / 2), "each row exactly once");
+    drop(direct);
+    fresh.shutdown().await;
+}

@@ -40,6 +40,8 @@ pub enum Request {
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// The MariaDB settings replay depends on, to compare nodes.
     Settings,
+    /// Add the sender (as the handshake named it) to the cluster, as a learner first.
+    Join,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -51,6 +53,10 @@ pub enum Response {
     /// The receiver could not handle it (its Raft stopped, or the request is not for
     /// it).
     Failed(String),
+    /// The sender is (now) a member: a learner until it has caught up.
+    Joined,
+    /// Ask the leader, at this cluster address.
+    Redirect(String),
 }
 
 /// Who this node is and how it proves it, for both directions of the transport.
@@ -288,7 +294,7 @@ pub async fn serve(
                 tracing::error!(peer = %addr, %reason, "peer refused");
                 return;
             }
-            answer(conn.0, raft, auth.clone(), shutdown).await;
+            answer(conn.0, conn.1, raft, auth.clone(), shutdown).await;
         });
     }
     connections.shutdown().await;
@@ -325,6 +331,7 @@ pub fn check_peer(
 
 async fn answer(
     mut conn: PeerConn,
+    peer: PeerIdentity,
     raft: Raft<StateMachine>,
     auth: PeerAuth,
     mut shutdown: watch::Receiver<bool>,
@@ -345,6 +352,7 @@ async fn answer(
         };
         let response = match postcard::from_bytes::<Request>(&frame) {
             Ok(Request::Settings) => Response::Settings((*auth.settings).clone()),
+            Ok(Request::Join) => join(&raft, &peer, &auth).await,
             Ok(req) => handle(&raft, req, &auth).await,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable request from peer; dropping the connection");
@@ -394,7 +402,99 @@ async fn handle(raft: &Raft<StateMachine>, req: Request, auth: &PeerAuth) -> Res
             Ok(r) => Response::TransferLeader(r),
             Err(e) => Response::Failed(e.to_string()),
         },
-        Request::Settings => Response::Failed("answered by the connection".into()),
+        Request::Settings | Request::Join => Response::Failed("answered by the connection".into()),
+    }
+}
+
+/// A node asks to join: on the leader it becomes a learner at once, and a voter (joint
+/// consensus, through openraft's membership change) once it has caught up; any other
+/// node points it to the leader.
+async fn join(raft: &Raft<StateMachine>, peer: &PeerIdentity, auth: &PeerAuth) -> Response {
+    let m = raft.metrics().borrow_watched().clone();
+    let me = u64::from(auth.me.number);
+    if m.current_leader != Some(me) || m.state != openraft::ServerState::Leader {
+        let leader = m
+            .current_leader
+            .and_then(|id| m.membership_config.membership().get_node(&id).cloned());
+        return match leader {
+            Some(l) => Response::Redirect(l.cluster_addr),
+            None => Response::Failed("no leader is elected yet".into()),
+        };
+    }
+    let id = u64::from(peer.number);
+    let membership = m.membership_config.membership();
+    if membership.get_node(&id).is_some() {
+        return Response::Joined;
+    }
+    let member = Member {
+        id: peer.node_id.clone(),
+        cluster_addr: peer.cluster_addr.clone(),
+        proxy_addr: peer.proxy_addr.clone(),
+        api_addr: peer.api_addr.clone(),
+    };
+    tracing::info!(node = %peer.node_id, number = id, "a node joins: adding it as a learner");
+    if let Err(e) = raft.add_learner(id, member, false).await {
+        return Response::Failed(format!("cannot add the node as a learner: {e}"));
+    }
+    tokio::spawn(promote_when_caught_up(raft.clone(), me, id));
+    Response::Joined
+}
+
+/// On the leader: make learner `id` a voter once it has every entry of the log.
+async fn promote_when_caught_up(raft: Raft<StateMachine>, me: NodeId, id: NodeId) {
+    let mut metrics = raft.metrics();
+    loop {
+        let m = metrics.borrow_watched().clone();
+        if m.current_leader != Some(me) {
+            // The next leader promotes it when the node asks again (it retries its
+            // join until it is a voter).
+            return;
+        }
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().any(|v| v == id) {
+            return;
+        }
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map_or(0, |l| l.index);
+        if matched >= m.last_log_index.unwrap_or(0) {
+            tracing::info!(number = id, "the learner has caught up: making it a voter");
+            let change = openraft::ChangeMembers::AddVoterIds([id].into_iter().collect());
+            match raft.change_membership(change, true).await {
+                Ok(_) => return,
+                Err(e) => tracing::warn!(error = %e, "cannot make the learner a voter yet"),
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Ask the node at `addr` to add this one to its cluster. Whom it named as leader, if
+/// it redirected.
+pub async fn ask_join(addr: &str, auth: &PeerAuth) -> Result<Option<String>, String> {
+    let (mut conn, _) =
+        transport::connect(addr, auth.source, &auth.secret, &auth.me, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+    let body = postcard::to_allocvec(&Request::Join).map_err(|e| e.to_string())?;
+    let exchange = async {
+        conn.write_frame(&body).await?;
+        conn.read_frame().await
+    };
+    let frame = tokio::time::timeout(CONNECT_TIMEOUT * 2, exchange)
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())?;
+    match postcard::from_bytes::<Response>(&frame).map_err(|e| e.to_string())? {
+        Response::Joined => Ok(None),
+        Response::Redirect(leader) => Ok(Some(leader)),
+        Response::Failed(why) => Err(why),
+        _ => Err("unexpected answer".into()),
     }
 }
 

@@ -142,6 +142,8 @@ pub struct Cluster {
     may_lead: Arc<std::sync::atomic::AtomicBool>,
     /// The local MariaDB's health, probed every heartbeat.
     pub db_health: watch::Receiver<DbHealth>,
+    /// How this node proves itself to peers (kept for `join`).
+    auth: PeerAuth,
     /// `[cluster] secret`: also proves a forwarded client's address to another node's
     /// proxy (see `proxy::router`).
     pub secret: Arc<Vec<u8>>,
@@ -296,6 +298,7 @@ impl Cluster {
             may_lead: fitness.may_lead.clone(),
             db_health,
             secret: auth.secret.clone(),
+            auth: auth.clone(),
             shutdown,
             server,
         };
@@ -398,6 +401,46 @@ impl Cluster {
 
     pub fn raft(&self) -> &Raft<StateMachine> {
         &self.raft
+    }
+
+    /// Join an established cluster through any of its nodes (`wolfscale join`): the
+    /// leader adds this node as a learner and makes it a voter once it has caught up.
+    /// Returns once it is a member; asks again in the background, of whichever node
+    /// leads, until it is a voter.
+    pub async fn join(&self, addr: &str) -> Result<(), ClusterError> {
+        let deadline = tokio::time::Instant::now() + BOOTSTRAP_PATIENCE;
+        let mut target = addr.to_string();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match network::ask_join(&target, &self.auth).await {
+                Ok(None) => break,
+                Ok(Some(leader)) if leader != target => {
+                    tracing::info!(%leader, "joining through the leader");
+                    target = leader;
+                }
+                Ok(Some(_)) | Err(_) if tokio::time::Instant::now() > deadline => {
+                    return Err(ClusterError::Bootstrap(format!(
+                        "cannot join the cluster through {addr} within {}s",
+                        BOOTSTRAP_PATIENCE.as_secs()
+                    )))
+                }
+                Ok(Some(_)) => tokio::time::sleep(backoff).await,
+                Err(e) => {
+                    tracing::info!(peer = %target, error = %e, "waiting to join the cluster");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    target = addr.to_string();
+                }
+            }
+        }
+        tracing::info!(through = %target, "joined the cluster as a learner");
+        tokio::spawn(keep_joining(
+            self.raft.clone(),
+            self.id,
+            self.auth.clone(),
+            self.shutdown.subscribe(),
+        ));
+        Ok(())
     }
 
     /// The current leader and its record, if known.
@@ -606,6 +649,40 @@ impl Cluster {
         self.shutdown.send_replace(true);
         self.raft.shutdown().await.ok();
         self.server.await.ok();
+    }
+}
+
+/// Until this node is a voter, ask the current leader every two seconds to add it
+/// (a leader that changed before promoting it does so then).
+async fn keep_joining(
+    raft: Raft<StateMachine>,
+    me: NodeId,
+    auth: PeerAuth,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let (voter, leader) = {
+            let m = raft.metrics().borrow_watched().clone();
+            let membership = m.membership_config.membership();
+            let voter = membership.voter_ids().any(|v| v == me);
+            let leader = m
+                .current_leader
+                .and_then(|id| membership.get_node(&id).map(|n| n.cluster_addr.clone()));
+            (voter, leader)
+        };
+        if voter {
+            tracing::info!("this node is a voter now");
+            return;
+        }
+        if let Some(addr) = leader {
+            if let Err(e) = network::ask_join(&addr, &auth).await {
+                tracing::debug!(error = %e, "asking the leader to make this node a voter");
+            }
+        }
     }
 }
 

@@ -103,7 +103,7 @@ impl Cluster {
             Status::Diverged
         } else if database != super::leadership::DbHealth::Healthy {
             Status::Offline
-        } else if leader.is_none() {
+        } else if leader.is_none() || m.state == ServerState::Learner {
             Status::Joining
         } else if committed.unwrap_or(0).saturating_sub(applied.unwrap_or(0)) > LAG_ENTRIES {
             Status::Syncing
@@ -167,6 +167,9 @@ impl Cluster {
                 } else {
                     Status::Joining
                 }
+            } else if !voters.contains(id) {
+                // A learner: it joined and is catching up; it becomes a voter then.
+                Status::Joining
             } else {
                 match (matched, heard) {
                     (None, _) => Status::Joining,

@@ -145,6 +145,8 @@ pub struct PendingCommits {
     /// The latest pinned timestamp of any applied entry (µs): a new leader's pins
     /// start above it, so logged time never goes backwards across a failover.
     last_timestamp: std::sync::atomic::AtomicI64,
+    /// The highest term in which this node opened a write transaction in this run.
+    max_term: std::sync::atomic::AtomicU64,
 }
 
 impl PendingCommits {
@@ -170,10 +172,17 @@ impl PendingCommits {
 
     /// A write transaction started on backend thread `thread` in `term`.
     pub fn opened(&self, id: TxnId, term: u64, thread: u32) {
+        self.max_term
+            .fetch_max(term, std::sync::atomic::Ordering::AcqRel);
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, (term, thread));
+    }
+
+    /// The highest term in which this node opened a write transaction in this run.
+    pub fn max_term(&self) -> u64 {
+        self.max_term.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// How many write transactions are open (not yet prepared or ended).
@@ -282,6 +291,10 @@ pub struct Applier {
     /// start, with the highest term their entries can have: those whose entries
     /// are not met before an entry of a later term never commit, and are rolled back.
     recovered: Vec<(String, u64)>,
+    /// A connection was open before: the next one reconciles prepared transactions.
+    connected_before: bool,
+    /// The bound `recover_prepared` was given at start.
+    start_bound: u64,
     /// Local entries' commits, pipelined (see [`committer`]).
     committer: committer::Committer,
     marker_written: std::time::Instant,
@@ -315,6 +328,8 @@ impl Applier {
             ddl_since_open: false,
             halted: None,
             recovered: Vec::new(),
+            connected_before: false,
+            start_bound: 0,
             committer: committer::Committer::spawn(opts_for_committer),
             marker_written: std::time::Instant::now(),
         })
@@ -324,6 +339,7 @@ impl Applier {
     /// prepared. `bound` is the highest term this node can have proposed in (its vote
     /// and its last log entry's term, read before Raft starts).
     pub async fn recover_prepared(&mut self, bound: u64) -> Result<usize, ApplyError> {
+        self.start_bound = bound;
         let prefix = TxnId {
             incarnation: self.incarnation,
             seq: 0,
@@ -506,7 +522,20 @@ impl Applier {
         let mut backoff = Duration::from_millis(10);
         let mut size = items.len();
         let mut at = 0;
+        let mut retrying = false;
         while at < items.len() {
+            if retrying {
+                // A new connection may have found transactions of this node left
+                // prepared by an outage of MariaDB (see `reconcile_prepared`): those of
+                // an earlier term hold locks this entry may wait for. Roll them back
+                // before trying it again, not after a lock wait timeout.
+                let term = items[at].term();
+                if self.conn().await.is_ok() && self.orphans_before(term) {
+                    if let Err(e) = self.resolve_orphans(term).await {
+                        tracing::warn!(error = %e, "cannot roll back orphaned transactions yet");
+                    }
+                }
+            }
             let end = (at + size).min(items.len());
             match self.replay_group(&items[at..end]).await {
                 Ok(()) => {
@@ -519,6 +548,7 @@ impl Applier {
                     self.reset().await;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
+                    retrying = true;
                 }
                 Err(Failure::Diverged { index, reason }) => {
                     self.reset().await;
@@ -837,13 +867,56 @@ impl Applier {
 
     async fn conn(&mut self) -> Result<&mut Conn, ApplyError> {
         if self.conn.is_none() {
-            let conn = Conn::new(self.opts.clone())
+            let mut conn = Conn::new(self.opts.clone())
                 .await
                 .map_err(ApplyError::Connect)?;
+            if self.connected_before {
+                self.reconcile_prepared(&mut conn).await?;
+            }
+            self.connected_before = true;
             self.conn = Some(conn);
             self.state = ConnState::default();
         }
         Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    /// After the connection to MariaDB was lost (a restart of MariaDB, for one), the
+    /// sessions that had prepared this node's transactions may be gone with it, and so
+    /// may a rollback the applier had begun: every transaction of this node still
+    /// prepared is tracked again as at start (`recover_prepared`). Its entry, met later,
+    /// commits it; a later term without it rolls it back. Its term is at most the
+    /// highest term in which this node opened a write transaction in this run (or,
+    /// for one prepared before this run, the bound `recover_prepared` was given).
+    async fn reconcile_prepared(&mut self, conn: &mut Conn) -> Result<(), ApplyError> {
+        let prefix = TxnId {
+            incarnation: self.incarnation,
+            seq: 0,
+        }
+        .xid_prefix();
+        let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
+        let bound = self.pending.max_term().max(self.start_bound);
+        let mut added = 0;
+        for (_, g, _, data) in prepared {
+            let Some(xid) = usize::try_from(g)
+                .ok()
+                .and_then(|g| data.get(..g))
+                .and_then(|x| std::str::from_utf8(x).ok())
+            else {
+                continue;
+            };
+            if xid.starts_with(&prefix) && !self.recovered.iter().any(|(x, _)| x == xid) {
+                self.recovered.push((xid.to_string(), bound));
+                added += 1;
+            }
+        }
+        if added > 0 {
+            tracing::info!(
+                count = added,
+                bound,
+                "after reconnecting: transactions of this node still prepared wait for their log entries"
+            );
+        }
+        Ok(())
     }
 
     /// Drop the connection after a failure (rolling back whatever it had open).

@@ -348,13 +348,31 @@ fn greeting_ok(port: u16) -> bool {
     s.read_exact(&mut head).is_ok() && head[4] == 10
 }
 
+/// The first port of the kernel's ephemeral range, if it can be read.
+fn ephemeral_low() -> Option<u16> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
     // The OS may hand the same port out again once it is released: never return one
     // this process got before (callers pick several ports before binding any).
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    // Below the ephemeral range when there is room: a port the kernel hands out for
+    // `bind(0)` may go to some outgoing connection before the caller binds it.
+    let low = ephemeral_low().filter(|l| *l > 11_000);
     for _ in 0..64 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = match low {
+            Some(low) => {
+                let port = 10_000 + (rand::random::<u16>() % (low - 10_000));
+                if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                    continue;
+                }
+                port
+            }
+            None => TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+        };
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
         if !given.contains(&port) {
             given.push(port);

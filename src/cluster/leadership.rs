@@ -230,7 +230,30 @@ pub struct Fitness {
     pub raft: OnceLock<Raft<StateMachine>>,
 }
 
+/// A node further behind than this in applying what is committed refuses a
+/// leadership transfer (a transfer is a choice, not a necessity: it can wait).
+pub const TRANSFER_LAG: u64 = 64;
+
 impl Fitness {
+    /// Why this node must not take leadership by a transfer now, if it must not: as
+    /// [`Self::refusal`], and also while its applier is more than [`TRANSFER_LAG`]
+    /// entries behind the commit index.
+    pub fn transfer_refusal(&self) -> Option<&'static str> {
+        if let Some(why) = self.refusal() {
+            return Some(why);
+        }
+        let raft = self.raft.get()?;
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        let committed = m
+            .cluster_committed
+            .as_ref()
+            .or(m.local_committed.as_ref())
+            .map_or(0, |l| l.index);
+        let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
+        (committed.saturating_sub(applied) > TRANSFER_LAG).then_some("its replay is behind")
+    }
+
     /// Why this node must not lead now, if it must not.
     pub fn refusal(&self) -> Option<&'static str> {
         if !self.may_lead.load(std::sync::atomic::Ordering::SeqCst) {

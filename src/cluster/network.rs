@@ -393,8 +393,8 @@ async fn handle(raft: &Raft<StateMachine>, req: Request, auth: &PeerAuth) -> Res
             Ok(r) => Response::Vote(r),
             Err(e) => Response::Failed(e.to_string()),
         },
-        Request::TransferLeader(_) if auth.fitness.refusal().is_some() => {
-            let why = auth.fitness.refusal().unwrap_or_default();
+        Request::TransferLeader(_) if auth.fitness.transfer_refusal().is_some() => {
+            let why = auth.fitness.transfer_refusal().unwrap_or_default();
             tracing::warn!(why, "refusing a leadership transfer to this node");
             Response::Failed(format!("this node refuses leadership: {why}"))
         }

@@ -102,7 +102,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 responders.push((index, r));
             }
         }
-        let result = self.applier.lock().await.apply(items).await;
+        // An error returned to openraft ends this node's Raft for good. A failure to
+        // reach the local MariaDB (an outage, a restart) is waited out instead: the
+        // batch is offered again (the applier skips what it has already applied, and
+        // its commits by xid are idempotent) until it applies or diverges.
+        let mut backoff = std::time::Duration::from_millis(50);
+        let result = loop {
+            let attempt = self.applier.lock().await.apply(items.clone()).await;
+            match attempt {
+                Ok(()) | Err(ApplyError::Diverged { .. }) => break attempt,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot apply committed entries yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                }
+            }
+        };
         let applied_below = match result {
             Ok(()) => u64::MAX,
             // An error returned to openraft stops this node's Raft altogether: it

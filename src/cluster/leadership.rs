@@ -242,6 +242,11 @@ impl Fitness {
         if let Some(why) = self.refusal() {
             return Some(why);
         }
+        (self.replay_lag()? > TRANSFER_LAG).then_some("its replay is behind")
+    }
+
+    /// Committed entries not applied here yet (`None` before Raft is up).
+    fn replay_lag(&self) -> Option<u64> {
         let raft = self.raft.get()?;
         let metrics = raft.metrics();
         let m = metrics.borrow_watched();
@@ -251,7 +256,7 @@ impl Fitness {
             .or(m.local_committed.as_ref())
             .map_or(0, |l| l.index);
         let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
-        (committed.saturating_sub(applied) > TRANSFER_LAG).then_some("its replay is behind")
+        Some(committed.saturating_sub(applied))
     }
 
     /// Why this node must not lead now, if it must not.
@@ -262,16 +267,7 @@ impl Fitness {
         if *self.health.borrow() != DbHealth::Healthy {
             return Some("its MariaDB fails the health check");
         }
-        let raft = self.raft.get()?;
-        let metrics = raft.metrics();
-        let m = metrics.borrow_watched();
-        let committed = m
-            .cluster_committed
-            .as_ref()
-            .or(m.local_committed.as_ref())
-            .map_or(0, |l| l.index);
-        let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
-        if committed.saturating_sub(applied) > super::status::LAG_ENTRIES {
+        if self.replay_lag()? > super::status::LAG_ENTRIES {
             return Some("it is still syncing");
         }
         None

@@ -329,6 +329,55 @@ async fn own_transactions_commit_through_their_session_or_by_xid() {
     assert_eq!(a.applied().index, Some(3));
 }
 
+/// A session of this node whose connection died just after its XA PREPARE (killed as
+/// stale, or its MariaDB going down) leaves a detached prepared transaction that no
+/// session and no start-up recovery tracks. Its locks must not hold replay up: an
+/// entry of a later term from another node that needs them is applied, and the orphan
+/// is rolled back (it can never commit: its entry is not before the replayed one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_prepared_orphan_does_not_block_replay() {
+    let db = Db::start().await;
+    setup(&db).await;
+    let pending = Arc::new(PendingCommits::default());
+    let mut a = Applier::open(service_opts(&db), ME, pending.clone())
+        .await
+        .unwrap();
+    let orphan = TxnId {
+        incarnation: ME,
+        seq: 7,
+    };
+    let mut gone = db.root().await;
+    gone.query_drop(format!(
+        "XA START '{x}'; INSERT INTO test.t (id, v) VALUES (5, 'orphan'); XA END '{x}'; XA PREPARE '{x}'",
+        x = orphan.xid()
+    ))
+    .await
+    .unwrap();
+    drop(gone);
+    // The new leader (another node, term 2) assigned id 5 to another row.
+    let started = std::time::Instant::now();
+    let entry = Item::Entry {
+        index: 1,
+        term: 2,
+        entry: txn(
+            OTHER,
+            1,
+            vec![stmt("INSERT INTO t (id, v) VALUES (5, 'theirs')", 1)],
+        ),
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), a.apply(vec![entry]))
+        .await
+        .expect("replay waited on the orphan's lock")
+        .unwrap();
+    eprintln!("applied past the orphan after {:?}", started.elapsed());
+    let mut c = db.root().await;
+    let rows: Vec<(i64, String)> = c.query("SELECT id, v FROM test.t").await.unwrap();
+    assert_eq!(rows, vec![(5, "theirs".into())]);
+    let prepared: Vec<mysql_async::Row> = c.query("XA RECOVER").await.unwrap();
+    assert!(prepared.is_empty(), "the orphan is still prepared");
+    assert_eq!(a.applied().index, Some(1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_from_another_node_runs_and_a_repeat_after_restart_is_done() {
     let db = Db::start().await;

@@ -55,6 +55,8 @@ use committer::{LocalCommit, LOCAL_COMMIT_TIMEOUT};
 /// How long a replayed DDL waits for a local reader's metadata lock before the reader's
 /// transaction is ended.
 const DDL_LOCK_WAIT: Duration = Duration::from_secs(3);
+/// How long a replayed statement waits for a row lock before it is retried.
+const REPLAY_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How often the marker follows the local commits when only local entries are applied
 /// (their xids are their markers; this only shortens the replay after a restart).
 const MARKER_EVERY: Duration = Duration::from_millis(200);
@@ -212,6 +214,11 @@ impl PendingCommits {
         stale
     }
 
+    /// The xids of the transactions whose sessions wait for their commit turn.
+    fn xids(&self) -> Vec<String> {
+        self.lock().keys().map(TxnId::xid).collect()
+    }
+
     pub fn register(&self, id: TxnId, waiter: Waiter) {
         self.lock().insert(id, waiter);
     }
@@ -315,6 +322,11 @@ impl Applier {
         }
         schema::ensure(&mut conn).await?;
         let applied = schema::read_applied(&mut conn).await?;
+        conn.query_drop(format!(
+            "SET SESSION innodb_lock_wait_timeout = {}",
+            REPLAY_LOCK_WAIT.as_secs()
+        ))
+        .await?;
         let opts_for_committer = opts.clone();
         Ok(Applier {
             opts,
@@ -346,13 +358,10 @@ impl Applier {
         }
         .xid_prefix();
         let conn = self.conn().await?;
-        let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
-        self.recovered = prepared
-            .iter()
-            .filter_map(|(_, g, _, data)| {
-                let xid = std::str::from_utf8(data.get(..usize::try_from(*g).ok()?)?).ok()?;
-                xid.starts_with(&prefix).then(|| (xid.to_string(), bound))
-            })
+        self.recovered = prepared_xids(conn, &prefix)
+            .await?
+            .into_iter()
+            .map(|xid| (xid, bound))
             .collect();
         if !self.recovered.is_empty() {
             tracing::info!(
@@ -384,6 +393,21 @@ impl Applier {
     /// (they are replayed again after a restart). Returns once every item's effects
     /// are committed; a divergent entry stops it with an error that names the entry.
     pub async fn apply(&mut self, items: Vec<Item>) -> Result<(), ApplyError> {
+        let result = self.apply_items(items).await;
+        self.after_error(&result).await;
+        result
+    }
+
+    /// An error other than divergence may have left the connection dead (MariaDB
+    /// restarted) or mid-transaction: drop it, so that the next attempt connects
+    /// afresh and reconciles what the outage left prepared (`reconcile_prepared`).
+    async fn after_error<T>(&mut self, result: &Result<T, ApplyError>) {
+        if matches!(result, Err(e) if !matches!(e, ApplyError::Diverged { .. })) {
+            self.reset().await;
+        }
+    }
+
+    async fn apply_items(&mut self, items: Vec<Item>) -> Result<(), ApplyError> {
         if let Some((index, reason)) = &self.halted {
             // Stopped at start (see `halt`): nothing is applied on top of a database
             // that differs from the log.
@@ -492,6 +516,40 @@ impl Applier {
         Ok(())
     }
 
+    /// Before another node's entry of `term` is replayed (again, after a failure):
+    /// every transaction of this node still prepared in MariaDB that no session waits
+    /// on is an orphan. A session whose connection died just after its `XA PREPARE`
+    /// (killed as stale, or MariaDB going down) leaves such a transaction detached,
+    /// holding its locks, with nothing else tracking it. It cannot commit: the entry
+    /// being replayed is of a term another node led, so this node's entries of earlier
+    /// terms are all behind it (committed by now: the committer is drained first) and
+    /// this node can have led no later term yet, since a leader takes writes only once
+    /// it has applied everything committed before its term. Roll them back.
+    async fn sweep_prepared(&mut self, term: u64) -> Result<(), ApplyError> {
+        self.committer.drain().await;
+        let prefix = TxnId {
+            incarnation: self.incarnation,
+            seq: 0,
+        }
+        .xid_prefix();
+        let held = self.pending.xids();
+        let conn = self.conn().await?;
+        for xid in prepared_xids(conn, &prefix).await? {
+            if !held.contains(&xid) && !self.recovered.iter().any(|(x, _)| *x == xid) {
+                tracing::info!(
+                    xid,
+                    term,
+                    "a transaction of this node is prepared with no session: an orphan"
+                );
+                self.recovered.push((xid, term.saturating_sub(1)));
+            }
+        }
+        if self.orphans_before(term) {
+            self.resolve_orphans(term).await?;
+        }
+        Ok(())
+    }
+
     /// Write transactions this node opened as leader of an earlier term hold locks the
     /// new leader's entries may need, and can never commit: kill their connections
     /// (MariaDB rolls them back) before replaying anything of the new term.
@@ -525,15 +583,11 @@ impl Applier {
         let mut retrying = false;
         while at < items.len() {
             if retrying {
-                // A new connection may have found transactions of this node left
-                // prepared by an outage of MariaDB (see `reconcile_prepared`): those of
-                // an earlier term hold locks this entry may wait for. Roll them back
-                // before trying it again, not after a lock wait timeout.
-                let term = items[at].term();
-                if self.conn().await.is_ok() && self.orphans_before(term) {
-                    if let Err(e) = self.resolve_orphans(term).await {
-                        tracing::warn!(error = %e, "cannot roll back orphaned transactions yet");
-                    }
+                // Transactions of this node left prepared by a session that is gone
+                // hold locks this entry may wait for: roll them back before trying it
+                // again (see `sweep_prepared`).
+                if let Err(e) = self.sweep_prepared(items[at].term()).await {
+                    tracing::warn!(error = %e, "cannot roll back orphaned transactions yet");
                 }
             }
             let end = (at + size).min(items.len());
@@ -758,7 +812,9 @@ impl Applier {
     /// Wait for the local commits handed over, then move the marker to them.
     pub async fn settle(&mut self) -> Result<(), ApplyError> {
         self.committer.drain().await;
-        self.write_marker(true).await
+        let result = self.write_marker(true).await;
+        self.after_error(&result).await;
+        result
     }
 
     /// Move the marker to the local commits once [`MARKER_EVERY`] has passed (or now).
@@ -873,6 +929,13 @@ impl Applier {
             if self.connected_before {
                 self.reconcile_prepared(&mut conn).await?;
             }
+            // A replayed statement waiting on a lock fails soon, and is retried after
+            // `sweep_prepared`, not after InnoDB's default 50 s.
+            conn.query_drop(format!(
+                "SET SESSION innodb_lock_wait_timeout = {}",
+                REPLAY_LOCK_WAIT.as_secs()
+            ))
+            .await?;
             self.connected_before = true;
             self.conn = Some(conn);
             self.state = ConnState::default();
@@ -893,19 +956,11 @@ impl Applier {
             seq: 0,
         }
         .xid_prefix();
-        let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
         let bound = self.pending.max_term().max(self.start_bound);
         let mut added = 0;
-        for (_, g, _, data) in prepared {
-            let Some(xid) = usize::try_from(g)
-                .ok()
-                .and_then(|g| data.get(..g))
-                .and_then(|x| std::str::from_utf8(x).ok())
-            else {
-                continue;
-            };
-            if xid.starts_with(&prefix) && !self.recovered.iter().any(|(x, _)| x == xid) {
-                self.recovered.push((xid.to_string(), bound));
+        for xid in prepared_xids(conn, &prefix).await? {
+            if !self.recovered.iter().any(|(x, _)| *x == xid) {
+                self.recovered.push((xid, bound));
                 added += 1;
             }
         }
@@ -926,6 +981,18 @@ impl Applier {
         }
         self.state = ConnState::default();
     }
+}
+
+/// The xids prepared in this MariaDB that start with `prefix`.
+async fn prepared_xids(conn: &mut Conn, prefix: &str) -> Result<Vec<String>, ApplyError> {
+    let rows: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(_, g, _, data)| {
+            let xid = std::str::from_utf8(data.get(..usize::try_from(g).ok()?)?).ok()?;
+            xid.starts_with(prefix).then(|| xid.to_string())
+        })
+        .collect())
 }
 
 /// Why a replay attempt failed.

@@ -226,6 +226,8 @@ pub struct Fitness {
     /// leader moves leadership to the preferred voter, by itself.
     pub auto: bool,
     pub health: watch::Receiver<DbHealth>,
+    /// Set while the state machine cannot apply committed entries.
+    pub stalled: Arc<AtomicBool>,
     /// Set once Raft is up (the network needs this before Raft exists).
     pub raft: OnceLock<Raft<StateMachine>>,
 }
@@ -266,6 +268,9 @@ impl Fitness {
         }
         if *self.health.borrow() != DbHealth::Healthy {
             return Some("its MariaDB fails the health check");
+        }
+        if self.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some("it cannot apply committed entries to its MariaDB");
         }
         if self.replay_lag()? > super::status::LAG_ENTRIES {
             return Some("it is still syncing");

@@ -228,6 +228,7 @@ impl Cluster {
             may_lead: Arc::new(std::sync::atomic::AtomicBool::new(!halted)),
             auto: !s.disable_auto_election,
             health: db_health.clone(),
+            stalled: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             raft: std::sync::OnceLock::new(),
         });
         let auth = PeerAuth {
@@ -268,6 +269,7 @@ impl Cluster {
         let sm = StateMachine {
             applier: applier.clone(),
             diverged: Arc::new(diverged),
+            stalled: fitness.stalled.clone(),
             requests: requests.clone(),
         };
         let raft = Raft::new(

@@ -37,6 +37,9 @@ pub struct StateMachine {
     pub applier: Arc<Mutex<Applier>>,
     /// Set once replay has diverged: the node stops campaigning for leadership.
     pub diverged: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Set while committed entries cannot be applied (the local MariaDB is out of
+    /// reach): the node does not stand for leadership meanwhile.
+    pub stalled: Arc<std::sync::atomic::AtomicBool>,
     /// Request ids of the applied entries that carry one.
     pub requests: Arc<super::requests::Requests>,
 }
@@ -110,8 +113,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let result = loop {
             let attempt = self.applier.lock().await.apply(items.clone()).await;
             match attempt {
-                Ok(()) | Err(ApplyError::Diverged { .. }) => break attempt,
+                Ok(()) | Err(ApplyError::Diverged { .. }) => {
+                    self.stalled
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                    break attempt;
+                }
                 Err(e) => {
+                    self.stalled
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     tracing::warn!(error = %e, "cannot apply committed entries yet; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(2));

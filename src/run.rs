@@ -113,10 +113,13 @@ impl RunningNode {
         let api = match api_listener {
             Some(l) => {
                 let addr = l.local_addr().ok();
-                let handle = api::serve(l, cluster.clone()).map_err(|source| RunError::Api {
-                    addr: addr.unwrap_or(cfg.api.bind_address),
-                    source,
-                })?;
+                let handle =
+                    api::serve(l, cluster.clone(), cfg.api.token.clone()).map_err(|source| {
+                        RunError::Api {
+                            addr: addr.unwrap_or(cfg.api.bind_address),
+                            source,
+                        }
+                    })?;
                 Some(handle)
             }
             None => None,

@@ -1,9 +1,11 @@
 //! The HTTP API (axum on hyper), on `[api] bind_address`.
 //!
-//! This build serves the node's state: `GET /status` (this node) and `GET /cluster`
-//! (every member, with its status and lag, as this node sees it), plus `GET /health`.
+//! The node's state: `GET /status` (this node) and `GET /cluster` (every member, with
+//! its status and lag, as this node sees it), plus `GET /health`; and the admin
+//! endpoints of [`admin`] (promote, demote, remove), behind `[api] token`.
 //! Errors are JSON `{"error": {"code", "message"}}`.
 
+pub mod admin;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -11,12 +13,13 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cluster::Cluster;
+use crate::config::Secret;
 
 /// A JSON error response.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -24,12 +27,22 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     (status, Json(body)).into_response()
 }
 
-pub fn router(cluster: Arc<Cluster>) -> Router {
+pub fn router(cluster: Arc<Cluster>, token: Option<Secret>) -> Router {
+    let guard = Arc::new(admin::Guard { token });
+    let admin = Router::new()
+        .route("/cluster/promote", post(admin::promote))
+        .route("/cluster/demote", post(admin::demote))
+        .route("/cluster/nodes/{node_id}", delete(admin::remove))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            admin::authorize,
+        ));
     Router::new()
         .route("/status", get(status::node))
         .route("/cluster", get(status::cluster))
         .route("/cluster/nodes", get(status::nodes))
         .route("/health", get(status::health))
+        .merge(admin)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(cluster)
 }
@@ -49,10 +62,14 @@ impl ApiHandle {
 }
 
 /// Serve the API on a bound listener, in a task.
-pub fn serve(listener: TcpListener, cluster: Arc<Cluster>) -> std::io::Result<ApiHandle> {
+pub fn serve(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    token: Option<Secret>,
+) -> std::io::Result<ApiHandle> {
     let local_addr = listener.local_addr()?;
     let (tx, mut rx) = watch::channel(false);
-    let app = router(cluster);
+    let app = router(cluster, token).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         let stop = async move {
             rx.wait_for(|s| *s).await.ok();

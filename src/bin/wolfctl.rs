@@ -1,21 +1,68 @@
 //! `wolfctl`: operator CLI.
+//!
+//! `list servers`, `status`, `promote`, `demote` and `remove` talk to a node's HTTP API:
+//! `-e/--endpoint URL` if given, else the `[api] bind_address` of the config file (with
+//! its `[api] token`), else `http://127.0.0.1:8080`. `check-config` and `wal` work on
+//! local files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wolfscale::config::{self, Severity};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use wolfscale::config::{self, Config, Severity};
 use wolfscale::wal::inspect;
 
 #[derive(Parser)]
 #[command(name = "wolfctl", version, about = "Operate a WolfScale cluster")]
 struct Cli {
+    /// The node's config file (default: $WOLFSCALE_CONFIG, then ./wolfscale.toml): where
+    /// its API listens and its [api] token.
+    #[arg(short = 'c', long = "config", global = true)]
+    config: Option<PathBuf>,
+    /// The API to talk to, e.g. http://10.0.0.2:8080 (overrides the config).
+    #[arg(
+        short = 'e',
+        long = "endpoint",
+        env = "WOLFCTL_ENDPOINT",
+        global = true
+    )]
+    endpoint: Option<String>,
+    /// The API's bearer token (overrides the config's [api] token).
+    #[arg(
+        long,
+        env = "WOLFSCALE_API_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// List things: `list servers` shows every node of the cluster.
+    List {
+        #[command(subcommand)]
+        what: ListCommand,
+    },
+    /// This node's status.
+    Status,
+    /// Make the node behind the endpoint the leader (a leadership transfer).
+    Promote,
+    /// Have the leader behind the endpoint hand leadership to another voter.
+    Demote,
+    /// Remove a node from the cluster (asked of the leader).
+    Remove {
+        /// The node's `[node] id`.
+        node_id: String,
+    },
     /// Inspect a node's write-ahead log (read-only; safe on a stopped node's files).
     Wal {
         #[command(subcommand)]
@@ -23,10 +70,16 @@ enum Command {
     },
     /// Check a config file; exits non-zero when it has errors.
     CheckConfig {
-        /// The file (default: $WOLFSCALE_CONFIG, then ./wolfscale.toml).
+        /// The file (default: -c, then $WOLFSCALE_CONFIG, then ./wolfscale.toml).
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    /// Every node: id, role, status, lag, addresses.
+    Servers,
 }
 
 #[derive(Subcommand)]
@@ -89,21 +142,340 @@ fn wal(cmd: WalCommand) -> ExitCode {
     }
 }
 
+fn check_config(path: &Path) -> ExitCode {
+    let diags = config::check_file(path);
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        ExitCode::from(1)
+    } else {
+        println!("{}: ok", path.display());
+        ExitCode::SUCCESS
+    }
+}
+
+/// Where the API is and how to authenticate to it.
+struct Api {
+    /// `host:port`.
+    authority: String,
+    token: Option<String>,
+}
+
+/// How long a request may take (a promote waits for leadership to move).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Api {
+    fn resolve(cli: &Cli) -> Result<Api, String> {
+        let path = config::resolve_path(cli.config.as_deref());
+        // The config is read only when it is needed: an explicit endpoint and token
+        // need no file.
+        let from_config = || -> Result<Option<Config>, String> {
+            if cli.config.is_none() && !path.exists() {
+                return Ok(None);
+            }
+            Config::load(&path)
+                .map(|(c, _)| Some(c))
+                .map_err(|e| e.to_string())
+        };
+        let cfg = match (&cli.endpoint, &cli.token) {
+            (Some(_), Some(_)) => None,
+            _ => from_config()?,
+        };
+        let authority = match &cli.endpoint {
+            Some(e) => parse_endpoint(e)?,
+            None => match &cfg {
+                Some(c) => {
+                    let mut addr = c.api.bind_address;
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    addr.to_string()
+                }
+                None => "127.0.0.1:8080".into(),
+            },
+        };
+        let token = cli.token.clone().or_else(|| {
+            cfg.as_ref()
+                .and_then(|c| c.api.token.as_ref())
+                .map(|t| t.expose().to_string())
+        });
+        Ok(Api { authority, token })
+    }
+
+    /// One request; the JSON answer of a 2xx, or the error it carries.
+    async fn call(&self, method: Method, path: &str) -> Result<Value, ApiFailure> {
+        let fut = self.exchange(method, path);
+        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiFailure::Transport(format!(
+                "no answer from http://{} within {} s",
+                self.authority,
+                REQUEST_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn exchange(&self, method: Method, path: &str) -> Result<Value, ApiFailure> {
+        let transport = |e: &dyn std::fmt::Display| {
+            ApiFailure::Transport(format!("http://{}: {e}", self.authority))
+        };
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| transport(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(&e))?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::ACCEPT, "application/json");
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Empty::<Bytes>::new()).map_err(|e| transport(&e))?;
+        let resp = sender.send_request(req).await.map_err(|e| transport(&e))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| transport(&e))?
+            .to_bytes();
+        let json: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            serde_json::json!({"error": {"code": "not_json", "message": String::from_utf8_lossy(&body)}})
+        });
+        if status.is_success() {
+            Ok(json)
+        } else {
+            Err(ApiFailure::Refused { status, body: json })
+        }
+    }
+}
+
+enum ApiFailure {
+    /// The API could not be reached or spoke no HTTP.
+    Transport(String),
+    /// It answered with an error.
+    Refused { status: StatusCode, body: Value },
+}
+
+impl ApiFailure {
+    fn report(&self) -> String {
+        match self {
+            ApiFailure::Transport(e) => format!("cannot reach the API: {e}"),
+            ApiFailure::Refused { status, body } => {
+                let code = body["error"]["code"].as_str().unwrap_or("error");
+                let message = body["error"]["message"].as_str().unwrap_or("");
+                format!("{message} (HTTP {}, {code})", status.as_u16())
+            }
+        }
+    }
+
+    /// The leader's API address, when the node answered that it is not the leader.
+    fn leader_api(&self) -> Option<String> {
+        match self {
+            ApiFailure::Refused { body, .. } if body["error"]["code"] == "not_leader" => body
+                ["error"]["leader"]["api_addr"]
+                .as_str()
+                .map(str::to_string),
+            _ => None,
+        }
+    }
+}
+
+/// `http://host:port` (or `host:port`) to `host:port`.
+fn parse_endpoint(e: &str) -> Result<String, String> {
+    if e.starts_with("https://") {
+        return Err(format!(
+            "{e}: the API speaks plain HTTP; use http:// (behind a TLS proxy, point -e at the node itself)"
+        ));
+    }
+    let rest = e.strip_prefix("http://").unwrap_or(e);
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("{e}: no host in the endpoint"));
+    }
+    if authority.contains(':') {
+        Ok(authority.to_string())
+    } else {
+        Ok(format!("{authority}:80"))
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_servers(cluster: &Value) {
+    println!(
+        "leader: {}   term: {}   (as node {} sees it)",
+        text(&cluster["leader_id"]),
+        text(&cluster["term"]),
+        text(&cluster["node_id"])
+    );
+    let rows: Vec<[String; 8]> = cluster["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    [
+                        text(&m["node_id"]),
+                        text(&m["role"]),
+                        text(&m["status"]),
+                        if m["voter"] == true {
+                            "voter"
+                        } else {
+                            "learner"
+                        }
+                        .into(),
+                        text(&m["lag"]),
+                        m["last_heard_ms"]
+                            .as_u64()
+                            .map_or("-".into(), |ms| format!("{ms} ms")),
+                        text(&m["proxy_addr"]),
+                        text(&m["api_addr"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let head = [
+        "NODE", "ROLE", "STATUS", "VOTE", "LAG", "HEARD", "PROXY", "API",
+    ];
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(head.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_status(status: &Value) {
+    if let Some(map) = status.as_object() {
+        let width = map.keys().map(String::len).max().unwrap_or(0);
+        for (k, v) in map {
+            println!("{k:<width$}  {}", text(v));
+        }
+    }
+}
+
+async fn remote(api: Api, command: Command) -> Result<(), String> {
+    match command {
+        Command::List {
+            what: ListCommand::Servers,
+        } => {
+            let v = api
+                .call(Method::GET, "/cluster")
+                .await
+                .map_err(|e| e.report())?;
+            print_servers(&v);
+        }
+        Command::Status => {
+            let v = api
+                .call(Method::GET, "/status")
+                .await
+                .map_err(|e| e.report())?;
+            print_status(&v);
+        }
+        Command::Promote => {
+            let v = api
+                .call(Method::POST, "/cluster/promote")
+                .await
+                .map_err(|e| e.report())?;
+            println!(
+                "{} is the leader (term {})",
+                text(&v["leader_id"]),
+                text(&v["term"])
+            );
+        }
+        Command::Demote => {
+            let v = api
+                .call(Method::POST, "/cluster/demote")
+                .await
+                .map_err(|e| e.report())?;
+            println!(
+                "{} handed leadership to {}",
+                text(&v["demoted"]),
+                text(&v["leader_id"])
+            );
+        }
+        Command::Remove { node_id } => {
+            let path = format!("/cluster/nodes/{node_id}");
+            let v = match api.call(Method::DELETE, &path).await {
+                Ok(v) => v,
+                // Only the leader changes the membership: ask it.
+                Err(e) => match e.leader_api() {
+                    Some(leader) => {
+                        let at_leader = Api {
+                            authority: leader,
+                            token: api.token.clone(),
+                        };
+                        at_leader
+                            .call(Method::DELETE, &path)
+                            .await
+                            .map_err(|e| e.report())?
+                    }
+                    None => return Err(e.report()),
+                },
+            };
+            println!("{} removed from the cluster", text(&v["removed"]));
+        }
+        Command::Wal { .. } | Command::CheckConfig { .. } => unreachable!("local commands"),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Wal { command } => wal(command),
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Wal { command } => return wal(command),
         Command::CheckConfig { file } => {
-            let path = config::resolve_path(file.as_deref());
-            let diags = config::check_file(&path);
-            for d in &diags {
-                eprintln!("{d}");
-            }
-            if diags.iter().any(|d| d.severity == Severity::Error) {
-                ExitCode::from(1)
-            } else {
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
-            }
+            let path = config::resolve_path(file.as_deref().or(cli.config.as_deref()));
+            return check_config(&path);
+        }
+        _ => {}
+    }
+    let api = match Api::resolve(&cli) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(remote(api, cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -228,6 +228,12 @@ pub struct Fitness {
     pub health: watch::Receiver<DbHealth>,
     /// Set while the state machine cannot apply committed entries.
     pub stalled: Arc<AtomicBool>,
+    /// Set by an operator's `demote`: leadership transfers to this node are refused
+    /// (it still stands for election when no leader is heard).
+    pub demoted: AtomicBool,
+    /// Set once an operator's `promote` made this node the leader: while it leads, it
+    /// does not hand leadership to the preferred voter (the operator chose).
+    pub promoted: AtomicBool,
     /// Set once Raft is up (the network needs this before Raft exists).
     pub raft: OnceLock<Raft<StateMachine>>,
 }
@@ -243,6 +249,9 @@ impl Fitness {
     pub fn transfer_refusal(&self) -> Option<&'static str> {
         if let Some(why) = self.refusal() {
             return Some(why);
+        }
+        if self.demoted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some("the operator demoted it");
         }
         (self.replay_lag()? > TRANSFER_LAG).then_some("its replay is behind")
     }
@@ -313,12 +322,14 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
 /// On the leader: move leadership to the preferred voter (the first in the natural
 /// order of ids) once it has been caught up (nothing left to replicate to it, heard
 /// from within three heartbeats) for `settle`, with no write transaction open here,
-/// and at least `interval` after this node became leader or last transferred. A
-/// transfer to a node that is not fit to lead is refused by it.
+/// and at least `interval` after this node became leader or last transferred; not while
+/// it leads because an operator promoted it. A transfer to a node that is not fit to
+/// lead (or that an operator demoted) is refused by it.
 pub(super) async fn prefer_leader(
     raft: Raft<StateMachine>,
     me: NodeId,
     pending: Arc<crate::apply::PendingCommits>,
+    fitness: Arc<Fitness>,
     (heartbeat, settle, interval): (Duration, Duration, Duration),
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -334,6 +345,12 @@ pub(super) async fn prefer_leader(
         if m.state != ServerState::Leader || m.current_leader != Some(me) {
             leading_since = None;
             caught_up_since = None;
+            fitness
+                .promoted
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            continue;
+        }
+        if fitness.promoted.load(std::sync::atomic::Ordering::SeqCst) {
             continue;
         }
         let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);

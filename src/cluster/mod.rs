@@ -32,5 +32,5 @@ pub mod status;
 pub mod transport;
 pub mod types;
 
-pub use node::{Cluster, ClusterError, ClusterSettings, Proposal, ProposeError};
+pub use node::{AdminError, Cluster, ClusterError, ClusterSettings, Proposal, ProposeError};
 pub use types::{Member, NodeId};

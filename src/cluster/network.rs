@@ -42,6 +42,8 @@ pub enum Request {
     Settings,
     /// Add the sender (as the handshake named it) to the cluster, as a learner first.
     Join,
+    /// Hand leadership to the sender (an operator's `promote` on it).
+    Promote,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +59,8 @@ pub enum Response {
     Joined,
     /// Ask the leader, at this cluster address.
     Redirect(String),
+    /// Done as asked.
+    Done,
 }
 
 /// Who this node is and how it proves it, for both directions of the transport.
@@ -353,6 +357,7 @@ async fn answer(
         let response = match postcard::from_bytes::<Request>(&frame) {
             Ok(Request::Settings) => Response::Settings((*auth.settings).clone()),
             Ok(Request::Join) => join(&raft, &peer, &auth).await,
+            Ok(Request::Promote) => promote(&raft, &peer, &auth).await,
             Ok(req) => handle(&raft, req, &auth).await,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable request from peer; dropping the connection");
@@ -402,7 +407,49 @@ async fn handle(raft: &Raft<StateMachine>, req: Request, auth: &PeerAuth) -> Res
             Ok(r) => Response::TransferLeader(r),
             Err(e) => Response::Failed(e.to_string()),
         },
-        Request::Settings | Request::Join => Response::Failed("answered by the connection".into()),
+        Request::Settings | Request::Join | Request::Promote => {
+            Response::Failed("answered by the connection".into())
+        }
+    }
+}
+
+/// Where the leader is, for a request only the leader answers; `None` on the leader.
+fn not_leader(raft: &Raft<StateMachine>, auth: &PeerAuth) -> Option<Response> {
+    let m = raft.metrics().borrow_watched().clone();
+    let me = u64::from(auth.me.number);
+    if m.current_leader == Some(me) && m.state == openraft::ServerState::Leader {
+        return None;
+    }
+    let leader = m
+        .current_leader
+        .and_then(|id| m.membership_config.membership().get_node(&id).cloned());
+    Some(match leader {
+        Some(l) => Response::Redirect(l.cluster_addr),
+        None => Response::Failed("no leader is elected yet".into()),
+    })
+}
+
+/// A voter asks for leadership (an operator promotes it): on the leader, a leadership
+/// transfer to it, which it accepts only if fit to lead.
+async fn promote(raft: &Raft<StateMachine>, peer: &PeerIdentity, auth: &PeerAuth) -> Response {
+    if let Some(r) = not_leader(raft, auth) {
+        return r;
+    }
+    let id = u64::from(peer.number);
+    let voter = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id);
+    if !voter {
+        return Response::Failed(format!("{} is not a voter", peer.node_id));
+    }
+    tracing::info!(to = %peer.node_id, "an operator promotes a node: transferring leadership");
+    match raft.trigger().transfer_leader(id).await {
+        Ok(()) => Response::Done,
+        Err(e) => Response::Failed(format!("cannot transfer leadership: {e}")),
     }
 }
 
@@ -410,17 +457,10 @@ async fn handle(raft: &Raft<StateMachine>, req: Request, auth: &PeerAuth) -> Res
 /// consensus, through openraft's membership change) once it has caught up; any other
 /// node points it to the leader.
 async fn join(raft: &Raft<StateMachine>, peer: &PeerIdentity, auth: &PeerAuth) -> Response {
-    let m = raft.metrics().borrow_watched().clone();
-    let me = u64::from(auth.me.number);
-    if m.current_leader != Some(me) || m.state != openraft::ServerState::Leader {
-        let leader = m
-            .current_leader
-            .and_then(|id| m.membership_config.membership().get_node(&id).cloned());
-        return match leader {
-            Some(l) => Response::Redirect(l.cluster_addr),
-            None => Response::Failed("no leader is elected yet".into()),
-        };
+    if let Some(r) = not_leader(raft, auth) {
+        return r;
     }
+    let m = raft.metrics().borrow_watched().clone();
     let id = u64::from(peer.number);
     let membership = m.membership_config.membership();
     if membership.get_node(&id).is_some() {
@@ -436,7 +476,11 @@ async fn join(raft: &Raft<StateMachine>, peer: &PeerIdentity, auth: &PeerAuth) -
     if let Err(e) = raft.add_learner(id, member, false).await {
         return Response::Failed(format!("cannot add the node as a learner: {e}"));
     }
-    tokio::spawn(promote_when_caught_up(raft.clone(), me, id));
+    tokio::spawn(promote_when_caught_up(
+        raft.clone(),
+        u64::from(auth.me.number),
+        id,
+    ));
     Response::Joined
 }
 
@@ -477,11 +521,26 @@ async fn promote_when_caught_up(raft: Raft<StateMachine>, me: NodeId, id: NodeId
 /// Ask the node at `addr` to add this one to its cluster. Whom it named as leader, if
 /// it redirected.
 pub async fn ask_join(addr: &str, auth: &PeerAuth) -> Result<Option<String>, String> {
+    ask_leader(addr, auth, &Request::Join).await
+}
+
+/// Ask the leader at `addr` to hand leadership to this node. Whom it named as leader,
+/// if it redirected.
+pub async fn ask_promote(addr: &str, auth: &PeerAuth) -> Result<Option<String>, String> {
+    ask_leader(addr, auth, &Request::Promote).await
+}
+
+/// Send a request only the leader answers.
+async fn ask_leader(
+    addr: &str,
+    auth: &PeerAuth,
+    request: &Request,
+) -> Result<Option<String>, String> {
     let (mut conn, _) =
         transport::connect(addr, auth.source, &auth.secret, &auth.me, CONNECT_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
-    let body = postcard::to_allocvec(&Request::Join).map_err(|e| e.to_string())?;
+    let body = postcard::to_allocvec(request).map_err(|e| e.to_string())?;
     let exchange = async {
         conn.write_frame(&body).await?;
         conn.read_frame().await
@@ -491,7 +550,7 @@ pub async fn ask_join(addr: &str, auth: &PeerAuth) -> Result<Option<String>, Str
         .map_err(|_| "no answer".to_string())?
         .map_err(|e| e.to_string())?;
     match postcard::from_bytes::<Response>(&frame).map_err(|e| e.to_string())? {
-        Response::Joined => Ok(None),
+        Response::Joined | Response::Done => Ok(None),
         Response::Redirect(leader) => Ok(Some(leader)),
         Response::Failed(why) => Err(why),
         _ => Err("unexpected answer".into()),

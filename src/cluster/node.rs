@@ -16,6 +16,10 @@
 //! that lost leadership since the transaction ran refuses to append it (§4 hazard "a
 //! node that is not leader for the request's term refuses it").
 
+mod admin;
+
+pub use admin::AdminError;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -229,6 +233,8 @@ impl Cluster {
             auto: !s.disable_auto_election,
             health: db_health.clone(),
             stalled: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            demoted: std::sync::atomic::AtomicBool::new(false),
+            promoted: std::sync::atomic::AtomicBool::new(false),
             raft: std::sync::OnceLock::new(),
         });
         let auth = PeerAuth {
@@ -321,6 +327,7 @@ impl Cluster {
                 cluster.raft.clone(),
                 cluster.id,
                 cluster.pending.clone(),
+                fitness.clone(),
                 (Duration::from_millis(s.heartbeat_ms), max * 5, max * 10),
                 cluster.shutdown.subscribe(),
             ));

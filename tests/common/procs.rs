@@ -32,6 +32,8 @@ pub struct Tuning {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     pub failover_wait_ms: u64,
+    /// `[api] token`, if any.
+    pub api_token: Option<&'static str>,
 }
 
 /// Short timeouts: elections within a second.
@@ -39,6 +41,7 @@ pub const FAST: Tuning = Tuning {
     heartbeat_ms: 100,
     election_timeout_ms: 500,
     failover_wait_ms: 5000,
+    api_token: None,
 };
 
 /// The documented defaults (heartbeat 500 ms, elections after 1.5 to 3 s).
@@ -46,6 +49,7 @@ pub const DEFAULTS: Tuning = Tuning {
     heartbeat_ms: 500,
     election_timeout_ms: 1500,
     failover_wait_ms: 5000,
+    api_token: None,
 };
 
 impl ProcNode {
@@ -82,6 +86,10 @@ impl ProcNode {
             api = self.api_port,
             proxy = self.proxy_port,
         );
+        let text = match self.tuning.api_token {
+            Some(t) => text.replace("[api]\n", &format!("[api]\ntoken = \"{t}\"\n")),
+            None => text,
+        };
         std::fs::write(self.config(), text).unwrap();
     }
 

@@ -1,0 +1,149 @@
+//! `wolfctl` against `wolfscale start` processes: `list servers` and `status` (open), and
+//! `promote`, `demote` and `remove` through the API's admin endpoints behind
+//! `[api] token`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::procs::{cluster_of, leader_among, write, ProcNode, Tuning, FAST};
+use mysql_async::prelude::*;
+
+const TOKEN: &str = "operator-token-7f3a";
+
+/// `wolfctl -e <node's API> [--token T] args…`: (success, stdout, stderr).
+fn wolfctl(node: &ProcNode, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wolfctl"));
+    cmd.arg("-e")
+        .arg(format!("http://127.0.0.1:{}", node.api_port))
+        .env_remove("WOLFSCALE_API_TOKEN")
+        .env_remove("WOLFCTL_ENDPOINT")
+        .env_remove("WOLFSCALE_CONFIG");
+    if let Some(t) = token {
+        cmd.arg("--token").arg(t);
+    }
+    let out = tokio::task::block_in_place(|| cmd.args(args).output().expect("run wolfctl"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn leader_id(node: &ProcNode) -> Option<String> {
+    let s = node.status().await?;
+    s["leader_id"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_promote_demote_and_remove_nodes() {
+    let nodes = cluster_of(
+        3,
+        Tuning {
+            api_token: Some(TOKEN),
+            ..FAST
+        },
+    )
+    .await;
+    let l = leader_among(&nodes, |_| true).await;
+    write(&nodes[l], "CREATE TABLE test.admin (id INT PRIMARY KEY)").await;
+    // The follower that is not the preferred leader (node-1) where possible.
+    let f = (0..3).rev().find(|i| *i != l).unwrap();
+    let name = |i: usize| format!("node-{}", nodes[i].n);
+
+    // Read-only commands need no token.
+    let (ok, out, err) = wolfctl(&nodes[f], None, &["list", "servers"]);
+    assert!(ok, "list servers: {err}");
+    for i in 0..3 {
+        assert!(out.contains(&name(i)), "{out}");
+    }
+    assert!(out.contains(&format!("leader: {}", name(l))), "{out}");
+    let (ok, out, err) = wolfctl(&nodes[f], None, &["status"]);
+    assert!(ok && out.contains(&name(f)), "status: {out} {err}");
+
+    // Admin commands without the token, or with a wrong one, change nothing.
+    for token in [None, Some("wrong-token")] {
+        let (ok, _, err) = wolfctl(&nodes[f], token, &["promote"]);
+        assert!(!ok && err.contains("HTTP 401"), "{token:?}: {err}");
+    }
+    assert_eq!(leader_id(&nodes[f]).await, Some(name(l)));
+
+    // Promote the follower: it leads when the command returns, and keeps leading past
+    // the preferred-leader rule's settle and interval (5 and 10 election timeouts).
+    let (ok, out, err) = wolfctl(&nodes[f], Some(TOKEN), &["promote"]);
+    assert!(ok, "promote: {err}");
+    assert!(out.contains(&format!("{} is the leader", name(f))), "{out}");
+    assert_eq!(leader_id(&nodes[l]).await, Some(name(f)));
+    write(&nodes[l], "INSERT INTO test.admin VALUES (1)").await;
+    let until = Instant::now() + Duration::from_secs(11);
+    while Instant::now() < until {
+        for n in &nodes {
+            let s = n.status().await.expect("status");
+            assert_eq!(s["leader_id"], name(f).as_str(), "leadership moved: {s}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Demote is the leader's: elsewhere it is refused, naming the leader.
+    let (ok, _, err) = wolfctl(&nodes[l], Some(TOKEN), &["demote"]);
+    assert!(
+        !ok && err.contains("not the leader") && err.contains(&name(f)),
+        "{err}"
+    );
+    let (ok, out, err) = wolfctl(&nodes[f], Some(TOKEN), &["demote"]);
+    assert!(ok, "demote: {err}");
+    let new_leader = leader_among(&nodes, |i| i != f).await;
+    assert!(
+        out.contains(&format!("handed leadership to {}", name(new_leader))),
+        "{out}"
+    );
+    write(&nodes[f], "INSERT INTO test.admin VALUES (2)").await;
+
+    // Remove: unknown nodes and the leader itself are refused; any other node is taken
+    // out of the membership (asked through a follower, which names the leader).
+    let (ok, _, err) = wolfctl(&nodes[f], Some(TOKEN), &["remove", "node-99"]);
+    assert!(!ok && err.contains("no node named node-99"), "{err}");
+    let (ok, _, err) = wolfctl(&nodes[f], Some(TOKEN), &["remove", &name(new_leader)]);
+    assert!(!ok && err.contains("demote it first"), "{err}");
+    let gone = (0..3).find(|i| *i != new_leader && *i != f).unwrap();
+    let (ok, out, err) = wolfctl(&nodes[f], Some(TOKEN), &["remove", &name(gone)]);
+    assert!(ok, "remove: {err}");
+    assert!(out.contains(&format!("{} removed", name(gone))), "{out}");
+    let members = |v: &serde_json::Value| -> Vec<String> {
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["node_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = common::procs::http_get_json(nodes[f].api_port, "/cluster")
+            .await
+            .expect("/cluster");
+        if !members(&v).contains(&name(gone)) {
+            assert_eq!(members(&v).len(), 2, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still a member: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The two that remain take writes (a majority of two is both).
+    write(&nodes[f], "INSERT INTO test.admin VALUES (3)").await;
+    for i in [f, new_leader] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut c = nodes[i].db.root().await;
+            let n: Option<i64> = c
+                .query_first("SELECT COUNT(*) FROM test.admin")
+                .await
+                .unwrap();
+            if n == Some(3) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: {n:?} rows", name(i));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -76,6 +76,7 @@ pub fn cluster_settings(
         disable_auto_election: cfg.cluster.disable_auto_election,
         database,
         follower_innodb_flush: cfg.database.follower_innodb_flush,
+        snapshot_entries: cfg.wal.snapshot_entries,
     }
 }
 

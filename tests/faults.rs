@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::procs::{cluster_of, leader_among, write, ProcNode, DEFAULTS, FAST};
+use common::procs::{cluster_of, leader_among, write, ProcNode, Tuning, DEFAULTS, FAST};
 use common::{opts, APP_PASSWORD};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -518,4 +518,147 @@ async fn leader_database_stop() {
         "read_only of the recovered node's MariaDB, as {}",
         s["role"]
     );
+}
+
+/// Snapshots every 20 entries, segments of 1 MiB deleted as soon as a snapshot covers
+/// them: the log is purged quickly.
+const PRUNED: Tuning = Tuning {
+    extra: "[wal]\nsnapshot_entries = 20\nretention_hours = 0\nsegment_size_mb = 1\n",
+    ..FAST
+};
+
+/// `COUNT(*)` and a checksum of `test.blobs` on a node's MariaDB.
+async fn blobs(node: &ProcNode) -> (i64, String) {
+    let mut c = node.db.root().await;
+    c.query_first("SELECT COUNT(*), COALESCE(SUM(CRC32(b)), 0) FROM test.blobs")
+        .await
+        .unwrap()
+        .map(|(n, s): (i64, String)| (n, s))
+        .unwrap_or_default()
+}
+
+/// A follower offline while the log moves past it and is purged comes back behind the
+/// purged log: it is sent the leader's snapshot (NeedsMigration while that happens),
+/// installs it and catches up from the log, under the load, to Active; then every node
+/// has the same rows and nothing acknowledged is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pruned_log_follower_is_provisioned_from_a_snapshot() {
+    use rand::Rng;
+    let mut nodes = cluster_of(3, PRUNED).await;
+    let l = setup(&nodes).await;
+    write(
+        &nodes[l],
+        "CREATE TABLE test.blobs (id INT PRIMARY KEY, b LONGTEXT NOT NULL)",
+    )
+    .await;
+    let k = (0..3).rev().find(|i| *i != l).unwrap();
+    // Its log ends here.
+    let settled_at = loop {
+        let s = nodes[k].status().await.expect("status");
+        if s["applied_index"].as_u64().is_some() && s["applied_index"] == s["last_log_index"] {
+            break s["last_log_index"].as_u64().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    nodes[k].kill();
+    let ports: Vec<u16> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != k)
+        .map(|(_, n)| n.proxy_port)
+        .collect();
+    let load = Load::start(&ports, 2);
+    // Rows of 64 KiB of random hex: the 1 MiB segments fill quickly (LZ4 cannot shrink
+    // them much).
+    let mut c = nodes[l].client().await.expect("connect to the leader");
+    let mut id = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let purged = loop {
+        for _ in 0..20 {
+            id += 1;
+            let b: String = {
+                let mut rng = rand::rng();
+                (0..65536)
+                    .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap())
+                    .collect()
+            };
+            if let Err(e) = c
+                .exec_drop("INSERT INTO test.blobs VALUES (?, ?)", (id, b))
+                .await
+            {
+                for n in &nodes {
+                    let log = n.log_text();
+                    let tail: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                        .rev()
+                        .take(25)
+                        .collect();
+                    eprintln!("---- node-{} (newest first):\n{}", n.n, tail.join("\n"));
+                }
+                panic!("insert blob {id}: {e}");
+            }
+        }
+        let s = nodes[l].status().await.expect("leader status");
+        if let Some(p) = s["purged_index"].as_u64().filter(|p| *p > settled_at + 1) {
+            eprintln!("the leader's log is purged to {p} ({id} blobs); the follower stopped at {settled_at}");
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader's log was not purged: {s}"
+        );
+    };
+    drop(c);
+    load.wait_acks(100).await;
+    nodes[k].spawn(false);
+    // Follow it back: NeedsMigration (its own status, or the leader's view of it),
+    // then Active and caught up.
+    let name = format!("node-{}", nodes[k].n);
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(s) = nodes[k].status().await {
+            seen.insert(s["status"].as_str().unwrap_or("?").to_string());
+            let caught_up = s["applied_index"].as_u64().is_some_and(|a| a > purged);
+            if s["status"] == "Active" && caught_up {
+                break;
+            }
+        }
+        if let Some(v) = common::procs::http_get_json(nodes[l].api_port, "/cluster").await {
+            for m in v["members"].as_array().into_iter().flatten() {
+                if m["node_id"] == name.as_str() {
+                    seen.insert(m["status"].as_str().unwrap_or("?").to_string());
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not come back through NeedsMigration to Active (seen {seen:?}); its log:\n{}",
+            nodes[k].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        nodes[k].log_text().contains("snapshot installed"),
+        "{name} did not install a snapshot"
+    );
+    assert!(
+        seen.contains("NeedsMigration"),
+        "{name} was never NeedsMigration: {seen:?}"
+    );
+    load.wait_acks(100).await;
+    let attempts = load.finish().await;
+    let rows = converged(&nodes).await;
+    let v = judge(&attempts, &rows);
+    let want = blobs(&nodes[l]).await;
+    assert_eq!(want.0, id as i64);
+    for n in &nodes {
+        assert_eq!(blobs(n).await, want, "node-{}", n.n);
+    }
+    eprintln!(
+        "pruned log: node-{} came back through {seen:?}; {} acknowledged, {} unknown",
+        nodes[k].n, v.acked, v.unknown
+    );
+    assert_clean(&v);
 }

@@ -382,9 +382,14 @@ impl Applier {
         self.status.clone()
     }
 
-    /// Re-read the marker (after a snapshot was loaded into MariaDB).
-    pub async fn reload_marker(&mut self) -> Result<(), ApplyError> {
+    /// After a snapshot replaced the local databases: a new connection (the old one's
+    /// default database and session state may name what was dropped), the schema
+    /// checked, and the marker read from the snapshot's data.
+    pub async fn after_snapshot(&mut self) -> Result<(), ApplyError> {
+        self.reset().await;
+        self.recovered.clear();
         let conn = self.conn().await?;
+        schema::ensure(conn).await?;
         self.applied = schema::read_applied(conn).await?;
         Ok(())
     }

@@ -27,6 +27,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod requests;
+pub mod snapshot;
 pub mod state_machine;
 pub mod status;
 pub mod transport;

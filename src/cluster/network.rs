@@ -44,6 +44,14 @@ pub enum Request {
     Join,
     /// Hand leadership to the sender (an operator's `promote` on it).
     Promote,
+    /// A piece of the leader's snapshot, in order; the last one installs it.
+    Snapshot {
+        vote: Vote,
+        meta: super::snapshot::Meta,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +69,8 @@ pub enum Response {
     Redirect(String),
     /// Done as asked.
     Done,
+    /// The snapshot is installed.
+    Snapshot(SnapshotResponse<TypeConfig>),
 }
 
 /// Who this node is and how it proves it, for both directions of the transport.
@@ -77,6 +87,8 @@ pub struct PeerAuth {
     /// The address peer connections are made from: `[node] bind_address`'s, unless
     /// that is the unspecified address.
     pub source: Option<std::net::IpAddr>,
+    /// Where snapshots streamed to this node are received.
+    pub snapshots: super::snapshot::Snapshots,
 }
 
 /// When this node last accepted an append from a leader or granted a vote: what its
@@ -186,6 +198,11 @@ impl PeerClient {
     }
 }
 
+/// Bytes of a snapshot per frame.
+const SNAPSHOT_CHUNK: usize = 4 << 20;
+/// How long the receiver may take to load a snapshot and answer.
+const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
 fn unexpected() -> RPCError<TypeConfig> {
     let e = std::io::Error::other("peer answered with the wrong kind of response");
     RPCError::Network(NetworkError::new(&e))
@@ -227,17 +244,65 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         }
     }
 
+    /// The dump is sent in [`SNAPSHOT_CHUNK`] pieces, each answered; the last one is
+    /// answered once the receiver has installed it (loading a dump takes a while, so
+    /// that answer may take up to [`SNAPSHOT_INSTALL_TIMEOUT`]).
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: SnapshotOf<TypeConfig, Dump>,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        _option: RPCOption,
+        vote: Vote,
+        snapshot: SnapshotOf<TypeConfig, Dump>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        // Snapshots are never built (SnapshotPolicy::Never) and the log is not purged
-        // below what followers need, so openraft has no reason to send one.
-        let e = std::io::Error::other("snapshot transfer is not available in this build");
-        Err(StreamingError::Unreachable(Unreachable::new(&e)))
+        use tokio::io::AsyncReadExt;
+        let storage = |e: std::io::Error| StreamingError::Unreachable(Unreachable::new(&e));
+        let mut file = tokio::fs::File::open(&snapshot.snapshot.path)
+            .await
+            .map_err(storage)?;
+        let len = file.metadata().await.map_err(storage)?.len();
+        tracing::info!(
+            target = self.target,
+            bytes = len,
+            snapshot = %super::snapshot::name(&snapshot.meta),
+            "sending a snapshot to a node behind the purged log"
+        );
+        tokio::pin!(cancel);
+        let mut offset = 0u64;
+        loop {
+            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK);
+            (&mut file)
+                .take(SNAPSHOT_CHUNK as u64)
+                .read_to_end(&mut data)
+                .await
+                .map_err(storage)?;
+            let done = offset + data.len() as u64 >= len;
+            let sent = data.len() as u64;
+            let req = Request::Snapshot {
+                vote,
+                meta: snapshot.meta.clone(),
+                offset,
+                data,
+                done,
+            };
+            let ttl = if done {
+                SNAPSHOT_INSTALL_TIMEOUT
+            } else {
+                option.hard_ttl().max(Duration::from_secs(10))
+            };
+            let answer = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                r = self.call(&req, ttl) => r?,
+            };
+            match answer {
+                Response::Snapshot(r) if done => return Ok(r),
+                Response::Done if !done => offset += sent,
+                Response::Failed(why) => {
+                    let e = std::io::Error::other(format!("the node refused the snapshot: {why}"));
+                    return Err(StreamingError::Unreachable(Unreachable::new(&e)));
+                }
+                _ => return Err(unexpected().into()),
+            }
+        }
     }
 
     async fn transfer_leader(
@@ -407,9 +472,61 @@ async fn handle(raft: &Raft<StateMachine>, req: Request, auth: &PeerAuth) -> Res
             Ok(r) => Response::TransferLeader(r),
             Err(e) => Response::Failed(e.to_string()),
         },
+        Request::Snapshot {
+            vote,
+            meta,
+            offset,
+            data,
+            done,
+        } => match receive_snapshot(raft, auth, vote, meta, offset, &data, done).await {
+            Ok(r) => r,
+            Err(e) => Response::Failed(format!("cannot receive the snapshot: {e}")),
+        },
         Request::Settings | Request::Join | Request::Promote => {
             Response::Failed("answered by the connection".into())
         }
+    }
+}
+
+/// A piece of a snapshot from the leader: written at its offset in the incoming file
+/// (a piece at 0 starts it afresh), and the last one installed through openraft.
+async fn receive_snapshot(
+    raft: &Raft<StateMachine>,
+    auth: &PeerAuth,
+    vote: Vote,
+    meta: super::snapshot::Meta,
+    offset: u64,
+    data: &[u8],
+    done: bool,
+) -> std::io::Result<Response> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let path = auth.snapshots.incoming_path(&meta);
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(offset == 0)
+        .open(&path)
+        .await?;
+    let have = file.metadata().await?.len();
+    if have != offset {
+        return Err(std::io::Error::other(format!(
+            "a piece at offset {offset}, but {have} bytes have arrived"
+        )));
+    }
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    file.write_all(data).await?;
+    if !done {
+        return Ok(Response::Done);
+    }
+    file.sync_all().await?;
+    drop(file);
+    let snapshot = openraft::storage::Snapshot {
+        meta,
+        snapshot: Dump { path },
+    };
+    match raft.install_full_snapshot(vote, snapshot).await {
+        Ok(r) => Ok(Response::Snapshot(r)),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     }
 }
 

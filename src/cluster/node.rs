@@ -73,6 +73,8 @@ pub struct ClusterSettings {
     /// `innodb_flush_log_at_trx_commit` while a follower (1 while the leader); `None`
     /// leaves it alone.
     pub follower_innodb_flush: Option<u8>,
+    /// `[wal] snapshot_entries` (0: no snapshots).
+    pub snapshot_entries: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,8 @@ pub struct Cluster {
     pub secret: Arc<Vec<u8>>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    /// Set while a snapshot is being installed.
+    pub(super) installing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Cluster {
@@ -228,6 +232,15 @@ impl Cluster {
             ApplyStatus::Diverged { .. }
         );
         let (health_tx, db_health) = watch::channel(DbHealth::Healthy);
+        let data_dir = s
+            .wal
+            .state_dir
+            .parent()
+            .map_or_else(|| s.wal.state_dir.clone(), std::path::Path::to_path_buf);
+        let snapshots =
+            super::snapshot::Snapshots::new(data_dir.join("snapshots"), s.database.clone())
+                .map_err(|e| ClusterError::Raft(format!("snapshot directory: {e}")))?;
+        let installing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let fitness = Arc::new(leadership::Fitness {
             may_lead: Arc::new(std::sync::atomic::AtomicBool::new(!halted)),
             auto: !s.disable_auto_election,
@@ -244,6 +257,7 @@ impl Cluster {
             contact: contact.clone(),
             fitness: fitness.clone(),
             source: Some(s.bind.ip()).filter(|ip| !ip.is_unspecified()),
+            snapshots: snapshots.clone(),
         };
         // Elections are started by this node's own timer (`campaign`), not openraft's:
         // openraft's leader lease is its `election_timeout_max`, and a voter refuses
@@ -257,7 +271,13 @@ impl Cluster {
             heartbeat_interval: s.heartbeat_ms,
             election_timeout_min: (lease * 3 / 4).max(s.heartbeat_ms + 1).min(lease - 1),
             election_timeout_max: lease,
-            snapshot_policy: SnapshotPolicy::Never,
+            snapshot_policy: match s.snapshot_entries {
+                0 => SnapshotPolicy::Never,
+                n => SnapshotPolicy::LogsSinceLast(n),
+            },
+            // The purge floor: entries behind the snapshot stay in the log, so a node
+            // that is briefly behind catches up from it instead of a snapshot.
+            max_in_snapshot_log_to_keep: s.snapshot_entries,
             enable_elect: false,
             // A node that led before it stopped comes back as a follower, and the
             // cluster elects a leader in a new term: only an entry of a later term
@@ -277,6 +297,8 @@ impl Cluster {
             diverged: Arc::new(diverged),
             stalled: fitness.stalled.clone(),
             requests: requests.clone(),
+            snapshots,
+            installing: installing.clone(),
         };
         let raft = Raft::new(
             id,
@@ -309,6 +331,7 @@ impl Cluster {
             auth: auth.clone(),
             shutdown,
             server,
+            installing,
         };
         if s.bootstrap {
             cluster.bootstrap(&auth, &s.peers).await?;

@@ -7,9 +7,10 @@
 //! Membership changes are stored with the marker, so the applied position and the
 //! membership it implies are always read back together.
 //!
-//! Snapshots (a logical dump carrying its `wolfscale.applied` row) are provisioned in a
-//! later issue; this build never builds one (`SnapshotPolicy::Never`) and never purges
-//! the log below what a follower needs, so openraft never asks for one.
+//! Snapshots are logical dumps carrying their `wolfscale.applied` row (see
+//! [`super::snapshot`]): built every `[wal] snapshot_entries` applied entries, after
+//! which openraft may purge the log below them; a node behind the purged log is sent
+//! the leader's current snapshot and installs it.
 
 use std::io;
 use std::path::PathBuf;
@@ -21,10 +22,11 @@ use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::Mutex;
 
+use super::snapshot::{self, Snapshots};
 use super::types::{log_id, Applied, LogId, StoredMembership, TypeConfig};
 use crate::apply::{Applier, ApplyError, Item};
 
-/// A snapshot: a dump file (not produced by this build).
+/// A snapshot: a dump file.
 #[derive(Debug)]
 pub struct Dump {
     pub path: PathBuf,
@@ -42,6 +44,9 @@ pub struct StateMachine {
     pub stalled: Arc<std::sync::atomic::AtomicBool>,
     /// Request ids of the applied entries that carry one.
     pub requests: Arc<super::requests::Requests>,
+    pub snapshots: Snapshots,
+    /// Set while a snapshot is being installed (status NeedsMigration).
+    pub installing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -50,7 +55,7 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotData = Dump;
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = Builder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let applier = self.applier.lock().await;
@@ -156,33 +161,123 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        Builder {
+            applier: self.applier.clone(),
+            snapshots: self.snapshots.clone(),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMetaOf<TypeConfig>,
-        _snapshot: Dump,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        dump: Dump,
     ) -> Result<(), io::Error> {
-        Err(io_err(
-            "installing snapshots is not available in this build",
-        ))
+        use std::sync::atomic::Ordering;
+        self.installing.store(true, Ordering::SeqCst);
+        let result = async {
+            let mut applier = self.applier.lock().await;
+            tracing::info!(snapshot = %snapshot::name(meta), "installing a snapshot: replacing the local databases");
+            let started = std::time::Instant::now();
+            self.snapshots.load(&dump.path).await?;
+            applier.after_snapshot().await.map_err(io_err)?;
+            let row = applier.applied();
+            let want = meta.last_log_id.as_ref().map(|l| l.index);
+            if row.index != want {
+                return Err(io_err(format!(
+                    "the snapshot's marker is at {:?}, its meta says {want:?}",
+                    row.index
+                )));
+            }
+            self.snapshots.keep(meta, &dump.path)?;
+            tracing::info!(
+                snapshot = %snapshot::name(meta),
+                ms = started.elapsed().as_millis() as u64,
+                "snapshot installed"
+            );
+            Ok(())
+        }
+        .await;
+        self.installing.store(false, Ordering::SeqCst);
+        result
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Dump>>, io::Error> {
-        Ok(None)
+        Ok(self
+            .snapshots
+            .current()?
+            .map(|(meta, path)| openraft::storage::Snapshot {
+                meta,
+                snapshot: Dump { path },
+            }))
     }
 }
 
-/// This build makes no snapshots (see the module doc).
-pub struct NoSnapshots;
+/// Builds a snapshot with the applier held (see [`super::snapshot`]).
+pub struct Builder {
+    applier: Arc<Mutex<Applier>>,
+    snapshots: Snapshots,
+}
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
     type SnapshotData = Dump;
 
+    /// An error here would end this node's Raft (openraft treats it as fatal): a
+    /// failed dump is logged and tried again, with the applier released in between.
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Dump>, io::Error> {
-        Err(io_err("building snapshots is not available in this build"))
+        let mut backoff = std::time::Duration::from_millis(500);
+        loop {
+            match self.try_build().await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot build a snapshot");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                }
+            }
+        }
+    }
+}
+
+impl Builder {
+    async fn try_build(&mut self) -> Result<SnapshotOf<TypeConfig, Dump>, io::Error> {
+        let started = std::time::Instant::now();
+        let mut applier = self.applier.lock().await;
+        // Every local commit handed over is done and the marker names it: the dump's
+        // marker is exactly what its data holds.
+        applier.settle().await.map_err(io_err)?;
+        let row = applier.applied().clone();
+        let Some(index) = row.index else {
+            return Err(io_err("nothing is applied yet: no snapshot to build"));
+        };
+        let last_membership = match &row.membership {
+            Some(bytes) => postcard::from_bytes(bytes).map_err(io_err)?,
+            None => StoredMembership::default(),
+        };
+        let meta = snapshot::Meta {
+            last_log_id: Some(log_id(index, row.term)),
+            last_membership,
+        };
+        let tmp = self
+            .snapshots
+            .dir
+            .join(format!("{}.sql.tmp", snapshot::name(&meta)));
+        let dumped = self.snapshots.dump(&tmp).await;
+        drop(applier);
+        if let Err(e) = dumped {
+            std::fs::remove_file(&tmp).ok();
+            return Err(e);
+        }
+        let path = self.snapshots.keep(&meta, &tmp)?;
+        tracing::info!(
+            snapshot = %snapshot::name(&meta),
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        Ok(openraft::storage::Snapshot {
+            meta,
+            snapshot: Dump { path },
+        })
     }
 }

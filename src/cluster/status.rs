@@ -8,6 +8,7 @@
 //! | `Joining` | known to the membership but never replicated to yet / no leader known to this node yet |
 //! | `Syncing` | catching up: applied index well behind the commit index |
 //! | `Offline` | its local MariaDB fails the health check (it takes no writes, serves no local reads, does not stand for election); or, reported by the leader, unreachable since this leader started |
+//! | `NeedsMigration` | behind the purged log: it needs a snapshot (reported by the leader), or is installing one |
 //! | `Diverged` | the applier stopped at an entry whose replay differed from the leader's |
 
 use std::time::Duration;
@@ -36,6 +37,10 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
     pub node_id: String,
+    /// The last entry purged from the log (a node behind it needs a snapshot).
+    pub purged_index: Option<u64>,
+    /// The position of this node's current snapshot.
+    pub snapshot_index: Option<u64>,
     pub number: u16,
     pub role: String,
     pub status: Status,
@@ -103,6 +108,8 @@ impl Cluster {
             Status::Diverged
         } else if database != super::leadership::DbHealth::Healthy {
             Status::Offline
+        } else if self.installing.load(std::sync::atomic::Ordering::SeqCst) {
+            Status::NeedsMigration
         } else if leader.is_none() || m.state == ServerState::Learner {
             Status::Joining
         } else if committed.unwrap_or(0).saturating_sub(applied.unwrap_or(0)) > LAG_ENTRIES {
@@ -124,6 +131,8 @@ impl Cluster {
             term: m.current_term,
             leader_id,
             last_log_index: m.last_log_index,
+            purged_index: m.purged.map(|p| p.index),
+            snapshot_index: m.snapshot.map(|s| s.index),
             committed_index: committed,
             applied_index: applied,
             diverged,
@@ -171,7 +180,10 @@ impl Cluster {
                 // A learner: it joined and is catching up; it becomes a voter then.
                 Status::Joining
             } else {
+                let purged = m.purged.map(|p| p.index);
                 match (matched, heard) {
+                    // The entries it needs next are gone from the log: a snapshot.
+                    (_, Some(_)) if purged.is_some() && matched < purged => Status::NeedsMigration,
                     (None, _) => Status::Joining,
                     (_, None) => Status::Offline,
                     (_, Some(h)) if h > heartbeat * 10 => Status::Dropped,

@@ -22,7 +22,8 @@ const POOL_SIZE: RangeInclusive<i64> = 1..=1024;
 const BATCH_SIZE: RangeInclusive<i64> = 1..=100_000;
 const FLUSH_INTERVAL_MS: RangeInclusive<i64> = 0..=10_000;
 const SEGMENT_SIZE_MB: RangeInclusive<i64> = 1..=4096;
-const RETENTION_HOURS: RangeInclusive<i64> = 1..=87_600;
+const RETENTION_HOURS: RangeInclusive<i64> = 0..=87_600;
+const SNAPSHOT_ENTRIES: RangeInclusive<i64> = 0..=1_000_000_000;
 const HEARTBEAT_MS: RangeInclusive<i64> = 1..=60_000;
 const ELECTION_TIMEOUT_MS: RangeInclusive<i64> = 1..=600_000;
 /// `election_timeout_ms = N` sets the max to 2N, which must stay in [`ELECTION_TIMEOUT_MS`].
@@ -220,6 +221,12 @@ impl Checker<'_> {
             d.retention_hours,
             RETENTION_HOURS,
         );
+        let snapshot_entries = self.int(
+            "wal.snapshot_entries",
+            raw.snapshot_entries,
+            d.snapshot_entries,
+            SNAPSHOT_ENTRIES,
+        );
         let fsync = raw.fsync.unwrap_or(d.fsync);
         if !fsync {
             self.warn(
@@ -234,6 +241,7 @@ impl Checker<'_> {
             compression: raw.compression.unwrap_or(d.compression),
             segment_size_mb: segment_size_mb?,
             retention_hours: retention_hours?,
+            snapshot_entries: snapshot_entries?,
             fsync,
         })
     }

@@ -240,9 +240,15 @@ pub struct WalConfig {
     /// `segment_size_mb`: size at which a segment file is closed and a new one started.
     /// Default 64, 1..=4096.
     pub segment_size_mb: u64,
-    /// `retention_hours`: how long applied segments are kept before purging. Default 168
-    /// (a week), 1..=87600 (ten years).
+    /// `retention_hours`: how long segments a snapshot covers are kept before they are
+    /// deleted. Default 168 (a week), 0..=87600 (ten years); 0 deletes them as soon as
+    /// a snapshot covers them.
     pub retention_hours: u64,
+    /// `snapshot_entries`: a snapshot (a logical dump of the local MariaDB) is built
+    /// every this many applied entries, and the log below it, less as many entries
+    /// again, may then be purged. Default 100000, 0..=1000000000; 0 never builds one
+    /// (the log is never purged).
+    pub snapshot_entries: u64,
     /// `fsync`: fdatasync each batch. Default true. `false` gives a warning: an
     /// acknowledged write can then be lost if a majority loses power at once.
     pub fsync: bool,
@@ -256,6 +262,7 @@ impl Default for WalConfig {
             compression: true,
             segment_size_mb: 64,
             retention_hours: 168,
+            snapshot_entries: 100_000,
             fsync: true,
         }
     }

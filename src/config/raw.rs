@@ -96,6 +96,7 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("compression", Kind::Boolean),
             ("segment_size_mb", Kind::Integer),
             ("retention_hours", Kind::Integer),
+            ("snapshot_entries", Kind::Integer),
             ("fsync", Kind::Boolean),
         ],
     ),
@@ -190,6 +191,7 @@ pub(crate) struct RawWal {
     pub compression: Option<bool>,
     pub segment_size_mb: Option<i64>,
     pub retention_hours: Option<i64>,
+    pub snapshot_entries: Option<i64>,
     pub fsync: Option<bool>,
 }
 

@@ -82,8 +82,12 @@ flush_interval_ms = 2
 compression = true
 # Size of a log segment file in MiB: 1..=4096. Default 64.
 segment_size_mb = 64
-# How long applied segments are kept, in hours: 1..=87600. Default 168 (a week).
+# How long log segments a snapshot covers are kept, in hours: 0..=87600.
+# Default 168 (a week).
 retention_hours = 168
+# Build a snapshot (a logical dump of the local MariaDB) every N applied entries;
+# the log below it may then be purged. 0 never builds one. Default 100000.
+snapshot_entries = 100000
 # fdatasync every batch. Default true. With false, an acknowledged write can
 # be lost if a majority of nodes loses power at once.
 fsync = true

@@ -249,6 +249,7 @@ pub fn cluster_settings(
         disable_auto_election: false,
         database: opts(db.port(), "root", "", None),
         follower_innodb_flush: None,
+        snapshot_entries: 100_000,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Tuning {
     pub failover_wait_ms: u64,
     /// `[api] token`, if any.
     pub api_token: Option<&'static str>,
+    /// More config, appended to the file (whole sections, e.g. `[wal]`).
+    pub extra: &'static str,
 }
 
 /// Short timeouts: elections within a second.
@@ -42,6 +44,7 @@ pub const FAST: Tuning = Tuning {
     election_timeout_ms: 500,
     failover_wait_ms: 5000,
     api_token: None,
+    extra: "",
 };
 
 /// The documented defaults (heartbeat 500 ms, elections after 1.5 to 3 s).
@@ -50,6 +53,7 @@ pub const DEFAULTS: Tuning = Tuning {
     election_timeout_ms: 1500,
     failover_wait_ms: 5000,
     api_token: None,
+    extra: "",
 };
 
 impl ProcNode {
@@ -86,10 +90,11 @@ impl ProcNode {
             api = self.api_port,
             proxy = self.proxy_port,
         );
-        let text = match self.tuning.api_token {
+        let mut text = match self.tuning.api_token {
             Some(t) => text.replace("[api]\n", &format!("[api]\ntoken = \"{t}\"\n")),
             None => text,
         };
+        text.push_str(self.tuning.extra);
         std::fs::write(self.config(), text).unwrap();
     }
 

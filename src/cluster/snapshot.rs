@@ -1,0 +1,246 @@
+//! Snapshots: a logical dump of the local MariaDB that carries its own
+//! `wolfscale.applied` row (ARCHITECTURE §3).
+//!
+//! A snapshot is built with the applier held (no entry is applied and no local commit
+//! is ordered meanwhile) and settled first (every local commit handed over is done and
+//! the marker written), so the dump's marker names exactly the entries in its data. It
+//! is `mariadb-dump --single-transaction` of every database but the system ones
+//! (`wolfscale` included), with routines, events and triggers. Accounts are not in it
+//! yet: `--system=users` fails on accounts whose host no longer resolves, and loading
+//! the grant tables whole would replace the node's own service account; a provisioned
+//! node keeps the accounts it has.
+//!
+//! Installing one (a node behind the purged log: openraft streams the leader's current
+//! snapshot to it) drops every non-system database, loads the dump with the `mariadb`
+//! client, re-reads the marker and checks it is the snapshot's position; the applier
+//! then skips every entry at or below it.
+//!
+//! Files, under `data_dir/snapshots/`: `<id>.sql` and `<id>.meta` (the openraft
+//! snapshot meta, JSON), written to `*.tmp` and renamed; only the newest is kept.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use mysql_async::prelude::Queryable;
+use tokio::io::AsyncWriteExt;
+
+use super::types::TypeConfig;
+
+pub type Meta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+
+/// Databases that are the server's own, never dumped nor dropped.
+const SYSTEM_DATABASES: &[&str] = &["information_schema", "performance_schema", "mysql", "sys"];
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Where snapshots live and how to reach the local MariaDB with the client tools.
+#[derive(Clone)]
+pub struct Snapshots {
+    pub dir: PathBuf,
+    db: mysql_async::Opts,
+}
+
+impl Snapshots {
+    pub fn new(dir: PathBuf, db: mysql_async::Opts) -> io::Result<Snapshots> {
+        std::fs::create_dir_all(&dir)?;
+        // Leftovers of a build or a transfer cut short.
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") || name.ends_with(".part") {
+                std::fs::remove_file(entry.path()).ok();
+            }
+        }
+        Ok(Snapshots { dir, db })
+    }
+
+    pub fn sql_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.sql"))
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.meta"))
+    }
+
+    /// A file to receive a snapshot streamed from a peer into.
+    pub fn incoming_path(&self, meta: &Meta) -> PathBuf {
+        self.dir.join(format!("{}.part", name(meta)))
+    }
+
+    /// The newest complete snapshot.
+    pub fn current(&self) -> io::Result<Option<(Meta, PathBuf)>> {
+        let mut best: Option<(Meta, PathBuf)> = None;
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("meta") {
+                continue;
+            }
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_slice::<Meta>(&text) else {
+                continue;
+            };
+            let sql = path.with_extension("sql");
+            if !sql.exists() {
+                continue;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|(b, _)| b.last_log_id < meta.last_log_id)
+            {
+                best = Some((meta, sql));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Keep `meta` (whose dump is at `sql`) as the current snapshot, and remove the
+    /// older ones.
+    pub fn keep(&self, meta: &Meta, sql: &Path) -> io::Result<PathBuf> {
+        let id = name(meta);
+        let final_sql = self.sql_path(&id);
+        if sql != final_sql {
+            std::fs::rename(sql, &final_sql)?;
+        }
+        let tmp = self.dir.join(format!("{id}.meta.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(meta).map_err(io_err)?)?;
+        std::fs::rename(&tmp, self.meta_path(&id))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .ok();
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let path = entry.path();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if stem != id && !path.to_string_lossy().ends_with(".part") {
+                std::fs::remove_file(&path).ok();
+            }
+        }
+        Ok(final_sql)
+    }
+
+    /// Client-tool arguments that reach the local MariaDB as the service account. The
+    /// password goes through the environment, not the command line.
+    fn client_args(&self, cmd: &mut tokio::process::Command) {
+        cmd.arg("--no-defaults")
+            .arg(format!("--host={}", self.db.ip_or_hostname()))
+            .arg(format!("--port={}", self.db.tcp_port()))
+            .arg("--protocol=TCP");
+        if let Some(user) = self.db.user() {
+            cmd.arg(format!("--user={user}"));
+        }
+        match self.db.pass() {
+            Some(p) if !p.is_empty() => {
+                cmd.env("MYSQL_PWD", p);
+            }
+            _ => {}
+        }
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+    }
+
+    /// The user databases of the local MariaDB (`wolfscale` among them).
+    async fn user_databases(&self) -> io::Result<Vec<String>> {
+        let mut conn = mysql_async::Conn::new(self.db.clone())
+            .await
+            .map_err(io_err)?;
+        let all: Vec<String> = conn.query("SHOW DATABASES").await.map_err(io_err)?;
+        conn.disconnect().await.ok();
+        Ok(all
+            .into_iter()
+            .filter(|d| !SYSTEM_DATABASES.contains(&d.to_ascii_lowercase().as_str()))
+            .collect())
+    }
+
+    /// Dump the local MariaDB into `out` (the caller holds the applier).
+    pub async fn dump(&self, out: &Path) -> io::Result<()> {
+        let databases = self.user_databases().await?;
+        let file = std::fs::File::create(out)?;
+        let mut cmd = tokio::process::Command::new(tool("mariadb-dump"));
+        self.client_args(&mut cmd);
+        cmd.args([
+            "--single-transaction",
+            "--routines",
+            "--events",
+            "--triggers",
+            "--hex-blob",
+            "--add-drop-database",
+            "--databases",
+        ])
+        .args(&databases)
+        .stdout(file)
+        .stderr(Stdio::piped());
+        let output = cmd.spawn()?.wait_with_output().await?;
+        if !output.status.success() {
+            return Err(io_err(format!(
+                "mariadb-dump failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        std::fs::File::open(out)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Replace the local MariaDB's data with the dump at `sql`.
+    pub async fn load(&self, sql: &Path) -> io::Result<()> {
+        let mut conn = mysql_async::Conn::new(self.db.clone())
+            .await
+            .map_err(io_err)?;
+        for db in self.user_databases().await? {
+            conn.query_drop(format!(
+                "DROP DATABASE IF EXISTS {}",
+                crate::apply::quote_ident(&db)
+            ))
+            .await
+            .map_err(io_err)?;
+        }
+        conn.disconnect().await.ok();
+        let mut cmd = tokio::process::Command::new(tool("mariadb"));
+        self.client_args(&mut cmd);
+        cmd.arg("--binary-mode")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut input = tokio::fs::File::open(sql).await?;
+        let copy = async {
+            tokio::io::copy(&mut input, &mut stdin).await?;
+            stdin.shutdown().await?;
+            drop(stdin);
+            Ok::<_, io::Error>(())
+        };
+        let (copied, output) = tokio::join!(copy, child.wait_with_output());
+        let output = output?;
+        if !output.status.success() {
+            return Err(io_err(format!(
+                "loading the snapshot failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        copied
+    }
+}
+
+/// A client tool, from `$WOLFSCALE_MARIADB_BIN` when set (a directory), else `PATH`.
+fn tool(name: &str) -> PathBuf {
+    match std::env::var_os("WOLFSCALE_MARIADB_BIN") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
+/// A snapshot's file name: its position.
+pub fn name(meta: &Meta) -> String {
+    match &meta.last_log_id {
+        Some(l) => format!("snap-{:020}-{}", l.index, l.leader_id.term),
+        None => "snap-empty".into(),
+    }
+}

@@ -147,3 +147,78 @@ async fn operators_promote_demote_and_remove_nodes() {
         }
     }
 }
+
+/// A follower whose MariaDB was changed behind the cluster's back diverges (its replay
+/// of the next entry fails) and stops applying. `wolfctl migrate --from` replaces its
+/// databases with a fresh snapshot of the leader's: it applies again, is Active, and has
+/// the cluster's rows, including those written while it was diverged and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_diverged_node_is_migrated_from_a_donor() {
+    let nodes = cluster_of(3, FAST).await;
+    let l = leader_among(&nodes, |_| true).await;
+    write(&nodes[l], "CREATE TABLE test.m (id INT PRIMARY KEY)").await;
+    write(&nodes[l], "INSERT INTO test.m VALUES (1)").await;
+    let k = (0..3).rev().find(|i| *i != l).unwrap();
+    let count = |i: usize| {
+        let db = &nodes[i].db;
+        async move {
+            let mut c = db.root().await;
+            c.query_first::<i64, _>("SELECT COUNT(*) FROM test.m")
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(k).await != Some(1) {
+        assert!(Instant::now() < deadline, "the follower never got row 1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Behind the cluster's back: the follower's MariaDB gets row 2 first.
+    let mut c = nodes[k].db.root().await;
+    c.query_drop(
+        "SET GLOBAL read_only = 0; INSERT INTO test.m VALUES (2); SET GLOBAL read_only = 1",
+    )
+    .await
+    .unwrap();
+    write(&nodes[l], "INSERT INTO test.m VALUES (2)").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = nodes[k].status().await.expect("status");
+        if s["status"] == "Diverged" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not diverge: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write(&nodes[l], "INSERT INTO test.m VALUES (3)").await;
+    let donor = format!("127.0.0.1:{}", nodes[l].api_port);
+    let (ok, out, err) = wolfctl(&nodes[k], None, &["migrate", "--from", &donor]);
+    assert!(ok, "migrate: {out} {err}");
+    assert!(out.contains("migrated from"), "{out}");
+    assert!(
+        err.contains("100%") || err.contains("loading"),
+        "no progress shown: {err}"
+    );
+    write(&nodes[l], "INSERT INTO test.m VALUES (4)").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = nodes[k].status().await.expect("status");
+        if s["status"] == "Active" && count(k).await == Some(4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the migrated node did not recover: {s} with {:?} rows; its log:\n{}",
+            count(k).await,
+            nodes[k].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = nodes[k].db.root().await;
+    let ids: Vec<i64> = c.query("SELECT id FROM test.m ORDER BY id").await.unwrap();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+}

@@ -5,6 +5,8 @@
 //! | `POST /cluster/promote` | any voter | makes this node the leader |
 //! | `POST /cluster/demote` | the leader | hands leadership to another voter |
 //! | `DELETE /cluster/nodes/{node_id}` | the leader | removes a node from the cluster |
+//! | `POST /cluster/migrate?from=HOST:PORT` | the node to re-provision | starts replacing its databases with a snapshot from the donor's API; `GET /cluster/migrate` follows it |
+//! | `GET /snapshot?min_index=N` | a donor | streams a snapshot at or past entry N (the meta in `x-wolfscale-snapshot`) |
 //!
 //! With `[api] token` set, each needs `Authorization: Bearer <token>`. Without one,
 //! only clients on this host (loopback) may call them: an unauthenticated change of
@@ -27,6 +29,14 @@ use crate::config::Secret;
 /// Who may call the admin endpoints.
 #[derive(Clone)]
 pub struct Guard {
+    pub token: Option<Secret>,
+}
+
+/// The admin endpoints' state: the cluster, and the token a migration presents to the
+/// donor (the cluster's API token, the same on every node).
+#[derive(Clone)]
+pub struct Admin {
+    pub cluster: Arc<Cluster>,
     pub token: Option<Secret>,
 }
 
@@ -167,4 +177,107 @@ mod tests {
         assert_eq!(admit(None, None, Some(remote)), Err(Refusal::Forbidden));
         assert_eq!(admit(None, Some("Bearer x"), None), Err(Refusal::Forbidden));
     }
+}
+
+#[derive(serde::Deserialize)]
+pub struct MigrateQuery {
+    from: String,
+}
+
+/// Start a migration in the background; 409 while one runs.
+pub async fn migrate(
+    State(a): State<Admin>,
+    axum::extract::Query(q): axum::extract::Query<MigrateQuery>,
+) -> Response {
+    {
+        let mut m = a
+            .cluster
+            .migration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if matches!(m.phase, "waiting" | "downloading" | "loading") {
+            return error(
+                StatusCode::CONFLICT,
+                "migrating",
+                format!(
+                    "a migration from {} is running",
+                    m.from.as_deref().unwrap_or("?")
+                ),
+            );
+        }
+        m.phase = "waiting";
+        m.from = Some(q.from.clone());
+        m.error = None;
+    }
+    let cluster = a.cluster.clone();
+    let token = a.token.clone();
+    tokio::spawn(async move {
+        let token = token.as_ref().map(|t| t.expose().to_string());
+        if let Err(e) = cluster.migrate_from(&q.from, token.as_deref()).await {
+            tracing::error!(error = %e, from = q.from, "migration failed");
+        }
+    });
+    (
+        StatusCode::ACCEPTED,
+        Json(
+            a.cluster
+                .migration
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        ),
+    )
+        .into_response()
+}
+
+pub async fn migration(State(a): State<Admin>) -> Response {
+    Json(
+        a.cluster
+            .migration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    )
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub struct SnapshotQuery {
+    #[serde(default)]
+    min_index: u64,
+}
+
+/// Stream a snapshot at or past `min_index` (built now if the current one is older).
+pub async fn snapshot(
+    State(a): State<Admin>,
+    axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
+) -> Response {
+    let (meta, path) = match a.cluster.snapshot_at_least(q.min_index).await {
+        Ok(found) => found,
+        Err(e) => return admin_error(e),
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "snapshot_unreadable",
+                format!("{}: {e}", path.display()),
+            )
+        }
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let meta = serde_json::to_string(&meta).unwrap_or_default();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/sql"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&meta) {
+        h.insert(crate::cluster::snapshot::META_HEADER, v);
+    }
+    r
 }

@@ -28,7 +28,24 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 }
 
 pub fn router(cluster: Arc<Cluster>, token: Option<Secret>) -> Router {
-    let guard = Arc::new(admin::Guard { token });
+    let guard = Arc::new(admin::Guard {
+        token: token.clone(),
+    });
+    let state = admin::Admin {
+        cluster: cluster.clone(),
+        token,
+    };
+    let migration = Router::new()
+        .route(
+            "/cluster/migrate",
+            post(admin::migrate).get(admin::migration),
+        )
+        .route("/snapshot", get(admin::snapshot))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard.clone(),
+            admin::authorize,
+        ))
+        .with_state(state);
     let admin = Router::new()
         .route("/cluster/promote", post(admin::promote))
         .route("/cluster/demote", post(admin::demote))
@@ -43,8 +60,9 @@ pub fn router(cluster: Arc<Cluster>, token: Option<Secret>) -> Router {
         .route("/cluster/nodes", get(status::nodes))
         .route("/health", get(status::health))
         .merge(admin)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(cluster)
+        .merge(migration)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
 }
 
 /// A running API server.

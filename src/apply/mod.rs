@@ -620,6 +620,14 @@ impl Applier {
 
     /// Stop applying before anything is applied: this node's MariaDB is known to
     /// differ from the log at `index` (see `Cluster::start`, DDL intents).
+    /// Replay may go on again (a snapshot replaced a diverged database).
+    pub fn resume(&mut self) {
+        if self.halted.take().is_some() {
+            tracing::info!("the database was replaced by a snapshot: applying resumes");
+        }
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = ApplyStatus::Running;
+    }
+
     pub fn halt(&mut self, index: u64, reason: String) {
         tracing::error!(index, %reason, "this node's MariaDB differs from the log; applying stops here");
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = ApplyStatus::Diverged {

@@ -58,6 +58,13 @@ enum Command {
     Promote,
     /// Have the leader behind the endpoint hand leadership to another voter.
     Demote,
+    /// Replace the node's databases with a fresh snapshot of another node's (a diverged
+    /// node, or one provisioned by hand), with a progress bar.
+    Migrate {
+        /// The donor's API address, HOST:PORT (a caught-up node).
+        #[arg(long)]
+        from: String,
+    },
     /// Remove a node from the cluster (asked of the leader).
     Remove {
         /// The node's `[node] id`.
@@ -369,6 +376,28 @@ fn print_servers(cluster: &Value) {
     }
 }
 
+/// `[#########-----------]  45%  12.3 of 27.1 MiB  downloading`
+fn progress_line(m: &Value) -> String {
+    const WIDTH: usize = 30;
+    let phase = m["phase"].as_str().unwrap_or("?");
+    let bytes = m["bytes"].as_u64().unwrap_or(0);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    match m["total"].as_u64().filter(|t| *t > 0) {
+        Some(total) => {
+            let done = (bytes.min(total) as f64 / total as f64 * WIDTH as f64) as usize;
+            format!(
+                "[{}{}] {:>3}%  {:.1} of {:.1} MiB  {phase}",
+                "#".repeat(done),
+                "-".repeat(WIDTH - done),
+                bytes.min(total) * 100 / total,
+                mib(bytes),
+                mib(total)
+            )
+        }
+        None => format!("{:.1} MiB  {phase}", mib(bytes)),
+    }
+}
+
 fn print_status(status: &Value) {
     if let Some(map) = status.as_object() {
         let width = map.keys().map(String::len).max().unwrap_or(0);
@@ -438,6 +467,41 @@ async fn remote(api: Api, command: Command) -> Result<(), String> {
                 },
             };
             println!("{} removed from the cluster", text(&v["removed"]));
+        }
+        Command::Migrate { from } => {
+            let from = parse_endpoint(&from)?;
+            let path = format!("/cluster/migrate?from={from}");
+            api.call(Method::POST, &path)
+                .await
+                .map_err(|e| e.report())?;
+            let mut last_line = String::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let m = api
+                    .call(Method::GET, "/cluster/migrate")
+                    .await
+                    .map_err(|e| e.report())?;
+                let line = progress_line(&m);
+                if line != last_line {
+                    eprint!("\r{line}\x1b[K");
+                    last_line = line;
+                }
+                match m["phase"].as_str() {
+                    Some("done") => {
+                        eprintln!();
+                        println!(
+                            "migrated from {from}: the node's databases are at entry {}",
+                            text(&m["index"])
+                        );
+                        break;
+                    }
+                    Some("failed") => {
+                        eprintln!();
+                        return Err(format!("migration failed: {}", text(&m["error"])));
+                    }
+                    _ => {}
+                }
+            }
         }
         Command::Wal { .. } | Command::CheckConfig { .. } => unreachable!("local commands"),
     }

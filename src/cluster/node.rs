@@ -157,6 +157,10 @@ pub struct Cluster {
     server: tokio::task::JoinHandle<()>,
     /// Set while a snapshot is being installed.
     pub(super) installing: Arc<std::sync::atomic::AtomicBool>,
+    /// Where snapshots live.
+    pub(super) snapshots: super::snapshot::Snapshots,
+    /// The last `wolfctl migrate` on this node, and how far it has got.
+    pub migration: Arc<std::sync::Mutex<admin::Migration>>,
 }
 
 impl Cluster {
@@ -332,6 +336,8 @@ impl Cluster {
             shutdown,
             server,
             installing,
+            snapshots: auth.snapshots.clone(),
+            migration: Arc::default(),
         };
         if s.bootstrap {
             cluster.bootstrap(&auth, &s.peers).await?;

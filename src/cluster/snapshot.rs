@@ -244,3 +244,75 @@ pub fn name(meta: &Meta) -> String {
         None => "snap-empty".into(),
     }
 }
+
+/// The header `GET /snapshot` carries the snapshot's meta in (JSON).
+pub const META_HEADER: &str = "x-wolfscale-snapshot";
+
+/// Fetch a snapshot at or past `min_index` from the API at `from` (`HOST:PORT`) into
+/// `out`, calling `progress(bytes, total)` as it arrives. Returns its meta.
+pub async fn download(
+    from: &str,
+    token: Option<&str>,
+    min_index: u64,
+    out: &Path,
+    progress: impl Fn(u64, Option<u64>),
+) -> io::Result<Meta> {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(from).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(io_err)?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(hyper::Method::GET)
+        .uri(format!("/snapshot?min_index={min_index}"))
+        .header(hyper::header::HOST, from);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Empty::<hyper::body::Bytes>::new())
+        .map_err(io_err)?;
+    let resp = sender.send_request(req).await.map_err(io_err)?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.into_body().collect().await.map_err(io_err)?.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        return Err(io_err(format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            v["error"]["message"].as_str().unwrap_or("no message")
+        )));
+    }
+    let meta: Meta = resp
+        .headers()
+        .get(META_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or_else(|| io_err(format!("no {META_HEADER} header in the answer")))?;
+    let total = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut file = tokio::fs::File::create(out).await?;
+    let mut body = resp.into_body();
+    let mut bytes = 0u64;
+    progress(0, total);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(io_err)?;
+        if let Some(data) = frame.data_ref() {
+            file.write_all(data).await?;
+            bytes += data.len() as u64;
+            progress(bytes, total);
+        }
+    }
+    if total.is_some_and(|t| t != bytes) {
+        return Err(io_err(format!(
+            "the snapshot was cut short: {bytes} of {total:?} bytes"
+        )));
+    }
+    file.sync_all().await?;
+    Ok(meta)
+}

@@ -218,3 +218,146 @@ impl Cluster {
         }
     }
 }
+
+/// A `wolfctl migrate`: this node's databases replaced by a fresh snapshot of another
+/// node's, fetched from its API (`GET /snapshot`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Migration {
+    /// `idle`, `waiting` (the donor builds its snapshot), `downloading`, `loading`,
+    /// `done` or `failed`.
+    pub phase: &'static str,
+    pub from: Option<String>,
+    pub bytes: u64,
+    pub total: Option<u64>,
+    /// The snapshot's position, once known.
+    pub index: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Cluster {
+    /// A snapshot at or past `min_index` for another node's migration: the current one
+    /// if it is recent enough, else a new one (once this node has applied that far).
+    pub async fn snapshot_at_least(
+        &self,
+        min_index: u64,
+    ) -> Result<(crate::cluster::snapshot::Meta, std::path::PathBuf), AdminError> {
+        let current = |s: &crate::cluster::snapshot::Snapshots| {
+            s.current()
+                .ok()
+                .flatten()
+                .filter(|(m, _)| m.last_log_id.is_some_and(|l| l.index >= min_index))
+        };
+        if let Some(found) = current(&self.snapshots) {
+            return Ok(found);
+        }
+        if !self.wait_applied(min_index, Duration::from_secs(30)).await {
+            return Err(AdminError::Refused(format!(
+                "this node has not applied entry {min_index} yet: pick a caught-up donor"
+            )));
+        }
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| AdminError::Failed(format!("cannot start a snapshot: {e}")))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(found) = current(&self.snapshots) {
+                return Ok(found);
+            }
+            let wait = tokio::time::timeout(Duration::from_millis(200), metrics.changed());
+            if tokio::time::Instant::now() > deadline {
+                return Err(AdminError::Timeout("the snapshot took over an hour".into()));
+            }
+            wait.await.ok();
+        }
+    }
+
+    /// Replace this node's databases with a snapshot fetched from the API at `from`
+    /// (a donor's `HOST:PORT`), reporting progress in [`Cluster::migration`]. A diverged
+    /// node applies again afterwards.
+    pub async fn migrate_from(&self, from: &str, token: Option<&str>) -> Result<u64, AdminError> {
+        let result = self.migrate_inner(from, token).await;
+        let mut m = self.migration.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(_) => m.phase = "done",
+            Err(e) => {
+                m.phase = "failed";
+                m.error = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    async fn migrate_inner(&self, from: &str, token: Option<&str>) -> Result<u64, AdminError> {
+        let set = |f: &dyn Fn(&mut Migration)| {
+            f(&mut self.migration.lock().unwrap_or_else(|e| e.into_inner()));
+        };
+        let min_index = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map_or(0, |l| l.index);
+        set(&|m| {
+            *m = Migration {
+                phase: "waiting",
+                from: Some(from.to_string()),
+                ..Migration::default()
+            }
+        });
+        let part = self.snapshots.dir.join("migrate.part");
+        let meta =
+            super::super::snapshot::download(from, token, min_index, &part, |bytes, total| {
+                set(&|m| {
+                    m.phase = "downloading";
+                    m.bytes = bytes;
+                    m.total = total;
+                })
+            })
+            .await
+            .map_err(|e| AdminError::Failed(format!("fetching the snapshot from {from}: {e}")))?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        set(&|m| {
+            m.phase = "loading";
+            m.index = Some(index);
+        });
+        self.installing.store(true, Ordering::SeqCst);
+        let result = async {
+            let mut applier = self.applier.lock().await;
+            // openraft has handed the applier everything up to its last applied entry:
+            // a snapshot behind that would leave entries nobody replays again.
+            let handed = self
+                .raft
+                .metrics()
+                .borrow_watched()
+                .last_applied
+                .map_or(0, |l| l.index);
+            if index < handed {
+                return Err(AdminError::Refused(format!(
+                    "the snapshot is at {index}, behind entry {handed} this node has already been given"
+                )));
+            }
+            tracing::info!(from, index, "migrating: replacing the local databases with a snapshot");
+            self.snapshots
+                .load(&part)
+                .await
+                .map_err(|e| AdminError::Failed(e.to_string()))?;
+            applier
+                .after_snapshot()
+                .await
+                .map_err(|e| AdminError::Failed(e.to_string()))?;
+            applier.resume();
+            self.may_lead.store(true, Ordering::SeqCst);
+            self.snapshots
+                .keep(&meta, &part)
+                .map_err(|e| AdminError::Failed(e.to_string()))?;
+            Ok(index)
+        }
+        .await;
+        self.installing.store(false, Ordering::SeqCst);
+        std::fs::remove_file(&part).ok();
+        result
+    }
+}

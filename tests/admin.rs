@@ -222,3 +222,114 @@ async fn a_diverged_node_is_migrated_from_a_donor() {
     let ids: Vec<i64> = c.query("SELECT id FROM test.m ORDER BY id").await.unwrap();
     assert_eq!(ids, vec![1, 2, 3, 4]);
 }
+
+/// A follower whose data directory is replaced comes back under its old id and number
+/// with an empty log, an empty MariaDB and no vote. It must not count as the member it was. Here a row is
+/// committed by the leader and that follower only (the third node is down). Then the
+/// follower is wiped and the leader dies. If the third node could win an election with
+/// the wiped node's vote, it would lead without that acknowledged row. Its peers refuse
+/// the wiped node by its incarnation, so no leader is elected until the old leader is
+/// back. Then an operator removes the wiped node and it joins again as a new member,
+/// through a learner, to a voter with every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_node_cannot_vote_as_its_old_self() {
+    let mut nodes = cluster_of(3, FAST).await;
+    let l = leader_among(&nodes, |_| true).await;
+    write(&nodes[l], "CREATE TABLE test.w (id INT PRIMARY KEY)").await;
+    let b = (0..3).rev().find(|i| *i != l).unwrap();
+    let c = (0..3).find(|i| *i != l && *i != b).unwrap();
+    let b_name = format!("node-{}", nodes[b].n);
+    // Wait until the third node has the table, then take it down: row 1 is committed
+    // by the leader and `b` alone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut conn = nodes[c].db.root().await;
+        let t: Option<i64> = conn
+            .query_first("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'test' AND table_name = 'w'")
+            .await
+            .unwrap();
+        if t == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no table on the third node");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes[c].kill();
+    write(&nodes[l], "INSERT INTO test.w VALUES (1)").await;
+    // `b` is replaced by a fresh machine under its old name: empty data directory,
+    // empty MariaDB.
+    nodes[b].kill();
+    std::fs::remove_dir_all(nodes[b].dir.path().join("data")).unwrap();
+    let mut conn = nodes[b].db.root().await;
+    conn.query_drop("DROP DATABASE test; DROP DATABASE wolfscale; CREATE DATABASE test")
+        .await
+        .unwrap();
+    drop(conn);
+    nodes[l].kill();
+    nodes[c].spawn(false);
+    nodes[b].spawn(false);
+    // The third node stands for election; the wiped node's vote does not count.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if let Some(s) = nodes[c].status().await {
+            assert_ne!(
+                s["role"], "leader",
+                "elected with a wiped node's vote, without the acknowledged row: {s}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        nodes[c]
+            .log_text()
+            .contains("its data directory was replaced"),
+        "the third node did not refuse the wiped node; its log:\n{}",
+        nodes[c].log_text()
+    );
+    nodes[l].spawn(false);
+    let leader = leader_among(&nodes, |i| i != b).await;
+    write(&nodes[leader], "INSERT INTO test.w VALUES (2)").await;
+    // The acknowledged row survived.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut conn = nodes[c].db.root().await;
+        let ids: Vec<i64> = conn
+            .query("SELECT id FROM test.w ORDER BY id")
+            .await
+            .unwrap();
+        if ids == [1, 2] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rows on the third node: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ok, out, err) = wolfctl(&nodes[c], None, &["remove", &b_name]);
+    assert!(ok, "remove: {out} {err}");
+    nodes[b].kill();
+    let via = format!("127.0.0.1:{}", nodes[leader].cluster_port);
+    nodes[b].spawn_with(&["join", &via]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = common::procs::http_get_json(nodes[leader].api_port, "/cluster").await;
+        let voter = v.as_ref().is_some_and(|v| {
+            v["members"].as_array().into_iter().flatten().any(|m| {
+                m["node_id"] == b_name.as_str() && m["voter"] == true && m["status"] == "Active"
+            })
+        });
+        let mut conn = nodes[b].db.root().await;
+        let rows: Option<i64> = conn
+            .query_first("SELECT COUNT(*) FROM test.w")
+            .await
+            .ok()
+            .flatten();
+        if voter && rows == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wiped node did not join again: {v:?}, {rows:?} rows; its log:\n{}",
+            nodes[b].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -166,6 +166,15 @@ impl PeerClient {
                 ));
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }
+            // Neither its appends' acknowledgements nor its votes may count for a
+            // member it is not (a replaced data directory).
+            if let Some(raft) = self.auth.fitness.raft.get() {
+                if let Err(reason) = check_peer(raft, &self.auth.me, &peer) {
+                    tracing::warn!(peer = %self.addr, %reason, "not talking to a peer");
+                    let e = TransportError::BadHandshake(reason);
+                    return Err(RPCError::Unreachable(Unreachable::new(&e)));
+                }
+            }
             self.conn = Some(conn);
         }
         let conn = self.conn.as_mut().expect("just opened");
@@ -394,6 +403,12 @@ pub fn check_peer(
                 peer.node_id, peer.number, member.id
             ));
         }
+        if member.incarnation != 0 && member.incarnation != peer.incarnation {
+            return Err(format!(
+                "node '{}' presents incarnation {:016x}, but the membership knows it as {:016x}:                  its data directory was replaced, so it has forgotten its log and its vote and                  must not count as that member; remove it (wolfctl remove {}) and join it again                  (wolfscale join)",
+                peer.node_id, peer.incarnation, member.incarnation, peer.node_id
+            ));
+        }
     }
     Ok(())
 }
@@ -580,7 +595,13 @@ async fn join(raft: &Raft<StateMachine>, peer: &PeerIdentity, auth: &PeerAuth) -
     let m = raft.metrics().borrow_watched().clone();
     let id = u64::from(peer.number);
     let membership = m.membership_config.membership();
-    if membership.get_node(&id).is_some() {
+    if let Some(known) = membership.get_node(&id) {
+        if known.incarnation != peer.incarnation {
+            return Response::Failed(format!(
+                "{} is a member with another data directory (incarnation {:016x}, this one has {:016x}):                  remove it first (wolfctl remove {}), then join again",
+                peer.node_id, known.incarnation, peer.incarnation, peer.node_id
+            ));
+        }
         return Response::Joined;
     }
     let member = Member {
@@ -588,6 +609,7 @@ async fn join(raft: &Raft<StateMachine>, peer: &PeerIdentity, auth: &PeerAuth) -
         cluster_addr: peer.cluster_addr.clone(),
         proxy_addr: peer.proxy_addr.clone(),
         api_addr: peer.api_addr.clone(),
+        incarnation: peer.incarnation,
     };
     tracing::info!(node = %peer.node_id, number = id, "a node joins: adding it as a learner");
     if let Err(e) = raft.add_learner(id, member, false).await {

@@ -221,6 +221,7 @@ impl Cluster {
             cluster_addr: advertise.clone(),
             proxy_addr: s.proxy_addr.clone(),
             api_addr: s.api_addr.clone(),
+            incarnation,
         };
         let me = PeerIdentity {
             node_id: s.node_id.clone(),
@@ -423,6 +424,7 @@ impl Cluster {
                     cluster_addr: addr.clone(),
                     proxy_addr: peer.proxy_addr,
                     api_addr: peer.api_addr,
+                    incarnation: peer.incarnation,
                 },
             );
         }

@@ -414,8 +414,8 @@ pub struct PeerIdentity {
     /// The node's number, 0..=1023 (its Snowflake node id). The caller checks that no two
     /// nodes share one.
     pub number: u16,
-    /// Changes every time the node process starts, so a peer can tell a restart apart
-    /// from a reconnect.
+    /// Chosen at random when the node's data directory is created, and kept across
+    /// restarts: a node whose data directory was replaced has another one.
     pub incarnation: u64,
     /// Where the node takes cluster connections (its advertise address). At most
     /// [`MAX_ADDR`] bytes, like the other addresses; an empty address means "none".

@@ -19,6 +19,11 @@ pub struct Member {
     pub proxy_addr: String,
     /// Its HTTP API.
     pub api_addr: String,
+    /// Chosen when its data directory was created (see [`super::transport::PeerIdentity`]):
+    /// a node that comes back with a replaced data directory under the same id and
+    /// number has another, and is not taken for the member it was (it forgot its log
+    /// and its vote). 0: not known.
+    pub incarnation: u64,
 }
 
 impl fmt::Display for Member {

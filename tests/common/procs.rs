@@ -99,6 +99,16 @@ impl ProcNode {
     }
 
     pub fn spawn(&mut self, bootstrap: bool) {
+        let args: &[&str] = if bootstrap {
+            &["start", "--bootstrap"]
+        } else {
+            &["start"]
+        };
+        self.spawn_with(args);
+    }
+
+    /// `wolfscale --config … <args>` (`start`, `join HOST:PORT`, …).
+    pub fn spawn_with(&mut self, args: &[&str]) {
         std::fs::write(self.failpoints(), "").unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -108,14 +118,11 @@ impl ProcNode {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wolfscale"));
         cmd.arg("--config")
             .arg(self.config())
-            .arg("start")
+            .args(args)
             .env("WOLFSCALE_FAILPOINT_FILE", self.failpoints())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if bootstrap {
-            cmd.arg("--bootstrap");
-        }
         self.child = Some(cmd.spawn().expect("spawn wolfscale start"));
     }
 

@@ -77,6 +77,7 @@ pub fn cluster_settings(
         database,
         follower_innodb_flush: cfg.database.follower_innodb_flush,
         snapshot_entries: cfg.wal.snapshot_entries,
+        priority: cfg.node.priority,
     }
 }
 

@@ -402,6 +402,38 @@ async fn leadership_returns_to_the_preferred_node() {
     }
 }
 
+/// `[node] priority` outranks the order of ids: with node-2 at priority 90 (the others
+/// at the default 50), the leader node-1 hands leadership to node-2 once it has been
+/// caught up for a while, and it stays there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_moves_to_the_highest_priority() {
+    let nodes = common::full_cluster_adjusted(
+        3,
+        |s| {
+            if s.node_id == "node-2" {
+                s.priority = 90;
+            }
+        },
+        |_| {},
+    )
+    .await;
+    let second = nodes
+        .iter()
+        .position(|n| n.raft.settings.node_id == "node-2")
+        .unwrap();
+    let moved = common::wait_until(Duration::from_secs(20), || async {
+        nodes[second].is_writable()
+    })
+    .await;
+    assert!(moved, "leadership did not move to the priority-90 node");
+    // It stays (nothing outranks it): a settle and an interval later it still leads.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(
+        nodes[second].is_writable(),
+        "leadership moved away from node-2"
+    );
+}
+
 /// A node whose MariaDB fails the health check refuses a leadership transfer; the
 /// cluster keeps (or gets) a writable leader that is not it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -234,6 +234,9 @@ pub struct Fitness {
     /// Set once an operator's `promote` made this node the leader: while it leads, it
     /// does not hand leadership to the preferred voter (the operator chose).
     pub promoted: AtomicBool,
+    /// `[node] priority` of each node, as its last handshake with this one presented
+    /// it (this node's own included).
+    pub priorities: std::sync::Mutex<std::collections::HashMap<NodeId, u8>>,
     /// Set once Raft is up (the network needs this before Raft exists).
     pub raft: OnceLock<Raft<StateMachine>>,
 }
@@ -243,6 +246,23 @@ pub struct Fitness {
 pub const TRANSFER_LAG: u64 = 64;
 
 impl Fitness {
+    /// A handshake showed `number`'s priority.
+    pub fn note_priority(&self, number: u16, priority: u8) {
+        self.priorities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(u64::from(number), priority);
+    }
+
+    fn priority(&self, id: NodeId) -> u8 {
+        self.priorities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+            .unwrap_or(crate::config::DEFAULT_PRIORITY)
+    }
+
     /// Why this node must not take leadership by a transfer now, if it must not: as
     /// [`Self::refusal`], and also while its applier is more than [`TRANSFER_LAG`]
     /// entries behind the commit index.
@@ -286,6 +306,15 @@ impl Fitness {
         }
         None
     }
+}
+
+/// The voter leadership should rest with: the highest priority, the first in the
+/// natural order of ids among equals; never one of priority 0.
+fn preferred_voter(voters: impl Iterator<Item = (NodeId, String, u8)>) -> Option<(NodeId, String)> {
+    voters
+        .filter(|(_, _, p)| *p > 0)
+        .min_by(|a, b| b.2.cmp(&a.2).then_with(|| natural_cmp(&a.1, &b.1)))
+        .map(|(id, name, _)| (id, name))
 }
 
 /// Node ids in their natural order: runs of digits compare as numbers, so `node-2`
@@ -355,10 +384,12 @@ pub(super) async fn prefer_leader(
         }
         let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
         let membership = m.membership_config.membership();
-        let preferred = membership
-            .voter_ids()
-            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.id.clone())))
-            .min_by(|a, b| natural_cmp(&a.1, &b.1));
+        let preferred = preferred_voter(
+            membership
+                .voter_ids()
+                .filter_map(|id| membership.get_node(&id).map(|n| (id, n.id.clone())))
+                .map(|(id, name)| (id, name, fitness.priority(id))),
+        );
         let Some((to, name)) = preferred else {
             continue;
         };
@@ -399,6 +430,24 @@ pub(super) async fn prefer_leader(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preferred_voter_has_the_highest_priority_then_the_first_id() {
+        let pick = |v: &[(u64, &str, u8)]| {
+            preferred_voter(v.iter().map(|(i, n, p)| (*i, n.to_string(), *p))).map(|(i, _)| i)
+        };
+        assert_eq!(
+            pick(&[(1, "node-1", 50), (2, "node-2", 50), (10, "node-10", 50)]),
+            Some(1)
+        );
+        assert_eq!(
+            pick(&[(1, "node-1", 50), (2, "node-2", 80), (10, "node-10", 80)]),
+            Some(2)
+        );
+        assert_eq!(pick(&[(10, "node-10", 50), (2, "node-2", 50)]), Some(2));
+        assert_eq!(pick(&[(1, "node-1", 0), (2, "node-2", 1)]), Some(2));
+        assert_eq!(pick(&[(1, "node-1", 0), (2, "node-2", 0)]), None);
+    }
 
     #[test]
     fn ids_sort_naturally() {

@@ -166,6 +166,7 @@ impl PeerClient {
                 ));
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }
+            self.auth.fitness.note_priority(peer.number, peer.priority);
             // Neither its appends' acknowledgements nor its votes may count for a
             // member it is not (a replaced data directory).
             if let Some(raft) = self.auth.fitness.raft.get() {
@@ -372,6 +373,7 @@ pub async fn serve(
                 tracing::error!(peer = %addr, %reason, "peer refused");
                 return;
             }
+            auth.fitness.note_priority(conn.1.number, conn.1.priority);
             answer(conn.0, conn.1, raft, auth.clone(), shutdown).await;
         });
     }

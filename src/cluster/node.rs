@@ -75,6 +75,8 @@ pub struct ClusterSettings {
     pub follower_innodb_flush: Option<u8>,
     /// `[wal] snapshot_entries` (0: no snapshots).
     pub snapshot_entries: u64,
+    /// `[node] priority`.
+    pub priority: u8,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +229,7 @@ impl Cluster {
             node_id: s.node_id.clone(),
             number: s.number,
             incarnation,
+            priority: s.priority,
             cluster_addr: advertise,
             proxy_addr: s.proxy_addr.clone(),
             api_addr: s.api_addr.clone(),
@@ -253,6 +256,9 @@ impl Cluster {
             stalled: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             demoted: std::sync::atomic::AtomicBool::new(false),
             promoted: std::sync::atomic::AtomicBool::new(false),
+            priorities: std::sync::Mutex::new(
+                [(u64::from(s.number), s.priority)].into_iter().collect(),
+            ),
             raft: std::sync::OnceLock::new(),
         });
         let auth = PeerAuth {

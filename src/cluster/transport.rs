@@ -40,6 +40,7 @@
 //! identity  = node_id: str (1..=64 bytes)
 //!           | number: u16 BE (0..=1023)
 //!           | incarnation: u64 BE
+//!           | priority: u8 (0..=100)
 //!           | cluster_addr: str | proxy_addr: str | api_addr: str   (0..=512 bytes each)
 //! str       = len: u16 BE | UTF-8 bytes
 //! ```
@@ -417,6 +418,8 @@ pub struct PeerIdentity {
     /// Chosen at random when the node's data directory is created, and kept across
     /// restarts: a node whose data directory was replaced has another one.
     pub incarnation: u64,
+    /// `[node] priority`: how much it is preferred as leader (0..=100).
+    pub priority: u8,
     /// Where the node takes cluster connections (its advertise address). At most
     /// [`MAX_ADDR`] bytes, like the other addresses; an empty address means "none".
     pub cluster_addr: String,
@@ -458,6 +461,7 @@ impl PeerIdentity {
         put_str(out, &self.node_id);
         out.put_u16(self.number);
         out.put_u64(self.incarnation);
+        out.put_u8(self.priority);
         for (_, addr) in self.addrs() {
             put_str(out, addr);
         }
@@ -473,10 +477,16 @@ impl PeerIdentity {
         if number > MAX_NUMBER {
             return Err(bad(format!("node number {number} is over {MAX_NUMBER}")));
         }
+        let incarnation = r.u64("incarnation")?;
+        let priority = r.u8("priority")?;
+        if priority > 100 {
+            return Err(bad(format!("priority {priority} is over 100")));
+        }
         Ok(PeerIdentity {
             node_id,
             number,
-            incarnation: r.u64("incarnation")?,
+            incarnation,
+            priority,
             cluster_addr: r.str("cluster_addr", MAX_ADDR)?,
             proxy_addr: r.str("proxy_addr", MAX_ADDR)?,
             api_addr: r.str("api_addr", MAX_ADDR)?,
@@ -1007,6 +1017,7 @@ mod tests {
             node_id: format!("node-{number}"),
             number,
             incarnation: 1000 + u64::from(number),
+            priority: 50,
             cluster_addr: format!("127.0.0.1:{}", 7000 + number),
             proxy_addr: format!("127.0.0.1:{}", 8000 + number),
             api_addr: format!("127.0.0.1:{}", 9000 + number),
@@ -1302,6 +1313,7 @@ mod tests {
             node_id: "ñode-ü-".to_string() + &"x".repeat(MAX_NODE_ID - "ñode-ü-".len()),
             number: MAX_NUMBER,
             incarnation: u64::MAX,
+            priority: 50,
             cluster_addr: "[::1]:7654".into(),
             proxy_addr: "h".repeat(MAX_ADDR),
             api_addr: String::new(),
@@ -1311,6 +1323,7 @@ mod tests {
             node_id: "s".into(),
             number: 0,
             incarnation: 0,
+            priority: 50,
             cluster_addr: "db-2.example.internal:7654".into(),
             proxy_addr: "0.0.0.0:8007".into(),
             api_addr: "10.1.2.3:8080".into(),
@@ -1676,6 +1689,7 @@ mod tests {
                 node_id: "n".repeat(MAX_NODE_ID),
                 number: MAX_NUMBER,
                 incarnation: 0,
+                priority: 50,
                 cluster_addr: "a".repeat(MAX_ADDR),
                 proxy_addr: "a".repeat(MAX_ADDR),
                 api_addr: "a".repeat(MAX_ADDR),

@@ -139,11 +139,16 @@ impl Checker<'_> {
             None => Some(DEFAULT_DATA_DIR.to_owned()),
         }
         .map(|dir| self.resolve(&dir));
+        let priority = match raw.priority {
+            Some(p) => self.in_range("node.priority", p, 0..=100),
+            None => Some(crate::config::DEFAULT_PRIORITY),
+        };
         let (number, number_explicit) = number?;
         Some(NodeConfig {
             id: id?,
             number,
             number_explicit,
+            priority: priority?,
             bind_address: bind_address?,
             advertise_address: advertise_address?,
             data_dir: data_dir?,

@@ -74,6 +74,8 @@ pub const DEFAULT_DATABASE_PORT: u16 = 3306;
 pub const NODE_ID_MAX_LEN: usize = 64;
 /// Largest `node.number`: node numbers are 10 bits.
 pub const NODE_NUMBER_MAX: u16 = 1023;
+/// `[node] priority` when the file does not set it.
+pub const DEFAULT_PRIORITY: u8 = 50;
 
 /// The rule for `node.id`, as stated in diagnostics.
 const NODE_ID_RULE: &str =
@@ -185,6 +187,11 @@ pub struct NodeConfig {
     pub number: u16,
     /// Whether `number` was written in the file (`false`: derived from `id`).
     pub number_explicit: bool,
+    /// `priority`: how much this node is preferred as leader, 0..=100, default 50. The
+    /// leader hands leadership to the caught-up, healthy voter with the highest
+    /// priority, the first in the natural order of ids among equals; 0 is never
+    /// preferred (it still stands for election when there is no leader).
+    pub priority: u8,
     /// `bind_address`: where the cluster (Raft) listener binds, as `IP:port` (no host
     /// names). Default `0.0.0.0:7654`. Port 0 asks the OS for a free port (tests).
     pub bind_address: SocketAddr,

@@ -70,6 +70,7 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
         &[
             ("id", Kind::String),
             ("number", Kind::Integer),
+            ("priority", Kind::Integer),
             ("bind_address", Kind::String),
             ("advertise_address", Kind::String),
             ("data_dir", Kind::String),
@@ -165,6 +166,7 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawNode {
     pub id: Option<String>,
     pub number: Option<i64>,
+    pub priority: Option<i64>,
     pub bind_address: Option<String>,
     pub advertise_address: Option<String>,
     pub data_dir: Option<String>,

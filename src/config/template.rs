@@ -40,6 +40,10 @@ id = {node_id}
 # itself (CRC-32C modulo 1024, the same in every version). Set it when two
 # ids would get the same number.
 # number = {node_number}
+# How much this node is preferred as leader, 0..=100: the leader hands
+# leadership to the healthy, caught-up voter with the highest priority (the
+# first id in natural order among equals); 0 is never preferred. Default 50.
+# priority = 50
 # Where the cluster (Raft) listener binds, as IP:port. Default "0.0.0.0:7654".
 bind_address = "0.0.0.0:7654"
 # How the other nodes reach this one, as host:port (IPv6 as [addr]:port), not

@@ -250,6 +250,7 @@ pub fn cluster_settings(
         database: opts(db.port(), "root", "", None),
         follower_innodb_flush: None,
         snapshot_entries: 100_000,
+        priority: wolfscale::config::DEFAULT_PRIORITY,
     }
 }
 

@@ -73,6 +73,35 @@ const DDL_LOCK_WAIT_S: u32 = 10;
 /// How long a COMMIT waits for the applier's verdict on its log entry (quorum and the
 /// applier's turn) before the client is told the outcome is unknown.
 const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a COMMIT keeps waiting once this node no longer takes writes (deposed, or
+/// cut off from a majority): a healthy cluster settles an entry well within it, and a
+/// leader on the minority side of a partition could wait for the whole partition.
+const DEPOSED_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The applier's verdict on a prepared transaction's entry, waited for up to
+/// [`COMMIT_WAIT`], or [`DEPOSED_WAIT`] once `writable` has stayed false that long.
+async fn wait_verdict(
+    mut order: oneshot::Receiver<Turn>,
+    writable: impl Fn() -> bool,
+) -> Result<Turn, &'static str> {
+    let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+    let mut deposed_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            turn = &mut order => return turn.map_err(|_| "the applier dropped the order"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+        let now = tokio::time::Instant::now();
+        if writable() {
+            deposed_since = None;
+        } else if now.duration_since(*deposed_since.get_or_insert(now)) >= DEPOSED_WAIT {
+            return Err("this node stopped taking writes");
+        }
+        if now >= deadline {
+            return Err("timed out");
+        }
+    }
+}
 
 /// Node-wide sequencer state, shared by all sessions.
 pub struct Sequencing {
@@ -933,16 +962,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             seen.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(outcome);
         });
-        let turn = match tokio::time::timeout(COMMIT_WAIT, order_rx).await {
-            Ok(Ok(turn)) => turn,
-            waited => {
+        let turn = match wait_verdict(order_rx, || rep.writable_term() == Some(term)).await {
+            Ok(turn) => turn,
+            Err(waited) => {
                 // Leave the prepared transaction to the applier (it finishes it by xid
                 // once this connection is closed) and tell the client the truth.
                 let (committed_at, raft_outcome) =
                     progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 tracing::warn!(
                     %id,
-                    timed_out = waited.is_err(),
+                    why = waited,
                     ?committed_at,
                     ?raft_outcome,
                     waiting = rep.pending().len(),

@@ -21,6 +21,10 @@ pub struct ProcNode {
     pub proxy_port: u16,
     pub api_port: u16,
     pub cluster_port: u16,
+    /// Where its cluster listener binds (and its peer connections come from).
+    pub bind_ip: std::net::Ipv4Addr,
+    /// The cluster port it advertises (a relay's, or its own).
+    pub advertise_port: u16,
     pub child: Option<Child>,
     /// Extra `[cluster]` and `[proxy]` settings (see [`FAST`]).
     pub tuning: Tuning,
@@ -72,8 +76,8 @@ impl ProcNode {
     pub fn write_config(&self, peers: &[u16]) {
         let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
         let text = format!(
-            "[node]\nid = \"node-{n}\"\nbind_address = \"127.0.0.1:{cp}\"\n\
-             advertise_address = \"127.0.0.1:{cp}\"\ndata_dir = \"{data}\"\n\
+            "[node]\nid = \"node-{n}\"\nbind_address = \"{ip}:{cp}\"\n\
+             advertise_address = \"127.0.0.1:{ap}\"\ndata_dir = \"{data}\"\n\
              [database]\nhost = \"127.0.0.1\"\nport = {db}\nuser = \"root\"\n\
              [cluster]\npeers = [{peers}]\nsecret = \"crash-test-secret\"\n\
              heartbeat_interval_ms = {hb}\nelection_timeout_ms = {et}\n\
@@ -84,6 +88,8 @@ impl ProcNode {
             fw = self.tuning.failover_wait_ms,
             n = self.n,
             cp = self.cluster_port,
+            ip = self.bind_ip,
+            ap = self.advertise_port,
             data = self.dir.path().join("data").display(),
             db = self.db.port(),
             peers = peers.join(", "),
@@ -190,27 +196,79 @@ pub async fn cluster() -> Vec<ProcNode> {
 
 /// `n` process nodes with `tuning`; node 0 bootstraps.
 pub async fn cluster_of(n: usize, tuning: Tuning) -> Vec<ProcNode> {
+    start_cluster(n, tuning, |_, port| (std::net::Ipv4Addr::LOCALHOST, port)).await
+}
+
+/// `n` process nodes whose peer links each pass a fault-injecting relay: node `i`
+/// binds its cluster port on 127.0.0.(10+i), so its outgoing peer connections come
+/// from there, and advertises a relay on 127.0.0.1 that forwards to it. Cut a node off
+/// with [`partition`].
+pub async fn cluster_behind_relays(
+    n: usize,
+    tuning: Tuning,
+) -> (Vec<ProcNode>, Vec<super::relay::Relay>) {
+    let relays = std::sync::Mutex::new(Vec::new());
+    let nodes = start_cluster(n, tuning, |i, port| {
+        let ip = std::net::Ipv4Addr::new(127, 0, 0, 10 + i as u8);
+        let relay = super::relay::Relay::to(std::net::SocketAddr::from((ip, port)));
+        let at = relay.addr.port();
+        relays.lock().unwrap().push(relay);
+        (ip, at)
+    })
+    .await;
+    (nodes, relays.into_inner().unwrap())
+}
+
+/// Cut `nodes[i]` off from its peers (or heal): its relay drops everything, and the
+/// others' relays drop what comes from its address.
+pub fn partition(nodes: &[ProcNode], relays: &[super::relay::Relay], i: usize, cut: bool) {
+    for (j, relay) in relays.iter().enumerate() {
+        if j == i {
+            relay.set(if cut {
+                super::relay::Mode::Cut
+            } else {
+                super::relay::Mode::Pass
+            });
+        } else {
+            relay.block(std::net::IpAddr::V4(nodes[i].bind_ip), cut);
+        }
+    }
+}
+
+/// `n` nodes; `place(i, cluster_port)` gives node `i`'s bind address and advertised
+/// port.
+async fn start_cluster(
+    n: usize,
+    tuning: Tuning,
+    place: impl Fn(usize, u16) -> (std::net::Ipv4Addr, u16),
+) -> Vec<ProcNode> {
     let dbs = super::futures_join_all((0..n).map(|_| Db::start())).await;
     let mut nodes: Vec<ProcNode> = dbs
         .into_iter()
         .enumerate()
-        .map(|(i, db)| ProcNode {
-            n: i + 1,
-            db,
-            dir: tempfile::tempdir().unwrap(),
-            proxy_port: free_port().unwrap(),
-            api_port: free_port().unwrap(),
-            cluster_port: free_port().unwrap(),
-            child: None,
-            tuning,
+        .map(|(i, db)| {
+            let cluster_port = free_port().unwrap();
+            let (bind_ip, advertise_port) = place(i, cluster_port);
+            ProcNode {
+                n: i + 1,
+                db,
+                dir: tempfile::tempdir().unwrap(),
+                proxy_port: free_port().unwrap(),
+                api_port: free_port().unwrap(),
+                cluster_port,
+                bind_ip,
+                advertise_port,
+                child: None,
+                tuning,
+            }
         })
         .collect();
-    let ports: Vec<u16> = nodes.iter().map(|n| n.cluster_port).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.advertise_port).collect();
     for node in &nodes {
         let peers: Vec<u16> = ports
             .iter()
             .copied()
-            .filter(|p| *p != node.cluster_port)
+            .filter(|p| *p != node.advertise_port)
             .collect();
         node.write_config(&peers);
     }

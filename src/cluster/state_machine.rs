@@ -167,6 +167,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
+    /// An error here would end this node's Raft: a failed load (its MariaDB away, a
+    /// statement refused) is logged and tried again; the node reports NeedsMigration
+    /// meanwhile.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMetaOf<TypeConfig>,
@@ -174,31 +177,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), io::Error> {
         use std::sync::atomic::Ordering;
         self.installing.store(true, Ordering::SeqCst);
-        let result = async {
-            let mut applier = self.applier.lock().await;
-            tracing::info!(snapshot = %snapshot::name(meta), "installing a snapshot: replacing the local databases");
-            let started = std::time::Instant::now();
-            self.snapshots.load(&dump.path).await?;
-            applier.after_snapshot().await.map_err(io_err)?;
-            let row = applier.applied();
-            let want = meta.last_log_id.as_ref().map(|l| l.index);
-            if row.index != want {
-                return Err(io_err(format!(
-                    "the snapshot's marker is at {:?}, its meta says {want:?}",
-                    row.index
-                )));
+        let mut backoff = std::time::Duration::from_millis(500);
+        loop {
+            match self.try_install(meta, &dump).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot install the snapshot");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                }
             }
-            self.snapshots.keep(meta, &dump.path)?;
-            tracing::info!(
-                snapshot = %snapshot::name(meta),
-                ms = started.elapsed().as_millis() as u64,
-                "snapshot installed"
-            );
-            Ok(())
         }
-        .await;
         self.installing.store(false, Ordering::SeqCst);
-        result
+        Ok(())
     }
 
     async fn get_current_snapshot(
@@ -211,6 +202,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 meta,
                 snapshot: Dump { path },
             }))
+    }
+}
+
+impl StateMachine {
+    async fn try_install(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        dump: &Dump,
+    ) -> Result<(), io::Error> {
+        let mut applier = self.applier.lock().await;
+        tracing::info!(snapshot = %snapshot::name(meta), "installing a snapshot: replacing the local databases");
+        let started = std::time::Instant::now();
+        self.snapshots.load(&dump.path).await?;
+        applier.after_snapshot().await.map_err(io_err)?;
+        let row = applier.applied();
+        let want = meta.last_log_id.as_ref().map(|l| l.index);
+        if row.index != want {
+            return Err(io_err(format!(
+                "the snapshot's marker is at {:?}, its meta says {want:?}",
+                row.index
+            )));
+        }
+        self.snapshots.keep(meta, &dump.path)?;
+        tracing::info!(
+            snapshot = %snapshot::name(meta),
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot installed"
+        );
+        Ok(())
     }
 }
 

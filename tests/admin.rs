@@ -195,7 +195,19 @@ async fn a_diverged_node_is_migrated_from_a_donor() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     write(&nodes[l], "INSERT INTO test.m VALUES (3)").await;
-    let donor = format!("127.0.0.1:{}", nodes[l].api_port);
+    // The leader refuses to be a donor (its dump would hold every COMMIT): a follower.
+    let (ok, _, err) = wolfctl(
+        &nodes[k],
+        None,
+        &[
+            "migrate",
+            "--from",
+            &format!("127.0.0.1:{}", nodes[l].api_port),
+        ],
+    );
+    assert!(!ok && err.contains("migrate from a follower"), "{err}");
+    let third = (0..3).find(|i| *i != l && *i != k).unwrap();
+    let donor = format!("127.0.0.1:{}", nodes[third].api_port);
     let (ok, out, err) = wolfctl(&nodes[k], None, &["migrate", "--from", &donor]);
     assert!(ok, "migrate: {out} {err}");
     assert!(out.contains("migrated from"), "{out}");

@@ -538,9 +538,11 @@ async fn blobs(node: &ProcNode) -> (i64, String) {
 }
 
 /// A follower offline while the log moves past it and is purged comes back behind the
-/// purged log: it is sent the leader's snapshot (NeedsMigration while that happens),
-/// installs it and catches up from the log, under the load, to Active; then every node
-/// has the same rows and nothing acknowledged is lost or duplicated.
+/// purged log. The leader builds no snapshot; the other follower does (with its apply
+/// held) and purges its log, then is promoted. The returning node is sent that
+/// follower's snapshot (NeedsMigration while that happens), installs it and catches up
+/// from the log, under the load, to Active; then every node has the same rows and
+/// nothing acknowledged is lost or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pruned_log_follower_is_provisioned_from_a_snapshot() {
     use rand::Rng;
@@ -552,6 +554,7 @@ async fn pruned_log_follower_is_provisioned_from_a_snapshot() {
     )
     .await;
     let k = (0..3).rev().find(|i| *i != l).unwrap();
+    let t = (0..3).find(|i| *i != l && *i != k).unwrap();
     // Its log ends here.
     let settled_at = loop {
         let s = nodes[k].status().await.expect("status");
@@ -599,17 +602,36 @@ async fn pruned_log_follower_is_provisioned_from_a_snapshot() {
                 panic!("insert blob {id}: {e}");
             }
         }
-        let s = nodes[l].status().await.expect("leader status");
+        // A leader builds no snapshot (the dump would hold its commits): the other
+        // follower does, and purges its log.
+        let s = nodes[t].status().await.expect("follower status");
         if let Some(p) = s["purged_index"].as_u64().filter(|p| *p > settled_at + 1) {
-            eprintln!("the leader's log is purged to {p} ({id} blobs); the follower stopped at {settled_at}");
+            eprintln!(
+                "node-{}'s log is purged to {p} ({id} blobs); the follower stopped at {settled_at}",
+                nodes[t].n
+            );
             break p;
         }
         assert!(
             Instant::now() < deadline,
-            "the leader's log was not purged: {s}"
+            "the follower's log was not purged: {s}"
         );
     };
     drop(c);
+    let leader_status = nodes[l].status().await.expect("leader status");
+    assert!(
+        leader_status["snapshot_index"].is_null(),
+        "the leader built a snapshot: {leader_status}"
+    );
+    // It takes over (an operator's promote): its log no longer has what `k` needs.
+    let promoted = common::procs::http_post_json(nodes[t].api_port, "/cluster/promote").await;
+    assert!(
+        promoted
+            .as_ref()
+            .is_some_and(|v| v["leader_id"].is_string()),
+        "promote: {promoted:?}"
+    );
+    let l = leader_among(&nodes, |i| i == t).await;
     load.wait_acks(100).await;
     nodes[k].spawn(false);
     // Follow it back: NeedsMigration (its own status, or the leader's view of it),

@@ -881,6 +881,10 @@ impl Applier {
                 Err(Failure::Transient(e)) if e.contains("1205") => {
                     tracing::warn!(index, error = %e, "a DDL waits for local transactions; ending them");
                     self.abort_blockers().await;
+                    // A detached prepared transaction has no connection to kill.
+                    if let Err(e) = self.sweep_prepared(*term).await {
+                        tracing::warn!(error = %e, "cannot roll back orphaned transactions yet");
+                    }
                 }
                 Ok(()) => break,
                 Err(Failure::Diverged { reason, .. })

@@ -33,7 +33,8 @@ use crate::wal::{self, MetaKey, Wal};
 /// Entries kept in memory after they are durable, for replication reads.
 const CACHE_ENTRIES: usize = 4096;
 const CACHE_BYTES: usize = 64 << 20;
-const ENCODING_VERSION: u8 = 1;
+/// 2: `Member` carries its incarnation.
+const ENCODING_VERSION: u8 = 2;
 
 /// The log: cheap to clone (readers are clones).
 #[derive(Clone)]

@@ -249,6 +249,7 @@ impl Cluster {
             super::snapshot::Snapshots::new(data_dir.join("snapshots"), s.database.clone())
                 .map_err(|e| ClusterError::Raft(format!("snapshot directory: {e}")))?;
         let installing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let read_write = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let fitness = Arc::new(leadership::Fitness {
             may_lead: Arc::new(std::sync::atomic::AtomicBool::new(!halted)),
             auto: !s.disable_auto_election,
@@ -288,7 +289,7 @@ impl Cluster {
             },
             // The purge floor: entries behind the snapshot stay in the log, so a node
             // that is briefly behind catches up from it instead of a snapshot.
-            max_in_snapshot_log_to_keep: s.snapshot_entries,
+            max_in_snapshot_log_to_keep: s.snapshot_entries.max(1000),
             enable_elect: false,
             // A node that led before it stopped comes back as a follower, and the
             // cluster elects a leader in a new term: only an entry of a later term
@@ -310,6 +311,7 @@ impl Cluster {
             requests: requests.clone(),
             snapshots,
             installing: installing.clone(),
+            leading: read_write.clone(),
         };
         let raft = Raft::new(
             id,
@@ -334,7 +336,7 @@ impl Cluster {
             applier,
             requests,
             state: std::sync::Mutex::new(state),
-            read_write: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            read_write,
             quorum_window_ms: s.election_timeout_max_ms,
             may_lead: fitness.may_lead.clone(),
             db_health,
@@ -568,6 +570,11 @@ impl Cluster {
             ApplyStatus::Diverged { index, .. } => applied.min(index.saturating_sub(1)),
             ApplyStatus::Running => applied,
         }
+    }
+
+    /// Whether a snapshot is replacing the local databases now.
+    pub fn installing(&self) -> bool {
+        self.installing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether replay has stopped at a divergent entry.

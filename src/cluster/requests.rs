@@ -73,6 +73,15 @@ impl Requests {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A snapshot replaced the database through `index`: the request ids of the
+    /// entries it covers were never seen here, so nothing at or below it can be
+    /// answered `Absent` (it may be in the snapshot).
+    pub fn covered_through(&self, index: u64) {
+        let mut inner = self.lock();
+        inner.forgotten_through = inner.forgotten_through.max(index);
+        inner.seen_from = inner.seen_from.max(index.saturating_add(1));
+    }
+
     /// Request `id` committed at `done.index`.
     pub fn record(&self, id: u128, done: Done) {
         let mut inner = self.lock();

@@ -112,13 +112,15 @@ impl Snapshots {
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .ok();
+        // Older snapshots go; a newer one (installed meanwhile) stays.
         for entry in std::fs::read_dir(&self.dir)?.flatten() {
             let path = entry.path();
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if stem != id && !path.to_string_lossy().ends_with(".part") {
+            let older = stem.starts_with("snap-") && stem.as_str() < id.as_str();
+            if older && !path.to_string_lossy().ends_with(".part") {
                 std::fs::remove_file(&path).ok();
             }
         }
@@ -159,7 +161,10 @@ impl Snapshots {
 
     /// Dump the local MariaDB into `out` (the caller holds the applier).
     pub async fn dump(&self, out: &Path) -> io::Result<()> {
-        let databases = self.user_databases().await?;
+        // `wolfscale` (the marker) last: a load cut short by a crash leaves no marker
+        // ahead of the data (the node then needs a snapshot again).
+        let mut databases = self.user_databases().await?;
+        databases.sort_by_key(|d| d == "wolfscale");
         let file = std::fs::File::create(out)?;
         let mut cmd = tokio::process::Command::new(tool("mariadb-dump"));
         self.client_args(&mut cmd);

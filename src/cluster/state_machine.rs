@@ -47,6 +47,9 @@ pub struct StateMachine {
     pub snapshots: Snapshots,
     /// Set while a snapshot is being installed (status NeedsMigration).
     pub installing: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while this node takes writes (see `guard_read_only`): it builds no
+    /// snapshot then, since the dump holds its local commits.
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -160,6 +163,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// Snapshots are built on followers only: the dump holds the applier, and on the
+    /// leader that would hold every COMMIT. A leader keeps its log (it purges nothing
+    /// new) and sends the snapshot it last built as a follower. An operator's request
+    /// (`force`, e.g. a migration asking this node) is honoured anyway.
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        if !force && self.leading.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::debug!("the leader builds no snapshot");
+            return None;
+        }
+        Some(self.get_snapshot_builder().await)
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Builder {
             applier: self.applier.clone(),
@@ -223,6 +238,9 @@ impl StateMachine {
                 "the snapshot's marker is at {:?}, its meta says {want:?}",
                 row.index
             )));
+        }
+        if let Some(index) = want {
+            self.requests.covered_through(index);
         }
         self.snapshots.keep(meta, &dump.path)?;
         tracing::info!(

@@ -154,6 +154,7 @@ impl Replicator for Cluster {
 
     fn local_healthy(&self) -> bool {
         *self.db_health.borrow() == crate::cluster::leadership::DbHealth::Healthy
+            && !self.installing()
     }
 
     fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup {

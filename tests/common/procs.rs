@@ -172,15 +172,27 @@ impl Drop for ProcNode {
 }
 
 pub async fn http_get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    http_json(port, "GET", path).await
+}
+
+/// `POST path` with an empty body (from 127.0.0.1: the admin endpoints' local rule).
+pub async fn http_post_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    http_json(port, "POST", path).await
+}
+
+async fn http_json(port: u16, method: &str, path: &str) -> Option<serde_json::Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    s.write_all(
+        format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
         .await
         .ok()?
         .ok()?;

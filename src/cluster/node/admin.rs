@@ -250,6 +250,13 @@ impl Cluster {
         if let Some(found) = current(&self.snapshots) {
             return Ok(found);
         }
+        if self.read_write.load(Ordering::SeqCst) {
+            return Err(AdminError::Refused(
+                "this node leads, and a leader builds no snapshot (the dump would hold every \
+                 COMMIT): migrate from a follower"
+                    .into(),
+            ));
+        }
         if !self.wait_applied(min_index, Duration::from_secs(30)).await {
             return Err(AdminError::Refused(format!(
                 "this node has not applied entry {min_index} yet: pick a caught-up donor"
@@ -291,6 +298,18 @@ impl Cluster {
     }
 
     async fn migrate_inner(&self, from: &str, token: Option<&str>) -> Result<u64, AdminError> {
+        if self.read_write.load(Ordering::SeqCst) {
+            return Err(AdminError::Refused(
+                "this node is the leader: demote it first (its databases cannot be replaced \
+                 while it takes writes)"
+                    .into(),
+            ));
+        }
+        if self.installing() {
+            return Err(AdminError::Refused(
+                "a snapshot is being installed here already".into(),
+            ));
+        }
         let set = |f: &dyn Fn(&mut Migration)| {
             f(&mut self.migration.lock().unwrap_or_else(|e| e.into_inner()));
         };
@@ -348,6 +367,13 @@ impl Cluster {
                 .after_snapshot()
                 .await
                 .map_err(|e| AdminError::Failed(e.to_string()))?;
+            if applier.applied().index != Some(index) {
+                return Err(AdminError::Failed(format!(
+                    "the loaded snapshot's marker is at {:?}, its meta says {index}: the donor's dump is inconsistent",
+                    applier.applied().index
+                )));
+            }
+            self.requests.covered_through(index);
             applier.resume();
             self.may_lead.store(true, Ordering::SeqCst);
             self.snapshots

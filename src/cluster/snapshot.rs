@@ -5,10 +5,14 @@
 //! is ordered meanwhile) and settled first (every local commit handed over is done and
 //! the marker written), so the dump's marker names exactly the entries in its data. It
 //! is `mariadb-dump --single-transaction` of every database but the system ones
-//! (`wolfscale` included), with routines, events and triggers. Accounts are not in it
-//! yet: `--system=users` fails on accounts whose host no longer resolves, and loading
-//! the grant tables whole would replace the node's own service account; a provisioned
-//! node keeps the accounts it has.
+//! (`wolfscale` included, last), with routines, events and triggers, followed by the
+//! accounts after [`ACCOUNTS_MARKER`]: `CREATE USER IF NOT EXISTS` / `CREATE ROLE IF NOT
+//! EXISTS` and the grants of every account but the server's own (`root`, `mysql`,
+//! `mariadb.sys`) and the node's service account, read with `SHOW CREATE USER` and
+//! `SHOW GRANTS` (an account that cannot be read is skipped with a warning; with
+//! `mariadb-dump --system=users` one such account failed the whole dump). They are
+//! loaded after the data, with `--force`: an account statement the loader may not run
+//! is reported and does not fail the install.
 //!
 //! Installing one (a node behind the purged log: openraft streams the leader's current
 //! snapshot to it) drops every non-system database, loads the dump with the `mariadb`
@@ -28,6 +32,12 @@ use tokio::io::AsyncWriteExt;
 use super::types::TypeConfig;
 
 pub type Meta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+
+/// The line after which a snapshot holds account statements.
+pub const ACCOUNTS_MARKER: &str = "-- wolfscale: accounts follow";
+
+/// Accounts that are the server's own, never copied.
+const SYSTEM_ACCOUNTS: &[&str] = &["root", "mysql", "mariadb.sys", "PUBLIC", ""];
 
 /// Databases that are the server's own, never dumped nor dropped.
 const SYSTEM_DATABASES: &[&str] = &["information_schema", "performance_schema", "mysql", "sys"];
@@ -188,8 +198,76 @@ impl Snapshots {
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
         }
-        std::fs::File::open(out)?.sync_all()?;
+        let accounts = self.account_statements().await?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(out)?;
+            writeln!(f, "\n{ACCOUNTS_MARKER}")?;
+            for s in accounts {
+                writeln!(f, "{s};")?;
+            }
+            f.sync_all()?;
+        }
         Ok(())
+    }
+
+    /// `CREATE … IF NOT EXISTS` and `GRANT` statements for the accounts to copy.
+    async fn account_statements(&self) -> io::Result<Vec<String>> {
+        let mut conn = mysql_async::Conn::new(self.db.clone())
+            .await
+            .map_err(io_err)?;
+        let rows: Vec<(String, String, String)> = conn
+            .query("SELECT User, Host, is_role FROM mysql.user")
+            .await
+            .map_err(io_err)?;
+        let me = self.db.user().unwrap_or_default().to_string();
+        let lit = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+        let mut creates = Vec::new();
+        let mut grants = Vec::new();
+        for (user, host, is_role) in rows {
+            if SYSTEM_ACCOUNTS.contains(&user.as_str()) || user == me {
+                continue;
+            }
+            let (create, target) = if is_role == "Y" {
+                (
+                    Ok(format!("CREATE ROLE IF NOT EXISTS {}", lit(&user))),
+                    lit(&user),
+                )
+            } else {
+                let target = format!("{}@{}", lit(&user), lit(&host));
+                let shown: Result<Option<String>, _> =
+                    conn.query_first(format!("SHOW CREATE USER {target}")).await;
+                (
+                    shown
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| s.ok_or_else(|| "no answer".to_string()))
+                        .map(|s| s.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1)),
+                    target,
+                )
+            };
+            let create = match create {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(account = %target, error = %e, "an account cannot be read: it is not in the snapshot");
+                    continue;
+                }
+            };
+            match conn
+                .query::<String, _>(format!("SHOW GRANTS FOR {target}"))
+                .await
+            {
+                Ok(g) => {
+                    creates.push(create);
+                    grants.extend(g);
+                }
+                Err(e) => {
+                    tracing::warn!(account = %target, error = %e, "an account's grants cannot be read: it is not in the snapshot");
+                }
+            }
+        }
+        conn.disconnect().await.ok();
+        creates.extend(grants);
+        Ok(creates)
     }
 
     /// Replace the local MariaDB's data with the dump at `sql`.
@@ -206,22 +284,9 @@ impl Snapshots {
             .map_err(io_err)?;
         }
         conn.disconnect().await.ok();
-        let mut cmd = tokio::process::Command::new(tool("mariadb"));
-        self.client_args(&mut cmd);
-        cmd.arg("--binary-mode")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let mut stdin = child.stdin.take().expect("piped");
-        let mut input = tokio::fs::File::open(sql).await?;
-        let copy = async {
-            tokio::io::copy(&mut input, &mut stdin).await?;
-            stdin.shutdown().await?;
-            drop(stdin);
-            Ok::<_, io::Error>(())
-        };
-        let (copied, output) = tokio::join!(copy, child.wait_with_output());
+        let mut input = tokio::io::BufReader::new(tokio::fs::File::open(sql).await?);
+        // The data, strictly; then the accounts, each on its own.
+        let (copied, output) = self.client_load(&mut input, false).await;
         let output = output?;
         if !output.status.success() {
             return Err(io_err(format!(
@@ -230,7 +295,55 @@ impl Snapshots {
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
         }
+        copied?;
+        let (copied, output) = self.client_load(&mut input, true).await;
+        let output = output?;
+        let errors = String::from_utf8_lossy(&output.stderr);
+        if !errors.trim().is_empty() {
+            tracing::warn!(errors = %errors.trim(), "some accounts of the snapshot could not be created here");
+        }
         copied
+    }
+
+    /// Pipe `input` into the `mariadb` client, up to [`ACCOUNTS_MARKER`] (or the end);
+    /// `force`: go on after an error.
+    async fn client_load(
+        &self,
+        input: &mut tokio::io::BufReader<tokio::fs::File>,
+        force: bool,
+    ) -> (io::Result<()>, io::Result<std::process::Output>) {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(tool("mariadb"));
+        self.client_args(&mut cmd);
+        cmd.arg("--binary-mode")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if force {
+            cmd.arg("--force");
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return (Ok(()), Err(e)),
+        };
+        let mut stdin = child.stdin.take().expect("piped");
+        let copy = async {
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                if input.read_until(b'\n', &mut line).await? == 0 {
+                    break;
+                }
+                if line.trim_ascii_end() == ACCOUNTS_MARKER.as_bytes() {
+                    break;
+                }
+                stdin.write_all(&line).await?;
+            }
+            stdin.shutdown().await?;
+            drop(stdin);
+            Ok::<_, io::Error>(())
+        };
+        tokio::join!(copy, child.wait_with_output())
     }
 }
 

@@ -89,6 +89,8 @@ pub struct PeerAuth {
     pub source: Option<std::net::IpAddr>,
     /// Where snapshots streamed to this node are received.
     pub snapshots: super::snapshot::Snapshots,
+    /// Set while a snapshot is being installed here.
+    pub installing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// When this node last accepted an append from a leader or granted a vote: what its
@@ -517,6 +519,13 @@ async fn receive_snapshot(
     done: bool,
 ) -> std::io::Result<Response> {
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    // A leader that gave up waiting sends the snapshot again: not into the file an
+    // install still reads.
+    if auth.installing.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(Response::Failed(
+            "a snapshot is being installed here: try again later".into(),
+        ));
+    }
     let path = auth.snapshots.incoming_path(&meta);
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)

@@ -270,6 +270,7 @@ impl Cluster {
             fitness: fitness.clone(),
             source: Some(s.bind.ip()).filter(|ip| !ip.is_unspecified()),
             snapshots: snapshots.clone(),
+            installing: installing.clone(),
         };
         // Elections are started by this node's own timer (`campaign`), not openraft's:
         // openraft's leader lease is its `election_timeout_max`, and a voter refuses

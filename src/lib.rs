@@ -4,6 +4,7 @@
 //! - [`api`]: the HTTP API (status, cluster).
 //! - [`apply`]: committed log entries replayed on the local MariaDB, exactly once.
 //! - [`config`]: `wolfscale.toml`, validated into a checked [`config::Config`].
+//! - [`id`]: Snowflake ids (`GET /id`).
 //! - [`protocol`]: MySQL wire protocol: framing, handshake, OK/ERR, reply scanning.
 //! - [`proxy`]: the MySQL front end: listener, sessions, backend connections, accounts.
 //! - [`sql`]: statement classification and determinism analysis.
@@ -16,6 +17,7 @@ pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod failpoint;
+pub mod id;
 pub mod localdb;
 pub mod protocol;
 pub mod proxy;

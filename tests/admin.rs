@@ -51,6 +51,17 @@ async fn operators_promote_demote_and_remove_nodes() {
     let f = (0..3).rev().find(|i| *i != l).unwrap();
     let name = |i: usize| format!("node-{}", nodes[i].n);
 
+    // Snowflake ids: from every node, distinct, each naming its node.
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for _ in 0..3 {
+            let (ok, out, err) = wolfctl(n, None, &["id"]);
+            assert!(ok, "id: {err}");
+            let id: u64 = out.trim().parse().expect("a number");
+            assert_eq!(wolfscale::id::parts(id).node as usize, nodes[i].n, "{id}");
+            assert!(ids.insert(id), "duplicate id {id}");
+        }
+    }
     // Read-only commands need no token.
     let (ok, out, err) = wolfctl(&nodes[f], None, &["list", "servers"]);
     assert!(ok, "list servers: {err}");

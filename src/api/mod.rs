@@ -59,6 +59,7 @@ pub fn router(cluster: Arc<Cluster>, token: Option<Secret>) -> Router {
         .route("/cluster", get(status::cluster))
         .route("/cluster/nodes", get(status::nodes))
         .route("/health", get(status::health))
+        .route("/id", get(status::id))
         .merge(admin)
         .with_state(cluster)
         .merge(migration)

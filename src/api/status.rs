@@ -37,6 +37,27 @@ pub async fn nodes(State(c): State<Arc<Cluster>>) -> Response {
     Json(c.cluster_view(HEARTBEAT).members).into_response()
 }
 
+/// `GET /id`: a Snowflake id of this node, as a string (JSON numbers lose precision
+/// past 2^53 in JavaScript) and split into its parts.
+pub async fn id(State(c): State<Arc<Cluster>>) -> Response {
+    // It may wait (a spent millisecond, a clock that stepped back): off the runtime.
+    let next = tokio::task::spawn_blocking(move || c.ids.next()).await;
+    match next {
+        Err(e) => super::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Ok(Ok(id)) => {
+            let p = crate::id::parts(id);
+            Json(serde_json::json!({
+                "id": id.to_string(),
+                "unix_ms": p.unix_ms,
+                "node": p.node,
+                "seq": p.seq,
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => super::error(StatusCode::SERVICE_UNAVAILABLE, "clock", e.to_string()),
+    }
+}
+
 /// 200 when this node can serve (a leader is known and it is not diverged).
 pub async fn health(State(c): State<Arc<Cluster>>) -> Response {
     let s = c.node_status();

@@ -65,6 +65,8 @@ enum Command {
         #[arg(long)]
         from: String,
     },
+    /// A Snowflake id from the node.
+    Id,
     /// Remove a node from the cluster (asked of the leader).
     Remove {
         /// The node's `[node] id`.
@@ -417,6 +419,10 @@ async fn remote(api: Api, command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| e.report())?;
             print_servers(&v);
+        }
+        Command::Id => {
+            let v = api.call(Method::GET, "/id").await.map_err(|e| e.report())?;
+            println!("{}", text(&v["id"]));
         }
         Command::Status => {
             let v = api

@@ -163,6 +163,8 @@ pub struct Cluster {
     pub(super) snapshots: super::snapshot::Snapshots,
     /// The last `wolfctl migrate` on this node, and how far it has got.
     pub migration: Arc<std::sync::Mutex<admin::Migration>>,
+    /// This node's Snowflake ids.
+    pub ids: crate::id::Generator,
 }
 
 impl Cluster {
@@ -348,6 +350,7 @@ impl Cluster {
             installing,
             snapshots: auth.snapshots.clone(),
             migration: Arc::default(),
+            ids: crate::id::Generator::new(s.number),
         };
         if s.bootstrap {
             cluster.bootstrap(&auth, &s.peers).await?;

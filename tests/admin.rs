@@ -69,6 +69,14 @@ async fn operators_promote_demote_and_remove_nodes() {
         assert!(out.contains(&name(i)), "{out}");
     }
     assert!(out.contains(&format!("leader: {}", name(l))), "{out}");
+    let (ok, out, err) = wolfctl(&nodes[f], None, &["list", "servers", "--json"]);
+    assert!(ok, "list servers --json: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(3), "{v}");
+    let (ok, out, _) = wolfctl(&nodes[f], None, &["promote", "--json"]);
+    assert!(!ok, "promote without the token");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("the error as JSON");
+    assert_eq!(v["error"]["code"], "unauthorized", "{v}");
     let (ok, out, err) = wolfctl(&nodes[f], None, &["status"]);
     assert!(ok && out.contains(&name(f)), "status: {out} {err}");
 

@@ -41,6 +41,9 @@ struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// Print the API's JSON answer instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -176,7 +179,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Api {
     fn resolve(cli: &Cli) -> Result<Api, String> {
-        let path = config::resolve_path(cli.config.as_deref());
+        // -c, then $WOLFSCALE_CONFIG, then /etc/wolfscale/wolfscale.toml, then
+        // ./wolfscale.toml.
+        let etc = std::path::Path::new("/etc/wolfscale/wolfscale.toml");
+        let env_set = std::env::var_os(config::ENV_VAR).is_some_and(|v| !v.is_empty());
+        let path = match &cli.config {
+            None if !env_set && etc.exists() => etc.to_path_buf(),
+            given => config::resolve_path(given.as_deref()),
+        };
         // The config is read only when it is needed: an explicit endpoint and token
         // need no file.
         let from_config = || -> Result<Option<Config>, String> {
@@ -409,7 +419,30 @@ fn print_status(status: &Value) {
     }
 }
 
-async fn remote(api: Api, command: Command) -> Result<(), String> {
+async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
+    if json {
+        let (method, path) = match &command {
+            Command::List { .. } => (Method::GET, "/cluster".to_string()),
+            Command::Status => (Method::GET, "/status".to_string()),
+            Command::Id => (Method::GET, "/id".to_string()),
+            Command::Promote => (Method::POST, "/cluster/promote".to_string()),
+            Command::Demote => (Method::POST, "/cluster/demote".to_string()),
+            Command::Remove { node_id } => (Method::DELETE, format!("/cluster/nodes/{node_id}")),
+            _ => (Method::GET, String::new()),
+        };
+        if !path.is_empty() {
+            let v = match api.call(method, &path).await {
+                Ok(v) => v,
+                Err(ApiFailure::Refused { body, .. }) => {
+                    println!("{body}");
+                    return Err(String::new());
+                }
+                Err(e) => return Err(e.report()),
+            };
+            println!("{v}");
+            return Ok(());
+        }
+    }
     match command {
         Command::List {
             what: ListCommand::Servers,
@@ -541,10 +574,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(remote(api, cli.command)) {
+    match runtime.block_on(remote(api, cli.command, cli.json)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(1)
         }
     }

@@ -7,6 +7,8 @@ set -euo pipefail
 need_apt=()
 command -v mariadb-install-db >/dev/null 2>&1 || need_apt+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need_apt+=(mariadb-client)
+# Snapshots (the pruned-log fault test) dump with it.
+command -v mariadb-dump >/dev/null 2>&1 || need_apt+=(mariadb-client)
 command -v sysbench >/dev/null 2>&1 || need_apt+=(sysbench)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"

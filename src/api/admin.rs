@@ -217,28 +217,11 @@ pub async fn migrate(
             tracing::error!(error = %e, from = q.from, "migration failed");
         }
     });
-    (
-        StatusCode::ACCEPTED,
-        Json(
-            a.cluster
-                .migration
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        ),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(a.cluster.migration_status())).into_response()
 }
 
 pub async fn migration(State(a): State<Admin>) -> Response {
-    Json(
-        a.cluster
-            .migration
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone(),
-    )
-    .into_response()
+    Json(a.cluster.migration_status()).into_response()
 }
 
 #[derive(serde::Deserialize)]

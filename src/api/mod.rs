@@ -6,6 +6,7 @@
 //! Errors are JSON `{"error": {"code", "message"}}`.
 
 pub mod admin;
+pub mod client;
 pub mod status;
 
 use std::net::SocketAddr;

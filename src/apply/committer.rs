@@ -163,10 +163,10 @@ pub(super) async fn finish_by_xid(
 ) -> Result<(), mysql_async::Error> {
     // The connection that prepared it may still be closing: give it a moment.
     for attempt in 0..50 {
-        let prepared: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
-        let present = prepared.iter().any(|(_, g, _, data)| {
-            usize::try_from(*g).ok().and_then(|g| data.get(..g)) == Some(xid.as_bytes())
-        });
+        let present = super::prepared_xids(conn, xid)
+            .await?
+            .iter()
+            .any(|x| x == xid);
         if !present {
             return Ok(());
         }

@@ -1001,7 +1001,7 @@ impl Applier {
 }
 
 /// The xids prepared in this MariaDB that start with `prefix`.
-async fn prepared_xids(conn: &mut Conn, prefix: &str) -> Result<Vec<String>, ApplyError> {
+async fn prepared_xids(conn: &mut Conn, prefix: &str) -> Result<Vec<String>, mysql_async::Error> {
     let rows: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
     Ok(rows
         .into_iter()

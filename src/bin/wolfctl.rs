@@ -10,10 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use wolfscale::config::{self, Config, Severity};
 use wolfscale::wal::inspect;
@@ -222,6 +220,11 @@ impl Api {
         Ok(Api { authority, token })
     }
 
+    /// [`Api::call`], its failure as the message to print.
+    async fn fetch(&self, method: Method, path: &str) -> Result<Value, String> {
+        self.call(method, path).await.map_err(|e| e.report())
+    }
+
     /// One request; the JSON answer of a 2xx, or the error it carries.
     async fn call(&self, method: Method, path: &str) -> Result<Value, ApiFailure> {
         let fut = self.exchange(method, path);
@@ -239,23 +242,10 @@ impl Api {
         let transport = |e: &dyn std::fmt::Display| {
             ApiFailure::Transport(format!("http://{}: {e}", self.authority))
         };
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| transport(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| transport(&e))?;
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::ACCEPT, "application/json");
-        if let Some(t) = &self.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = req.body(Empty::<Bytes>::new()).map_err(|e| transport(&e))?;
-        let resp = sender.send_request(req).await.map_err(|e| transport(&e))?;
+        let resp =
+            wolfscale::api::client::request(&self.authority, method, path, self.token.as_deref())
+                .await
+                .map_err(|e| transport(&e))?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -447,28 +437,19 @@ async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
         Command::List {
             what: ListCommand::Servers,
         } => {
-            let v = api
-                .call(Method::GET, "/cluster")
-                .await
-                .map_err(|e| e.report())?;
+            let v = api.fetch(Method::GET, "/cluster").await?;
             print_servers(&v);
         }
         Command::Id => {
-            let v = api.call(Method::GET, "/id").await.map_err(|e| e.report())?;
+            let v = api.fetch(Method::GET, "/id").await?;
             println!("{}", text(&v["id"]));
         }
         Command::Status => {
-            let v = api
-                .call(Method::GET, "/status")
-                .await
-                .map_err(|e| e.report())?;
+            let v = api.fetch(Method::GET, "/status").await?;
             print_status(&v);
         }
         Command::Promote => {
-            let v = api
-                .call(Method::POST, "/cluster/promote")
-                .await
-                .map_err(|e| e.report())?;
+            let v = api.fetch(Method::POST, "/cluster/promote").await?;
             println!(
                 "{} is the leader (term {})",
                 text(&v["leader_id"]),
@@ -476,10 +457,7 @@ async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
             );
         }
         Command::Demote => {
-            let v = api
-                .call(Method::POST, "/cluster/demote")
-                .await
-                .map_err(|e| e.report())?;
+            let v = api.fetch(Method::POST, "/cluster/demote").await?;
             println!(
                 "{} handed leadership to {}",
                 text(&v["demoted"]),
@@ -497,10 +475,7 @@ async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
                             authority: leader,
                             token: api.token.clone(),
                         };
-                        at_leader
-                            .call(Method::DELETE, &path)
-                            .await
-                            .map_err(|e| e.report())?
+                        at_leader.fetch(Method::DELETE, &path).await?
                     }
                     None => return Err(e.report()),
                 },
@@ -510,16 +485,11 @@ async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
         Command::Migrate { from } => {
             let from = parse_endpoint(&from)?;
             let path = format!("/cluster/migrate?from={from}");
-            api.call(Method::POST, &path)
-                .await
-                .map_err(|e| e.report())?;
+            api.fetch(Method::POST, &path).await?;
             let mut last_line = String::new();
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let m = api
-                    .call(Method::GET, "/cluster/migrate")
-                    .await
-                    .map_err(|e| e.report())?;
+                let m = api.fetch(Method::GET, "/cluster/migrate").await?;
                 let line = progress_line(&m);
                 if line != last_line {
                     eprint!("\r{line}\x1b[K");

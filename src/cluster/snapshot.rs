@@ -347,6 +347,33 @@ impl Snapshots {
     }
 }
 
+/// Replace the local databases with the dump at `sql` whose meta is `meta` (the
+/// caller holds the applier): load it, give the applier a new connection and the
+/// loaded marker, check that the marker is `meta`'s position, make the request ids it
+/// covers unanswerable as absent, and keep it as the current snapshot.
+pub async fn install(
+    snapshots: &Snapshots,
+    applier: &mut crate::apply::Applier,
+    requests: &super::requests::Requests,
+    meta: &Meta,
+    sql: &Path,
+) -> io::Result<()> {
+    snapshots.load(sql).await?;
+    applier.after_snapshot().await.map_err(io_err)?;
+    let loaded = applier.applied().index;
+    let want = meta.last_log_id.as_ref().map(|l| l.index);
+    if loaded != want {
+        return Err(io_err(format!(
+            "the snapshot's marker is at {loaded:?}, its meta says {want:?}"
+        )));
+    }
+    if let Some(index) = want {
+        requests.covered_through(index);
+    }
+    snapshots.keep(meta, sql)?;
+    Ok(())
+}
+
 /// A client tool, from `$WOLFSCALE_MARIADB_BIN` when set (a directory), else `PATH`.
 fn tool(name: &str) -> PathBuf {
     match std::env::var_os("WOLFSCALE_MARIADB_BIN") {
@@ -375,24 +402,11 @@ pub async fn download(
     out: &Path,
     progress: impl Fn(u64, Option<u64>),
 ) -> io::Result<Meta> {
-    use http_body_util::{BodyExt, Empty};
-    let stream = tokio::net::TcpStream::connect(from).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(io_err)?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(hyper::Method::GET)
-        .uri(format!("/snapshot?min_index={min_index}"))
-        .header(hyper::header::HOST, from);
-    if let Some(t) = token {
-        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let req = req
-        .body(Empty::<hyper::body::Bytes>::new())
+    use http_body_util::BodyExt;
+    let path = format!("/snapshot?min_index={min_index}");
+    let resp = crate::api::client::request(from, hyper::Method::GET, &path, token)
+        .await
         .map_err(io_err)?;
-    let resp = sender.send_request(req).await.map_err(io_err)?;
     let status = resp.status();
     if !status.is_success() {
         let body = resp.into_body().collect().await.map_err(io_err)?.to_bytes();

@@ -229,20 +229,14 @@ impl StateMachine {
         let mut applier = self.applier.lock().await;
         tracing::info!(snapshot = %snapshot::name(meta), "installing a snapshot: replacing the local databases");
         let started = std::time::Instant::now();
-        self.snapshots.load(&dump.path).await?;
-        applier.after_snapshot().await.map_err(io_err)?;
-        let row = applier.applied();
-        let want = meta.last_log_id.as_ref().map(|l| l.index);
-        if row.index != want {
-            return Err(io_err(format!(
-                "the snapshot's marker is at {:?}, its meta says {want:?}",
-                row.index
-            )));
-        }
-        if let Some(index) = want {
-            self.requests.covered_through(index);
-        }
-        self.snapshots.keep(meta, &dump.path)?;
+        snapshot::install(
+            &self.snapshots,
+            &mut applier,
+            &self.requests,
+            meta,
+            &dump.path,
+        )
+        .await?;
         tracing::info!(
             snapshot = %snapshot::name(meta),
             ms = started.elapsed().as_millis() as u64,

@@ -235,6 +235,14 @@ pub struct Migration {
 }
 
 impl Cluster {
+    /// The last migration's state, as `GET /cluster/migrate` shows it.
+    pub fn migration_status(&self) -> Migration {
+        self.migration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// A snapshot at or past `min_index` for another node's migration: the current one
     /// if it is recent enough, else a new one (once this node has applied that far).
     pub async fn snapshot_at_least(
@@ -359,26 +367,17 @@ impl Cluster {
                 )));
             }
             tracing::info!(from, index, "migrating: replacing the local databases with a snapshot");
-            self.snapshots
-                .load(&part)
-                .await
-                .map_err(|e| AdminError::Failed(e.to_string()))?;
-            applier
-                .after_snapshot()
-                .await
-                .map_err(|e| AdminError::Failed(e.to_string()))?;
-            if applier.applied().index != Some(index) {
-                return Err(AdminError::Failed(format!(
-                    "the loaded snapshot's marker is at {:?}, its meta says {index}: the donor's dump is inconsistent",
-                    applier.applied().index
-                )));
-            }
-            self.requests.covered_through(index);
+            crate::cluster::snapshot::install(
+                &self.snapshots,
+                &mut applier,
+                &self.requests,
+                &meta,
+                &part,
+            )
+            .await
+            .map_err(|e| AdminError::Failed(e.to_string()))?;
             applier.resume();
             self.may_lead.store(true, Ordering::SeqCst);
-            self.snapshots
-                .keep(&meta, &part)
-                .map_err(|e| AdminError::Failed(e.to_string()))?;
             Ok(index)
         }
         .await;

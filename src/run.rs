@@ -81,6 +81,55 @@ pub fn cluster_settings(
     }
 }
 
+/// The API's settings: its data endpoints connect to this node's proxy (on loopback
+/// when it listens on every address) as `[api] user`, else the service account.
+pub fn api_settings(cfg: &Config, proxy_addr: SocketAddr) -> api::ApiSettings {
+    let pool = cfg.proxy.enabled.then(|| {
+        let ip = match proxy_addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            }
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+            ip => ip,
+        };
+        let (user, password) = match &cfg.api.user {
+            Some(u) => (
+                u.clone(),
+                cfg.api
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
+            ),
+            None => (
+                cfg.database.user.clone(),
+                cfg.database.password.expose().to_string(),
+            ),
+        };
+        let size = cfg.database.pool_size.max(1);
+        let constraints = mysql_async::PoolConstraints::new(0, size)
+            .unwrap_or_else(|| mysql_async::PoolConstraints::new(0, 1).expect("0 <= 1"));
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(ip.to_string())
+            .tcp_port(proxy_addr.port())
+            .prefer_socket(false)
+            .user(Some(user))
+            .pass(Some(password))
+            .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints));
+        mysql_async::Pool::new(opts)
+    });
+    api::ApiSettings {
+        token: cfg.api.token.clone(),
+        max_body_bytes: cfg.api.max_body_bytes,
+        pool,
+        database: cfg.database.database.clone(),
+        id_column: cfg.api.id_column.clone(),
+        consistency: cfg.proxy.read_consistency,
+    }
+}
+
 impl RunningNode {
     pub async fn start(cfg: &Config, bootstrap: bool) -> Result<RunningNode, RunError> {
         let proxy = Proxy::bind(ProxySettings::from_config(cfg)).await?;
@@ -115,12 +164,10 @@ impl RunningNode {
         let api = match api_listener {
             Some(l) => {
                 let addr = l.local_addr().ok();
-                let handle =
-                    api::serve(l, cluster.clone(), cfg.api.token.clone()).map_err(|source| {
-                        RunError::Api {
-                            addr: addr.unwrap_or(cfg.api.bind_address),
-                            source,
-                        }
+                let handle = api::serve(l, cluster.clone(), api_settings(cfg, proxy_addr))
+                    .map_err(|source| RunError::Api {
+                        addr: addr.unwrap_or(cfg.api.bind_address),
+                        source,
                     })?;
                 Some(handle)
             }

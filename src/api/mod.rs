@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod data;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -28,10 +29,59 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     (status, Json(body)).into_response()
 }
 
-pub fn router(cluster: Arc<Cluster>, token: Option<Secret>) -> Router {
+/// What the API serves with, besides the cluster.
+#[derive(Clone)]
+pub struct ApiSettings {
+    /// `[api] token`.
+    pub token: Option<Secret>,
+    /// `[api] max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// The data endpoints' connections, schema and defaults.
+    pub pool: Option<mysql_async::Pool>,
+    pub database: Option<String>,
+    pub id_column: Option<String>,
+    pub consistency: crate::config::ReadConsistency,
+}
+
+impl ApiSettings {
+    /// Settings with no data endpoints behind them (no proxy), for tests of the rest.
+    pub fn without_data(token: Option<Secret>) -> ApiSettings {
+        ApiSettings {
+            token,
+            max_body_bytes: 1 << 20,
+            pool: None,
+            database: None,
+            id_column: None,
+            consistency: Default::default(),
+        }
+    }
+}
+
+pub fn router(cluster: Arc<Cluster>, settings: ApiSettings) -> Router {
+    let token = settings.token.clone();
     let guard = Arc::new(admin::Guard {
         token: token.clone(),
     });
+    let data = data::Data {
+        cluster: cluster.clone(),
+        pool: settings.pool.clone(),
+        database: settings.database.clone(),
+        id_column: settings.id_column.clone(),
+        consistency: settings.consistency,
+    };
+    let writes = Router::new()
+        .route("/write/insert", post(data::insert))
+        .route("/write/update", post(data::update))
+        .route("/write/delete", post(data::delete))
+        .route("/write/upsert", post(data::upsert))
+        .route("/write/ddl", post(data::ddl))
+        .route("/write/batch", post(data::batch))
+        .route("/query", post(data::query))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard.clone(),
+            admin::authorize,
+        ))
+        .with_state(data);
     let state = admin::Admin {
         cluster: cluster.clone(),
         token,
@@ -64,7 +114,18 @@ pub fn router(cluster: Arc<Cluster>, token: Option<Secret>) -> Router {
         .merge(admin)
         .with_state(cluster)
         .merge(migration)
+        .merge(writes)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            settings.max_body_bytes,
+        ))
 }
 
 /// A running API server.
@@ -85,11 +146,11 @@ impl ApiHandle {
 pub fn serve(
     listener: TcpListener,
     cluster: Arc<Cluster>,
-    token: Option<Secret>,
+    settings: ApiSettings,
 ) -> std::io::Result<ApiHandle> {
     let local_addr = listener.local_addr()?;
     let (tx, mut rx) = watch::channel(false);
-    let app = router(cluster, token).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(cluster, settings).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         let stop = async move {
             rx.wait_for(|s| *s).await.ok();

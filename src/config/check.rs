@@ -29,6 +29,7 @@ const ELECTION_TIMEOUT_MS: RangeInclusive<i64> = 1..=600_000;
 /// `election_timeout_ms = N` sets the max to 2N, which must stay in [`ELECTION_TIMEOUT_MS`].
 const ELECTION_TIMEOUT_SHORTHAND_MS: RangeInclusive<i64> = 1..=300_000;
 const MAX_CONNECTIONS: RangeInclusive<i64> = 1..=100_000;
+const MAX_BODY_BYTES: RangeInclusive<i64> = 1024..=64 << 20;
 const HANDSHAKE_TIMEOUT_MS: RangeInclusive<i64> = 100..=600_000;
 const MAX_ALLOWED_PACKET: RangeInclusive<i64> = 1024..=1_073_741_824;
 const SHUTDOWN_TIMEOUT_MS: RangeInclusive<i64> = 0..=3_600_000;
@@ -413,10 +414,41 @@ impl Checker<'_> {
         let enabled = raw.enabled.unwrap_or(d.enabled);
         self.listening("api.bind_address", enabled, bind_address, written);
         let token = self.optional_secret("api.token", raw.token);
+        let max_body_bytes = self.int(
+            "api.max_body_bytes",
+            raw.max_body_bytes,
+            d.max_body_bytes,
+            MAX_BODY_BYTES,
+        );
+        let id_column = match raw.id_column {
+            Some(c) => self.non_empty("api.id_column", c).map(Some),
+            None => Some(None),
+        };
+        let user = match raw.user {
+            Some(u) => self.non_empty("api.user", u).map(Some),
+            None => Some(None),
+        };
+        let password = match raw.password {
+            Some(_) if matches!(user, Some(None)) => {
+                self.error(
+                    "api.password",
+                    Problem::InvalidValue,
+                    "needs api.user (without it the API runs as the service account, with database.password)"
+                        .to_owned(),
+                );
+                None
+            }
+            Some(p) => Some(Some(p)),
+            None => Some(None),
+        };
         Some(ApiConfig {
             enabled,
             bind_address: bind_address?,
             token: token?,
+            max_body_bytes: max_body_bytes?,
+            id_column: id_column?,
+            user: user?,
+            password: password?,
         })
     }
 

@@ -331,6 +331,19 @@ pub struct ApiConfig {
     pub bind_address: SocketAddr,
     /// `token`: bearer token required by the API. Optional, no default; not empty when set.
     pub token: Option<Secret>,
+    /// `max_body_bytes`: the largest request body accepted; a larger one gets 413.
+    /// Default 1048576 (1 MiB), 1024..=67108864.
+    pub max_body_bytes: usize,
+    /// `id_column`: the column `POST /write/insert` fills with a Snowflake id when a
+    /// table has it and the request gives no value for it. Optional, no default; not
+    /// empty when set.
+    pub id_column: Option<String>,
+    /// `user`: the MariaDB account the write and query endpoints run as (through this
+    /// node's proxy, so every write takes the proxy's path to the leader). Optional;
+    /// default the service account (`[database] user`). Not empty when set.
+    pub user: Option<String>,
+    /// `password`: `user`'s password. Optional; needs `user`.
+    pub password: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -339,6 +352,10 @@ impl Default for ApiConfig {
             enabled: true,
             bind_address: SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)),
             token: None,
+            max_body_bytes: 1 << 20,
+            id_column: None,
+            user: None,
+            password: None,
         }
     }
 }

@@ -120,6 +120,10 @@ pub(crate) const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("enabled", Kind::Boolean),
             ("bind_address", Kind::String),
             ("token", Kind::String),
+            ("max_body_bytes", Kind::Integer),
+            ("id_column", Kind::String),
+            ("user", Kind::String),
+            ("password", Kind::String),
         ],
     ),
     (
@@ -217,6 +221,10 @@ pub(crate) struct RawApi {
     pub enabled: Option<bool>,
     pub bind_address: Option<String>,
     pub token: Option<Secret>,
+    pub max_body_bytes: Option<i64>,
+    pub id_column: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -126,8 +126,18 @@ disable_auto_election = false
 enabled = true
 # IP:port. Default "0.0.0.0:8080".
 bind_address = "0.0.0.0:8080"
-# Bearer token the API requires. Optional, no default, not empty when set.
+# Bearer token the write, query and admin endpoints require. Optional, no default,
+# not empty when set. Without one, those endpoints accept only clients on this host.
 # token = "change-me"
+# Largest request body in bytes; a larger one gets 413. Default 1048576, 1024..=67108864.
+max_body_bytes = 1048576
+# Column POST /write/insert fills with a Snowflake id when the table has it and the
+# request gives no value. Optional, no default.
+# id_column = "id"
+# MariaDB account the write and query endpoints run as. Optional; default the service
+# account (database.user). A least-privileged account is better when others hold the token.
+# user = "api"
+# password = "change-me"
 
 [proxy]
 # Serve the MySQL protocol. Default true.

@@ -40,6 +40,8 @@ pub struct Tuning {
     pub api_token: Option<&'static str>,
     /// More config, appended to the file (whole sections, e.g. `[wal]`).
     pub extra: &'static str,
+    /// More `[api]` keys (lines ending in a newline).
+    pub api_extra: &'static str,
 }
 
 /// Short timeouts: elections within a second.
@@ -49,6 +51,7 @@ pub const FAST: Tuning = Tuning {
     failover_wait_ms: 5000,
     api_token: None,
     extra: "",
+    api_extra: "",
 };
 
 /// The documented defaults (heartbeat 500 ms, elections after 1.5 to 3 s).
@@ -58,6 +61,7 @@ pub const DEFAULTS: Tuning = Tuning {
     failover_wait_ms: 5000,
     api_token: None,
     extra: "",
+    api_extra: "",
 };
 
 impl ProcNode {
@@ -96,10 +100,11 @@ impl ProcNode {
             api = self.api_port,
             proxy = self.proxy_port,
         );
-        let mut text = match self.tuning.api_token {
+        let text = match self.tuning.api_token {
             Some(t) => text.replace("[api]\n", &format!("[api]\ntoken = \"{t}\"\n")),
             None => text,
         };
+        let mut text = text.replace("[api]\n", &format!("[api]\n{}", self.tuning.api_extra));
         text.push_str(self.tuning.extra);
         std::fs::write(self.config(), text).unwrap();
     }
@@ -178,6 +183,47 @@ pub async fn http_get_json(port: u16, path: &str) -> Option<serde_json::Value> {
 /// `POST path` with an empty body (from 127.0.0.1: the admin endpoints' local rule).
 pub async fn http_post_json(port: u16, path: &str) -> Option<serde_json::Value> {
     http_json(port, "POST", path).await
+}
+
+/// An HTTP/1.0 request from 127.0.0.1 with `headers` and `body`: the status and the
+/// body (JSON, or the text as a JSON string when it is not JSON).
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the API");
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.expect("send the head");
+    // A server may answer (413) before it has read the whole body.
+    s.write_all(body).await.ok();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf))
+        .await
+        .expect("an answer within a minute")
+        .ok();
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json =
+        serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.into()));
+    (status, json)
 }
 
 async fn http_json(port: u16, method: &str, path: &str) -> Option<serde_json::Value> {

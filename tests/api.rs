@@ -1,0 +1,452 @@
+//! The HTTP API's data endpoints (`/write/*`, `/query`) against three `wolfscale start`
+//! processes: writes sent to followers reach every MariaDB through the leader's log,
+//! names are checked against the live schema, values are bound, and bad input gets
+//! the right status and a JSON error.
+
+mod common;
+
+use common::procs::{cluster_of, http, leader_among, settled, ProcNode, Tuning, FAST};
+use mysql_async::prelude::*;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "api-data-token-91c2";
+
+async fn call(node: &ProcNode, path: &str, body: &Value) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    http(
+        node.api_port,
+        "POST",
+        path,
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// A call that must succeed.
+async fn ok(node: &ProcNode, path: &str, body: Value) -> Value {
+    let (status, v) = call(node, path, &body).await;
+    assert_eq!(status, 200, "{path} {body}: {v}");
+    v
+}
+
+/// A call that must fail with `status` and error code `code`.
+async fn refused(node: &ProcNode, path: &str, body: Value, status: u16, code: &str) -> Value {
+    let (got, v) = call(node, path, &body).await;
+    assert_eq!(
+        (got, v["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{path} {body}: {v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v
+}
+
+/// Every node's rows of test.items, in key order, as one string.
+async fn rows_on(node: &ProcNode) -> String {
+    let mut c = node.db.root().await;
+    c.query_first::<Option<String>, _>(
+        "SELECT GROUP_CONCAT(CONCAT_WS(':', id, name, qty, IFNULL(note, '-')) ORDER BY id SEPARATOR ',') FROM test.items",
+    )
+    .await
+    .unwrap()
+    .flatten()
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_writes_reach_every_node_through_the_log() {
+    let nodes = cluster_of(
+        3,
+        Tuning {
+            api_token: Some(TOKEN),
+            api_extra: "id_column = \"id\"\n",
+            ..FAST
+        },
+    )
+    .await;
+    let l = leader_among(&nodes, |_| true).await;
+    let f1 = (l + 1) % 3;
+    let f2 = (l + 2) % 3;
+
+    // DDL through a follower.
+    let v = ok(
+        &nodes[f1],
+        "/write/ddl",
+        json!({"ddl": "CREATE TABLE test.items (id BIGINT UNSIGNED PRIMARY KEY, name VARCHAR(40) NOT NULL, qty INT, note JSON NULL, UNIQUE KEY (name))"}),
+    )
+    .await;
+    let ddl_index = v["log_index"].as_u64().expect("a log index");
+    assert!(ddl_index > 0, "{v}");
+
+    // An insert with no id: the node fills it with a Snowflake of its own.
+    let v = ok(
+        &nodes[f2],
+        "/write/insert",
+        json!({"table": "test.items", "values": {"name": "bolt", "qty": 10}}),
+    )
+    .await;
+    assert_eq!(v["affected_rows"], 1, "{v}");
+    let id: u64 = v["id"].as_str().expect("the generated id").parse().unwrap();
+    assert_eq!(wolfscale::id::parts(id).node as usize, nodes[f2].n, "{v}");
+    assert!(v["log_index"].as_u64().unwrap() > ddl_index, "{v}");
+
+    // Explicit values, a JSON value, a value that looks like SQL.
+    ok(
+        &nodes[f1],
+        "/write/insert",
+        json!({"table": "test.items", "values": {"id": 7, "name": "nut'); DROP TABLE test.items; --", "qty": 3, "note": {"k": [1, 2]}}}),
+    )
+    .await;
+    ok(
+        &nodes[l],
+        "/write/update",
+        json!({"table": "test.items", "set": {"qty": 4}, "where_key": {"id": 7}}),
+    )
+    .await;
+    // An upsert takes the proxy's determinism rules: on a table with two unique keys
+    // it could update a different row on another node, so it is refused …
+    let v = refused(
+        &nodes[f2],
+        "/write/upsert",
+        json!({"table": "test.items", "values": {"id": 8, "name": "washer", "qty": 1}}),
+        400,
+        "mariadb_error",
+    )
+    .await;
+    assert_eq!(v["error"]["errno"], 1592, "{v}");
+    // … and on a table with one it inserts, then updates.
+    ok(
+        &nodes[l],
+        "/write/ddl",
+        json!({"ddl": "CREATE TABLE test.stock (sku VARCHAR(20) PRIMARY KEY, qty INT NOT NULL)"}),
+    )
+    .await;
+    let v = ok(
+        &nodes[f2],
+        "/write/upsert",
+        json!({"table": "test.stock", "values": {"sku": "w-1", "qty": 1}}),
+    )
+    .await;
+    assert_eq!(v["affected_rows"], 1, "a fresh row: {v}");
+    let v = ok(
+        &nodes[f2],
+        "/write/upsert",
+        json!({"table": "test.stock", "values": {"sku": "w-1", "qty": 2}, "update": ["qty"]}),
+    )
+    .await;
+    assert_eq!(v["affected_rows"], 2, "an updated row: {v}");
+    ok(
+        &nodes[f1],
+        "/write/insert",
+        json!({"table": "test.items", "values": {"id": 8, "name": "washer", "qty": 2}}),
+    )
+    .await;
+    settled(
+        &nodes,
+        "SELECT GROUP_CONCAT(sku, '=', qty) FROM test.stock",
+        "w-1=2",
+    )
+    .await;
+
+    // A batch commits all of its operations in one transaction …
+    let v = ok(
+        &nodes[f1],
+        "/write/batch",
+        json!({"operations": [
+            {"op": "insert", "table": "test.items", "values": {"id": 9, "name": "gear", "qty": 5}},
+            {"op": "update", "table": "test.items", "set": {"qty": 6}, "where_key": {"id": 9}},
+            {"op": "delete", "table": "test.items", "where_key": {"id": id}},
+        ]}),
+    )
+    .await;
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(3), "{v}");
+    let batch_index = v["log_index"].as_u64().unwrap();
+    // … or none: the second operation breaks a unique key, the first is undone.
+    let v = refused(
+        &nodes[f2],
+        "/write/batch",
+        json!({"operations": [
+            {"op": "insert", "table": "test.items", "values": {"id": 10, "name": "spring"}},
+            {"op": "insert", "table": "test.items", "values": {"id": 11, "name": "gear"}},
+        ]}),
+        409,
+        "mariadb_error",
+    )
+    .await;
+    assert_eq!(
+        (
+            v["error"]["errno"].as_u64(),
+            v["error"]["sqlstate"].as_str(),
+            v["error"]["operation"].as_u64()
+        ),
+        (Some(1062), Some("23000"), Some(1)),
+        "{v}"
+    );
+
+    // A read on the other follower with the batch's index sees the batch.
+    let v = ok(
+        &nodes[f2],
+        "/query",
+        json!({"sql": "SELECT id, name, qty, note FROM test.items WHERE qty >= ? ORDER BY id", "params": [0], "min_index": batch_index}),
+    )
+    .await;
+    assert_eq!(v["columns"], json!(["id", "name", "qty", "note"]), "{v}");
+    assert_eq!(v["row_count"], 3, "{v}");
+    assert_eq!(v["rows"][0][0], 7, "{v}");
+    assert_eq!(v["rows"][0][1], "nut'); DROP TABLE test.items; --", "{v}");
+    assert_eq!(v["rows"][2], json!([9, "gear", 6, null]), "{v}");
+    ok(
+        &nodes[l],
+        "/query",
+        json!({"sql": "SELECT COUNT(*) FROM test.items", "consistency": "linearizable"}),
+    )
+    .await;
+
+    // Every MariaDB holds the same rows.
+    let want = "7:nut'); DROP TABLE test.items; --:4:{\"k\":[1,2]},8:washer:2:-,9:gear:6:-";
+    settled(&nodes, "SELECT COUNT(*) FROM test.items", "3").await;
+    for n in &nodes {
+        assert_eq!(rows_on(n).await, want, "node-{}", n.n);
+    }
+
+    // Bad input.
+    let t = "test.items";
+    let (status, v) = http(
+        nodes[f1].api_port,
+        "POST",
+        "/write/insert",
+        &[],
+        br#"{"table":"test.items","values":{}}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "no token: {v}"
+    );
+    let (status, v) = http(
+        nodes[f1].api_port,
+        "POST",
+        "/query",
+        &[("Authorization", "Bearer wrong")],
+        br#"{"sql":"SELECT 1"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "wrong token: {v}"
+    );
+    let v = refused(
+        &nodes[f1],
+        "/write/insert",
+        json!({"table": "test.nope", "values": {"a": 1}}),
+        404,
+        "unknown_table",
+    )
+    .await;
+    assert_eq!(
+        (
+            v["error"]["errno"].as_u64(),
+            v["error"]["sqlstate"].as_str()
+        ),
+        (Some(1146), Some("42S02")),
+        "{v}"
+    );
+    let v = refused(
+        &nodes[f1],
+        "/write/insert",
+        json!({"table": t, "values": {"colour": 1}}),
+        400,
+        "unknown_column",
+    )
+    .await;
+    assert_eq!(v["error"]["errno"], 1054, "{v}");
+    refused(
+        &nodes[f1],
+        "/write/insert",
+        json!({"table": "test.items; DROP TABLE test.items", "values": {"id": 1}}),
+        404,
+        "unknown_table",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/insert",
+        json!({"table": "test.`items`", "values": {"id": 1}}),
+        404,
+        "unknown_table",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/update",
+        json!({"table": t, "set": {"qty = 0, name": 1}, "where_key": {"id": 7}}),
+        400,
+        "unknown_column",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/update",
+        json!({"table": t, "set": {"qty": 0}, "where_key": {"id` = `id` OR 1=1 OR `id": 7}}),
+        400,
+        "unknown_column",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/update",
+        json!({"table": t, "set": {"qty": 0}, "where_key": {}}),
+        400,
+        "invalid_request",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/delete",
+        json!({"table": t, "where_key": {}}),
+        400,
+        "invalid_request",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/delete",
+        json!({"table": "mysql.user", "where_key": {"User": "root"}}),
+        403,
+        "system_schema",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/insert",
+        json!({"table": "items", "values": {"id": 1}}),
+        400,
+        "invalid_request",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/insert",
+        json!({"table": t, "values": {"id": 1}, "extra": true}),
+        400,
+        "invalid_request",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/ddl",
+        json!({"ddl": "DELETE FROM test.items"}),
+        400,
+        "wrong_statement",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/write/ddl",
+        json!({"ddl": "DROP TABLE test.items; DROP TABLE test.other"}),
+        400,
+        "invalid_request",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/query",
+        json!({"sql": "UPDATE test.items SET qty = 0"}),
+        400,
+        "wrong_statement",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/query",
+        json!({"sql": "SELECT * FROM test.items INTO OUTFILE '/tmp/items'"}),
+        400,
+        "wrong_statement",
+    )
+    .await;
+    refused(
+        &nodes[f1],
+        "/query",
+        json!({"sql": "SELECT 1", "consistency": "eventual"}),
+        400,
+        "invalid_request",
+    )
+    .await;
+    let v = refused(
+        &nodes[f1],
+        "/query",
+        json!({"sql": "SELECT nope FROM test.items"}),
+        400,
+        "mariadb_error",
+    )
+    .await;
+    assert_eq!(
+        (
+            v["error"]["errno"].as_u64(),
+            v["error"]["sqlstate"].as_str()
+        ),
+        (Some(1054), Some("42S22")),
+        "{v}"
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let (status, v) = http(
+        nodes[f1].api_port,
+        "POST",
+        "/write/insert",
+        &[("Authorization", &auth)],
+        b"{\"table\": ",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("malformed_json")),
+        "{v}"
+    );
+    let big = format!(
+        r#"{{"table":"{t}","values":{{"name":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    let (status, v) = http(
+        nodes[f1].api_port,
+        "POST",
+        "/write/insert",
+        &[("Authorization", &auth)],
+        big.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    let (status, v) = http(
+        nodes[f1].api_port,
+        "GET",
+        "/write/insert",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{v}"
+    );
+
+    // None of that changed a row, anywhere.
+    settled(&nodes, "SELECT COUNT(*) FROM test.items", "3").await;
+    for n in &nodes {
+        assert_eq!(rows_on(n).await, want, "node-{}", n.n);
+    }
+}

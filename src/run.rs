@@ -37,6 +37,7 @@ pub struct RunningNode {
     proxy_stop: watch::Sender<bool>,
     proxy: tokio::task::JoinHandle<()>,
     api: Option<ApiHandle>,
+    telemetry: tokio::task::JoinHandle<()>,
 }
 
 /// `host:port` with the host of `advertise` and `port`.
@@ -132,6 +133,8 @@ pub fn api_settings(cfg: &Config, proxy_addr: SocketAddr) -> api::ApiSettings {
 
 impl RunningNode {
     pub async fn start(cfg: &Config, bootstrap: bool) -> Result<RunningNode, RunError> {
+        // Before anything records a metric.
+        crate::telemetry::handle();
         let proxy = Proxy::bind(ProxySettings::from_config(cfg)).await?;
         let proxy_addr = proxy.local_addr();
         let api_listener = if cfg.api.enabled {
@@ -173,7 +176,9 @@ impl RunningNode {
             }
             None => None,
         };
+        let telemetry = crate::telemetry::watch(cluster.clone());
         Ok(RunningNode {
+            telemetry,
             api_addr: api.as_ref().map(|a| a.local_addr),
             cluster,
             proxy_addr,
@@ -185,6 +190,8 @@ impl RunningNode {
 
     /// Stop the proxy (draining sessions), the API and the cluster.
     pub async fn shutdown(self) {
+        self.telemetry.abort();
+        self.telemetry.await.ok();
         self.proxy_stop.send_replace(true);
         self.proxy.await.ok();
         if let Some(api) = self.api {

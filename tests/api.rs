@@ -450,3 +450,119 @@ async fn api_writes_reach_every_node_through_the_log() {
         assert_eq!(rows_on(n).await, want, "node-{}", n.n);
     }
 }
+
+/// The sum of a metric's samples whose labels contain every one of `labels`
+/// (`key="value"`); `None` when the page has no such sample.
+fn metric(page: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let mut sum = None;
+    for line in page.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, l) = series.split_once('{').unwrap_or((series, ""));
+        if n != name || !labels.iter().all(|want| l.contains(want)) {
+            continue;
+        }
+        *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(f64::NAN);
+    }
+    sum
+}
+
+async fn scrape(node: &ProcNode) -> String {
+    let (status, v) = http(node.api_port, "GET", "/metrics", &[], b"").await;
+    assert_eq!(status, 200, "{v}");
+    v.as_str().expect("the text format").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_move_with_the_load() {
+    let nodes = cluster_of(3, FAST).await;
+    let l = leader_among(&nodes, |_| true).await;
+    let f = (l + 1) % 3;
+    common::procs::write(&nodes[l], "CREATE TABLE test.m (id INT PRIMARY KEY)").await;
+    settled(&nodes, "SELECT COUNT(*) FROM test.m", "0").await;
+    let (lead0, fol0) = (scrape(&nodes[l]).await, scrape(&nodes[f]).await);
+
+    // 20 writes through the follower's proxy, and one statement that fails.
+    let mut c = nodes[f].client().await.unwrap();
+    for i in 0..20 {
+        c.query_drop(format!("INSERT INTO test.m VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    assert!(c.query_drop("INSERT INTO test.m VALUES (0)").await.is_err());
+    let _: Vec<u32> = c.query("SELECT id FROM test.m").await.unwrap();
+    drop(c);
+    settled(&nodes, "SELECT COUNT(*) FROM test.m", "20").await;
+    let (lead1, fol1) = (scrape(&nodes[l]).await, scrape(&nodes[f]).await);
+
+    let moved = |before: &str, after: &str, name: &str, labels: &[&str]| {
+        let (b, a) = (
+            metric(before, name, labels).unwrap_or(0.0),
+            metric(after, name, labels),
+        );
+        let a = a.unwrap_or_else(|| panic!("{name}{labels:?} missing:\n{after}"));
+        assert!(a > b, "{name}{labels:?}: {b} -> {a}");
+        a - b
+    };
+    // The follower's proxy saw the statements and routed the writes to the leader.
+    assert!(
+        moved(
+            &fol0,
+            &fol1,
+            "wolfscale_proxy_statements_total",
+            &["class=\"write\""]
+        ) >= 21.0
+    );
+    assert!(
+        moved(
+            &fol0,
+            &fol1,
+            "wolfscale_proxy_routed_total",
+            &["target=\"leader\""]
+        ) >= 21.0
+    );
+    moved(
+        &fol0,
+        &fol1,
+        "wolfscale_proxy_routed_total",
+        &["target=\"local\""],
+    );
+    moved(
+        &fol0,
+        &fol1,
+        "wolfscale_proxy_errors_total",
+        &["code=\"1062\""],
+    );
+    moved(
+        &fol0,
+        &fol1,
+        "wolfscale_proxy_statement_seconds_count",
+        &["class=\"write\""],
+    );
+    moved(&fol0, &fol1, "wolfscale_proxy_connections_total", &[]);
+    // The leader committed them, synced its log; the follower applied them.
+    assert!(moved(&lead0, &lead1, "wolfscale_commit_seconds_count", &[]) >= 20.0);
+    moved(&lead0, &lead1, "wolfscale_wal_fsync_seconds_count", &[]);
+    moved(&lead0, &lead1, "wolfscale_log_append_entries_count", &[]);
+    assert!(moved(&lead0, &lead1, "wolfscale_log_last_index", &[]) >= 20.0);
+    assert!(moved(&fol0, &fol1, "wolfscale_applied_entries_total", &[]) >= 20.0);
+    assert!(moved(&fol0, &fol1, "wolfscale_applied_index", &[]) >= 20.0);
+    // Roles, health, and the followers' lag as the leader sees it.
+    assert_eq!(metric(&lead1, "wolfscale_is_leader", &[]), Some(1.0));
+    assert_eq!(metric(&fol1, "wolfscale_is_leader", &[]), Some(0.0));
+    assert_eq!(metric(&fol1, "wolfscale_database_healthy", &[]), Some(1.0));
+    let follower = format!("node=\"node-{}\"", nodes[f].n);
+    assert!(
+        metric(&lead1, "wolfscale_replication_lag_entries", &[&follower]).is_some(),
+        "{lead1}"
+    );
+    assert!(
+        metric(&lead1, "wolfscale_replication_lag_seconds", &[&follower]).is_some(),
+        "{lead1}"
+    );
+    assert!(
+        metric(&lead1, "wolfscale_leader_changes_total", &[]).unwrap_or(0.0) >= 1.0,
+        "{lead1}"
+    );
+}

@@ -111,6 +111,7 @@ pub fn router(cluster: Arc<Cluster>, settings: ApiSettings) -> Router {
         .route("/cluster/nodes", get(status::nodes))
         .route("/health", get(status::health))
         .route("/id", get(status::id))
+        .route("/metrics", get(status::metrics))
         .merge(admin)
         .with_state(cluster)
         .merge(migration)

@@ -58,6 +58,27 @@ pub async fn id(State(c): State<Arc<Cluster>>) -> Response {
     }
 }
 
+/// `GET /metrics`: the Prometheus text format.
+pub async fn metrics(State(c): State<Arc<Cluster>>) -> Response {
+    let Some(handle) = crate::telemetry::handle() else {
+        return super::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_metrics",
+            "another metrics recorder was installed in this process",
+        );
+    };
+    crate::telemetry::record_gauges(&c);
+    handle.run_upkeep();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
 /// 200 when this node can serve (a leader is known and it is not diverged).
 pub async fn health(State(c): State<Arc<Cluster>>) -> Response {
     let s = c.node_status();

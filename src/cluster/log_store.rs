@@ -279,6 +279,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.io_completed(Ok(()));
             return Ok(());
         };
+        metrics::histogram!(crate::telemetry::APPEND_ENTRIES).record(encoded.len() as f64);
         let notice = self.wal.append_with_notice(encoded);
         let cache = self.cache.clone();
         tokio::spawn(async move {

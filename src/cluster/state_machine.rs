@@ -124,6 +124,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Ok(()) | Err(ApplyError::Diverged { .. }) => {
                     self.stalled
                         .store(false, std::sync::atomic::Ordering::SeqCst);
+                    if attempt.is_ok() {
+                        metrics::counter!(crate::telemetry::APPLIED_ENTRIES)
+                            .increment(items.len() as u64);
+                    }
                     break attempt;
                 }
                 Err(e) => {

@@ -751,6 +751,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let target = decide(&class, text, self.facts());
         tracing::trace!(id = self.auth.id, ?target, class = %class, "route");
+        let label = match target {
+            Target::Both => "both",
+            Target::Leader => "leader",
+            Target::Local => "local",
+        };
+        metrics::counter!(crate::telemetry::ROUTED, "target" => label).increment(1);
         match target {
             Target::Both => self.on_both(p, text).await,
             Target::Leader => {
@@ -1550,6 +1556,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .flush()
             .await
             .map_err(|e| LinkFailure::Client(SessionError::Client(e)))?;
+        if let Some(code) = scanner.outcome.error {
+            crate::telemetry::error_sent(code);
+        }
         Ok(scanner.outcome)
     }
 

@@ -999,6 +999,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         tracing::debug!(target: "wolfscale::timing", us = proposed_at.elapsed().as_micros() as u64, "propose to commit turn");
+        metrics::histogram!(crate::telemetry::COMMIT_SECONDS)
+            .record(proposed_at.elapsed().as_secs_f64());
         self.route.index = self.route.index.max(order.index);
         crate::failpoint::hit("before-local-commit");
         let commit_started = Instant::now();

@@ -314,6 +314,7 @@ impl Proxy {
             let permit = limit.clone().try_acquire_owned().ok();
             sessions.spawn(async move {
                 let _permit = permit.as_ref();
+                let _open = crate::telemetry::OpenConnection::new();
                 conn.handle(stream, peer, permit.is_some()).await;
             });
         }

@@ -626,6 +626,13 @@ fn bound_value(value: ParamValue, ty: u8, long: Option<&[u8]>) -> Result<Bound, 
     })
 }
 
+/// A statement of class `name` was answered: count it and its time.
+fn statement_done(name: &'static str, started: std::time::Instant) {
+    metrics::counter!(crate::telemetry::STATEMENTS, "class" => name).increment(1);
+    metrics::histogram!(crate::telemetry::STATEMENT_SECONDS, "class" => name)
+        .record(started.elapsed().as_secs_f64());
+}
+
 pub(super) fn ok_status(payload: &[u8]) -> u16 {
     let mut r = Reader::new(payload.get(1..).unwrap_or_default());
     r.lenenc();
@@ -865,13 +872,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let class = self.with_stored_functions(sql::classify(&text), &text);
         tracing::trace!(id = self.auth.id, class = %class, in_txn = self.in_transaction(), "query");
-        if self.shared.replicator.get().is_some() {
+        let name = class.class.as_str();
+        let started = std::time::Instant::now();
+        let flow = if self.shared.replicator.get().is_some() {
             if self.routes() {
-                return self.routed_query(&p, &text, class).await;
+                self.routed_query(&p, &text, class).await
+            } else {
+                self.sequenced_query(&p, &text, class).await
             }
-            return self.sequenced_query(&p, &text, class).await;
-        }
-        self.forward(&p, Some(Expect::Query)).await
+        } else {
+            self.forward(&p, Some(Expect::Query)).await
+        };
+        statement_done(name, started);
+        flow
     }
 
     async fn prepare(&mut self, p: Packet) -> Result<Flow, SessionError> {
@@ -946,7 +959,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// COM_STMT_EXECUTE: writes on a cluster node go through the sequencer.
-    async fn execute(&mut self, mut p: Packet) -> Result<Flow, SessionError> {
+    async fn execute(&mut self, p: Packet) -> Result<Flow, SessionError> {
+        let name = self
+            .prepared_id(&p.payload)
+            .and_then(|id| self.stmts.get(&id))
+            .map_or("unknown", |s| s.class.class.as_str());
+        let started = std::time::Instant::now();
+        let flow = self.execute_prepared(p).await;
+        statement_done(name, started);
+        flow
+    }
+
+    async fn execute_prepared(&mut self, mut p: Packet) -> Result<Flow, SessionError> {
         let kill = self.prepared_id(&p.payload).and_then(|id| {
             let kill = self.stmts.get(&id)?.kill.clone()?;
             Some((id, kill))
@@ -1087,6 +1111,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(status) = scanner.outcome.status {
             self.status = status;
         }
+        if let Some(code) = scanner.outcome.error {
+            crate::telemetry::error_sent(code);
+        }
         Ok(scanner.outcome)
     }
 
@@ -1220,6 +1247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         err: ServerError,
     ) -> Result<(), SessionError> {
         tracing::debug!(id = self.auth.id, error = %err, "error reply");
+        crate::telemetry::error_sent(err.code);
         self.client
             .send(last_seq.wrapping_add(1), &err.payload())
             .await

@@ -195,11 +195,15 @@ impl Writer {
         file.write_all_at(frame, offset)
             .map_err(WalError::io("write", &path))?;
         if self.opts.fsync {
+            let started = std::time::Instant::now();
             self.opts
                 .syncer
                 .sync(&file)
                 .map_err(WalError::io("sync", &path))?;
+            metrics::histogram!(crate::telemetry::FSYNC_SECONDS)
+                .record(started.elapsed().as_secs_f64());
         }
+        metrics::histogram!(crate::telemetry::WAL_BATCH_ENTRIES).record(batch.len() as f64);
         let last = batch.last().map(|e| (e.index, e.term));
         let mut ix = write_lock(&self.index);
         if let Some(seg) = ix.segments.last_mut() {

@@ -69,6 +69,9 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Print the configuration this node runs with: every key, defaults filled in,
+    /// secrets redacted.
+    Info,
     /// Print the class of a SQL statement.
     Classify { sql: String },
     /// A local cluster to try: N throwaway MariaDBs and N nodes on loopback ports.
@@ -115,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             force,
         } => init(node_id, output.unwrap_or(path), force),
         Command::Validate { offline } => Ok(validate(&path, offline)),
+        Command::Info => info(&path),
         Command::Classify { sql } => {
             println!("{}", wolfscale::sql::classify(&sql));
             Ok(ExitCode::SUCCESS)
@@ -140,6 +144,13 @@ fn init(node_id: String, output: PathBuf, force: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+fn info(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (cfg, _) = Config::load(path)?;
+    println!("# {}", cfg.source.display());
+    print!("{}", config::render_info(&cfg));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn validate(path: &std::path::Path, offline: bool) -> ExitCode {
     let diags = config::check_file(path);
     let errors = diags
@@ -153,11 +164,23 @@ fn validate(path: &std::path::Path, offline: bool) -> ExitCode {
         eprintln!("{}: {errors} error(s)", path.display());
         return ExitCode::from(1);
     }
-    println!("{}: ok ({} warning(s))", path.display(), diags.len());
+    let loaded = Config::load(path).ok();
+    let exposure = loaded
+        .as_ref()
+        .map(|(cfg, _)| config::exposure_warnings(cfg))
+        .unwrap_or_default();
+    for w in &exposure {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "{}: ok ({} warning(s))",
+        path.display(),
+        diags.len() + exposure.len()
+    );
     if offline {
         return ExitCode::SUCCESS;
     }
-    let Ok((cfg, _)) = Config::load(path) else {
+    let Some((cfg, _)) = loaded else {
         return ExitCode::SUCCESS;
     };
     let report = runtime().map(|rt| rt.block_on(database_report(&cfg)));
@@ -209,6 +232,9 @@ fn runnable_config(path: &std::path::Path) -> anyhow::Result<Result<Config, Exit
         }
     };
     for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    for w in config::exposure_warnings(&cfg) {
         tracing::warn!("{w}");
     }
     if !cfg.proxy.enabled {

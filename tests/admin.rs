@@ -69,10 +69,22 @@ async fn operators_promote_demote_and_remove_nodes() {
         assert!(out.contains(&name(i)), "{out}");
     }
     assert!(out.contains(&format!("leader: {}", name(l))), "{out}");
+    for col in ["NODE", "ADDRESS", "ROLE", "STATUS", "LOG", "APPLIED", "LAG"] {
+        assert!(
+            out.lines().nth(1).is_some_and(|h| h.contains(col)),
+            "{col}: {out}"
+        );
+    }
     let (ok, out, err) = wolfctl(&nodes[f], None, &["list", "servers", "--json"]);
     assert!(ok, "list servers --json: {err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    assert_eq!(v["members"].as_array().map(Vec::len), Some(3), "{v}");
+    let members = v["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{v}");
+    for m in members {
+        // Each member's own indexes, from its own API.
+        assert!(m["applied_index"].as_u64().is_some_and(|i| i > 0), "{m}");
+        assert!(m["last_log_index"].as_u64().is_some_and(|i| i > 0), "{m}");
+    }
     let (ok, out, _) = wolfctl(&nodes[f], None, &["promote", "--json"]);
     assert!(!ok, "promote without the token");
     let v: serde_json::Value = serde_json::from_str(&out).expect("the error as JSON");
@@ -225,6 +237,24 @@ async fn a_diverged_node_is_migrated_from_a_donor() {
         ],
     );
     assert!(!ok && err.contains("migrate from a follower"), "{err}");
+    let (ok, out, _) = wolfctl(
+        &nodes[k],
+        None,
+        &[
+            "migrate",
+            "--json",
+            "--from",
+            &format!("127.0.0.1:{}", nodes[l].api_port),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("the final status as JSON");
+    assert!(!ok && v["phase"] == "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("migrate from a follower")),
+        "{v}"
+    );
     let third = (0..3).find(|i| *i != l && *i != k).unwrap();
     let donor = format!("127.0.0.1:{}", nodes[third].api_port);
     let (ok, out, err) = wolfctl(&nodes[k], None, &["migrate", "--from", &donor]);

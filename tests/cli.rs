@@ -143,6 +143,103 @@ fn validate_reports_file_key_and_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("node.dvertise_address"));
 }
 
+/// `wolfscale info` prints every key with its effective value and no secret;
+/// `validate` warns about an API open to the network without a token; `wolfctl
+/// check-config --json` gives the diagnostics as JSON; usage errors exit 2.
+#[test]
+fn info_redacts_secrets_and_validate_warns_about_an_open_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wolfscale.toml");
+    std::fs::write(
+        &path,
+        "[node]\nid = \"node-2\"\nadvertise_address = \"10.0.0.2:7654\"\ndata_dir = \"/tmp/x\"\n\
+         [database]\nuser = \"svc\"\npassword = \"db-pass-5521\"\n\
+         [cluster]\nsecret = \"cluster-secret-8812\"\n[api]\nbind_address = \"0.0.0.0:8080\"\n",
+    )
+    .unwrap();
+    let out = Command::new(WOLFSCALE)
+        .arg("-c")
+        .arg(&path)
+        .arg("info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("db-pass-5521") && !text.contains("cluster-secret-8812"),
+        "{text}"
+    );
+    let parsed: toml::Table = toml::from_str(&text).expect("info prints TOML");
+    assert_eq!(parsed["node"]["id"].as_str(), Some("node-2"));
+    assert_eq!(parsed["database"]["password"].as_str(), Some("<redacted>"));
+    assert_eq!(parsed["cluster"]["secret"].as_str(), Some("<redacted>"));
+    // Defaults are filled in.
+    assert_eq!(
+        parsed["proxy"]["bind_address"].as_str(),
+        Some("0.0.0.0:8007")
+    );
+    assert_eq!(
+        parsed["cluster"]["election_timeout_min_ms"].as_integer(),
+        Some(1500)
+    );
+    assert!(parsed["api"].get("token").is_none(), "{text}");
+
+    let validate = |path: &std::path::Path| {
+        let out = Command::new(WOLFSCALE)
+            .arg("-c")
+            .arg(path)
+            .args(["validate", "--offline"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = validate(&path);
+    assert!(
+        err.contains("api.bind_address") && err.contains("no [api] token"),
+        "{err}"
+    );
+    let with_token = dir.path().join("token.toml");
+    std::fs::write(
+        &with_token,
+        std::fs::read_to_string(&path).unwrap() + "token = \"t-1\"\n",
+    )
+    .unwrap();
+    let err = validate(&with_token);
+    assert!(!err.contains("no [api] token"), "{err}");
+
+    let out = Command::new(WOLFCTL)
+        .args(["check-config", "--json", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["ok"], true, "{v}");
+    std::fs::write(dir.path().join("bad.toml"), "[node]\nid = 5\nport = 1\n").unwrap();
+    let out = Command::new(WOLFCTL)
+        .args(["check-config", "--json", "-f"])
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["ok"], false, "{v}");
+    let keys: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["key"].as_str())
+        .collect();
+    assert!(keys.contains(&"node.port"), "{v}");
+
+    // Usage errors exit 2, for both tools.
+    for tool in [WOLFSCALE, WOLFCTL] {
+        let out = Command::new(tool).arg("no-such-command").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{tool}: {out:?}");
+    }
+}
+
 #[test]
 fn classify_prints_the_class() {
     let out = Command::new(WOLFSCALE)

@@ -80,3 +80,67 @@ fn check_passes_then_names_file_and_offset_of_corruption() {
         "{err}"
     );
 }
+
+#[test]
+fn dump_and_check_speak_json() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let out = Command::new(WOLFCTL)
+        .args([
+            "wal",
+            "dump",
+            "--json",
+            "--from",
+            "99",
+            "--to",
+            "100",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!({"index": 99, "term": 1, "bytes": 99}),
+            serde_json::json!({"index": 100, "term": 2, "bytes": 100}),
+        ]
+    );
+    let out = Command::new(WOLFCTL)
+        .args(["wal", "check", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let segments = v["segments"].as_array().expect("segments");
+    let entries: u64 = segments
+        .iter()
+        .map(|s| s["entries"].as_u64().unwrap())
+        .sum();
+    assert_eq!((v["ok"].as_bool(), entries), (Some(true), 150), "{v}");
+    let victim = &segment_files(&dir.path().join("wal")).unwrap()[1].1;
+    let mut bytes = std::fs::read(victim).unwrap();
+    bytes[32 + 12] ^= 0xFF;
+    std::fs::write(victim, bytes).unwrap();
+    let out = Command::new(WOLFCTL)
+        .args(["wal", "check", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("offset 32"),
+        "{v}"
+    );
+}

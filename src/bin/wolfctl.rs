@@ -111,16 +111,46 @@ enum WalCommand {
     },
 }
 
-fn wal(cmd: WalCommand) -> ExitCode {
+fn wal(cmd: WalCommand, json: bool) -> ExitCode {
     let result = match cmd {
         WalCommand::Dump { data_dir, from, to } => {
-            println!("{:>20} {:>10} {:>10}", "index", "term", "bytes");
-            inspect::dump(&inspect::wal_dir(&data_dir), from, to, |e| {
-                println!("{:>20} {:>10} {:>10}", e.index, e.term, e.payload.len())
-            })
+            if json {
+                // One JSON object per line: a log can be larger than memory.
+                inspect::dump(&inspect::wal_dir(&data_dir), from, to, |e| {
+                    println!(
+                        "{}",
+                        serde_json::json!({"index": e.index, "term": e.term, "bytes": e.payload.len()})
+                    )
+                })
+            } else {
+                println!("{:>20} {:>10} {:>10}", "index", "term", "bytes");
+                inspect::dump(&inspect::wal_dir(&data_dir), from, to, |e| {
+                    println!("{:>20} {:>10} {:>10}", e.index, e.term, e.payload.len())
+                })
+            }
         }
         WalCommand::Check { data_dir } => {
             inspect::check(&inspect::wal_dir(&data_dir)).map(|reports| {
+                if json {
+                    let segments: Vec<Value> = reports
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "path": r.path.display().to_string(),
+                                "first_index": r.first_index,
+                                "last_index": r.last_index,
+                                "entries": r.entries,
+                                "batches": r.batches,
+                                "bytes": r.bytes,
+                                "torn_tail": r.torn_tail.as_ref().map(|t| serde_json::json!({
+                                    "offset": t.offset, "error": t.error.to_string(),
+                                })),
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::json!({"ok": true, "segments": segments}));
+                    return;
+                }
                 for r in &reports {
                     let last = r.last_index.map_or("-".into(), |l| l.to_string());
                     println!(
@@ -146,21 +176,51 @@ fn wal(cmd: WalCommand) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": {"code": "wal", "message": e.to_string()}})
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(1)
         }
     }
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, json: bool) -> ExitCode {
     let diags = config::check_file(path);
-    for d in &diags {
-        eprintln!("{d}");
+    let failed = diags.iter().any(|d| d.severity == Severity::Error);
+    if json {
+        let list: Vec<Value> = diags
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "severity": if d.is_error() { "error" } else { "warning" },
+                    "file": d.file.display().to_string(),
+                    "key": d.key,
+                    "message": d.message,
+                    "suggestion": d.suggestion,
+                    "line": d.location.as_ref().map(|l| l.line),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"file": path.display().to_string(), "ok": !failed, "diagnostics": list})
+        );
+    } else {
+        for d in &diags {
+            eprintln!("{d}");
+        }
+        if !failed {
+            println!("{}: ok", path.display());
+        }
     }
-    if diags.iter().any(|d| d.severity == Severity::Error) {
+    if failed {
         ExitCode::from(1)
     } else {
-        println!("{}: ok", path.display());
         ExitCode::SUCCESS
     }
 }
@@ -322,6 +382,35 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// `GET /cluster`, with each member's own log and applied index (from its `/status`;
+/// `null` for a member that does not answer within 2 s).
+async fn servers(api: &Api) -> Result<Value, String> {
+    let mut v = api.fetch(Method::GET, "/cluster").await?;
+    let addrs: Vec<String> = v["members"]
+        .as_array()
+        .map(|ms| ms.iter().map(|m| text(&m["api_addr"])).collect())
+        .unwrap_or_default();
+    let asks = addrs.into_iter().map(|authority| async move {
+        let member = Api {
+            authority,
+            token: None,
+        };
+        tokio::time::timeout(Duration::from_secs(2), member.fetch(Method::GET, "/status"))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    if let Some(ms) = v["members"].as_array_mut() {
+        for (m, status) in ms.iter_mut().zip(answers) {
+            let field = |k: &str| status.as_ref().map_or(Value::Null, |s| s[k].clone());
+            m["last_log_index"] = field("last_log_index");
+            m["applied_index"] = field("applied_index");
+        }
+    }
+    Ok(v)
+}
+
 fn print_servers(cluster: &Value) {
     println!(
         "leader: {}   term: {}   (as node {} sees it)",
@@ -329,13 +418,14 @@ fn print_servers(cluster: &Value) {
         text(&cluster["term"]),
         text(&cluster["node_id"])
     );
-    let rows: Vec<[String; 8]> = cluster["members"]
+    let rows: Vec<[String; 11]> = cluster["members"]
         .as_array()
         .map(|ms| {
             ms.iter()
                 .map(|m| {
                     [
                         text(&m["node_id"]),
+                        text(&m["cluster_addr"]),
                         text(&m["role"]),
                         text(&m["status"]),
                         if m["voter"] == true {
@@ -344,6 +434,8 @@ fn print_servers(cluster: &Value) {
                             "learner"
                         }
                         .into(),
+                        text(&m["last_log_index"]),
+                        text(&m["applied_index"]),
                         text(&m["lag"]),
                         m["last_heard_ms"]
                             .as_u64()
@@ -356,7 +448,8 @@ fn print_servers(cluster: &Value) {
         })
         .unwrap_or_default();
     let head = [
-        "NODE", "ROLE", "STATUS", "VOTE", "LAG", "HEARD", "PROXY", "API",
+        "NODE", "ADDRESS", "ROLE", "STATUS", "VOTE", "LOG", "APPLIED", "LAG", "HEARD", "PROXY",
+        "API",
     ];
     let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -412,7 +505,6 @@ fn print_status(status: &Value) {
 async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
     if json {
         let (method, path) = match &command {
-            Command::List { .. } => (Method::GET, "/cluster".to_string()),
             Command::Status => (Method::GET, "/status".to_string()),
             Command::Id => (Method::GET, "/id".to_string()),
             Command::Promote => (Method::POST, "/cluster/promote".to_string()),
@@ -437,8 +529,12 @@ async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
         Command::List {
             what: ListCommand::Servers,
         } => {
-            let v = api.fetch(Method::GET, "/cluster").await?;
-            print_servers(&v);
+            let v = servers(&api).await?;
+            if json {
+                println!("{v}");
+            } else {
+                print_servers(&v);
+            }
         }
         Command::Id => {
             let v = api.fetch(Method::GET, "/id").await?;
@@ -485,25 +581,40 @@ async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
         Command::Migrate { from } => {
             let from = parse_endpoint(&from)?;
             let path = format!("/cluster/migrate?from={from}");
-            api.fetch(Method::POST, &path).await?;
+            if let Err(e) = api.call(Method::POST, &path).await {
+                return Err(match (json, e) {
+                    (true, ApiFailure::Refused { body, .. }) => {
+                        println!("{body}");
+                        String::new()
+                    }
+                    (_, e) => e.report(),
+                });
+            }
             let mut last_line = String::new();
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let m = api.fetch(Method::GET, "/cluster/migrate").await?;
                 let line = progress_line(&m);
-                if line != last_line {
+                if line != last_line && !json {
                     eprint!("\r{line}\x1b[K");
                     last_line = line;
                 }
-                match m["phase"].as_str() {
+                let phase = m["phase"].as_str();
+                if json && matches!(phase, Some("done") | Some("failed")) {
+                    println!("{m}");
+                }
+                match phase {
                     Some("done") => {
-                        eprintln!();
-                        println!(
-                            "migrated from {from}: the node's databases are at entry {}",
-                            text(&m["index"])
-                        );
+                        if !json {
+                            eprintln!();
+                            println!(
+                                "migrated from {from}: the node's databases are at entry {}",
+                                text(&m["index"])
+                            );
+                        }
                         break;
                     }
+                    Some("failed") if json => return Err(String::new()),
                     Some("failed") => {
                         eprintln!();
                         return Err(format!("migration failed: {}", text(&m["error"])));
@@ -520,10 +631,10 @@ async fn remote(api: Api, command: Command, json: bool) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Wal { command } => return wal(command),
+        Command::Wal { command } => return wal(command, cli.json),
         Command::CheckConfig { file } => {
             let path = config::resolve_path(file.as_deref().or(cli.config.as_deref()));
-            return check_config(&path);
+            return check_config(&path, cli.json);
         }
         _ => {}
     }

@@ -41,6 +41,7 @@
 
 mod check;
 mod diagnostic;
+mod info;
 mod raw;
 mod secret;
 mod template;
@@ -50,6 +51,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{ConfigError, Diagnostic, Location, Problem, Severity};
+pub use info::{exposure_warnings, render as render_info, REDACTED};
 pub use secret::Secret;
 pub use template::template;
 

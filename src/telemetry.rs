@@ -146,6 +146,22 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Statements this process's proxy has answered (also in
+/// `wolfscale_proxy_statements_total`, by class): `/status` carries it so the status
+/// page can draw each node's statement rate.
+static STATEMENTS_ANSWERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn statements() -> u64 {
+    STATEMENTS_ANSWERED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A statement of class `name` was answered in `elapsed`.
+pub fn statement_done(name: &'static str, elapsed: Duration) {
+    STATEMENTS_ANSWERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!(STATEMENTS, "class" => name).increment(1);
+    metrics::histogram!(STATEMENT_SECONDS, "class" => name).record(elapsed.as_secs_f64());
+}
+
 /// An ERR packet with `code` went to a client.
 pub fn error_sent(code: u16) {
     metrics::counter!(ERRORS, "code" => code.to_string()).increment(1);

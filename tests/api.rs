@@ -566,3 +566,139 @@ async fn metrics_move_with_the_load() {
         "{lead1}"
     );
 }
+
+/// schemathesis (pip-installed by scripts/test-deps.sh) against a follower's API with
+/// the document it serves: no 5xx, every status and body as documented, and requests
+/// the schema forbids refused with a 4xx. The admin endpoints are left out: random
+/// promotes, removals and migrations would take the cluster apart under the run (they
+/// have their own tests in tests/admin.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_keeps_to_its_openapi_document() {
+    let nodes = cluster_of(
+        3,
+        Tuning {
+            api_token: Some(TOKEN),
+            ..FAST
+        },
+    )
+    .await;
+    let l = leader_among(&nodes, |_| true).await;
+    ok(
+        &nodes[l],
+        "/write/ddl",
+        json!({"ddl": "CREATE TABLE test.items (id INT PRIMARY KEY, name VARCHAR(40))"}),
+    )
+    .await;
+    let f = (l + 1) % 3;
+    let url = format!("http://127.0.0.1:{}/openapi.json", nodes[f].api_port);
+    let report = tempfile::tempdir().unwrap();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("python3")
+            .args(["-m", "schemathesis.cli", "run", &url])
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection",
+            ])
+            .args([
+                "--exclude-path-regex",
+                "^/(cluster/(promote|demote|nodes/|migrate)|snapshot)",
+            ])
+            .args(["--max-examples", "40", "--seed", "7", "--workers", "2"])
+            .args(["--request-timeout", "30", "--no-color", "--report-dir"])
+            .arg(report.path())
+            .output()
+            .expect("run schemathesis (scripts/test-deps.sh installs it)")
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/schemathesis.txt");
+    std::fs::write(&kept, text.as_bytes()).ok();
+    // It ran the generated cases (coverage and fuzzing phases), not nothing.
+    assert!(
+        text.contains("Fuzzing") && text.contains("passed") && !text.contains("failed"),
+        "{text}"
+    );
+    // And the cluster is whole afterwards.
+    settled(&nodes, "SELECT COUNT(*) >= 0 FROM test.items", "1").await;
+}
+
+/// The status page in headless Chromium (Debian's package, installed by
+/// scripts/test-deps.sh): after its script has run, every node is in the table with
+/// its role and status, and the sparklines are drawn. The screenshot is kept in
+/// target/status-page.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_status_page_shows_every_node() {
+    let nodes = cluster_of(3, FAST).await;
+    let l = leader_among(&nodes, |_| true).await;
+    common::procs::write(&nodes[l], "CREATE TABLE test.p (id INT PRIMARY KEY)").await;
+    let mut c = nodes[l].client().await.unwrap();
+    for i in 0..30 {
+        c.query_drop(format!("INSERT INTO test.p VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    drop(c);
+    // Two samples at least, so the sparklines have a line.
+    tokio::time::sleep(wolfscale::api::overview::SAMPLE_EVERY * 2).await;
+    let f = (l + 2) % 3;
+    let url = format!("http://127.0.0.1:{}/", nodes[f].api_port);
+    let (status, page) = http(nodes[f].api_port, "GET", "/", &[], b"").await;
+    assert_eq!(status, 200);
+    let page = page.as_str().unwrap_or_default().to_string();
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http"),
+        "external assets"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let chromium = |extra: &[&str]| {
+        tokio::task::block_in_place(|| {
+            std::process::Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                ])
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .args(["--window-size=1400,500", "--virtual-time-budget=8000"])
+                .args(extra)
+                .arg(&url)
+                .output()
+                .expect("run chromium (scripts/test-deps.sh installs it)")
+        })
+    };
+    let out = chromium(&["--dump-dom"]);
+    assert!(out.status.success(), "{out:?}");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for n in &nodes {
+        assert!(
+            dom.contains(&format!("data-node=\"node-{}\"", n.n)),
+            "node-{} missing:\n{dom}",
+            n.n
+        );
+    }
+    assert!(dom.contains(">leader<"), "{dom}");
+    assert!(dom.contains("st-Active"), "{dom}");
+    assert!(
+        dom.matches("<polyline").count() >= 3,
+        "no sparklines:\n{dom}"
+    );
+    assert!(
+        dom.contains("<div id=\"error\"></div>"),
+        "the page could not refresh:\n{dom}"
+    );
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
+    let out = chromium(&[&format!("--screenshot={}", shot.display())]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "no screenshot"
+    );
+}

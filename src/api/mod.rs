@@ -1,13 +1,21 @@
 //! The HTTP API (axum on hyper), on `[api] bind_address`.
 //!
-//! The node's state: `GET /status` (this node) and `GET /cluster` (every member, with
-//! its status and lag, as this node sees it), plus `GET /health`; and the admin
-//! endpoints of [`admin`] (promote, demote, remove), behind `[api] token`.
-//! Errors are JSON `{"error": {"code", "message"}}`.
+//! * State, open to all: `GET /health`, `/status` (this node), `/cluster` (every member
+//!   as this node sees it), `/cluster/nodes`, `/cluster/overview` and `/` (the status
+//!   page, see [`overview`]), `/id` (a Snowflake), `/metrics` (Prometheus),
+//!   `/openapi.json` ([`openapi`]).
+//! * Data, behind `[api] token` ([`data`]): `POST /write/{insert,update,delete,upsert,
+//!   ddl,batch}` and `POST /query`, through this node's own proxy.
+//! * Admin, behind `[api] token` ([`admin`]): promote, demote, remove, migrate, snapshot.
+//!
+//! With no token set, the guarded endpoints accept only clients on this host. Errors
+//! are JSON `{"error": {"code", "message"}}`; bodies past `[api] max_body_bytes` get 413.
 
 pub mod admin;
 pub mod client;
 pub mod data;
+pub mod openapi;
+pub mod overview;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -57,7 +65,18 @@ impl ApiSettings {
     }
 }
 
-pub fn router(cluster: Arc<Cluster>, settings: ApiSettings) -> Router {
+pub fn router(
+    cluster: Arc<Cluster>,
+    settings: ApiSettings,
+    overview: overview::Overview,
+) -> Router {
+    let page = Router::new()
+        .route("/", get(overview::page))
+        .route("/cluster/overview", get(overview::overview))
+        .with_state(overview::PageState {
+            cluster: cluster.clone(),
+            overview,
+        });
     let token = settings.token.clone();
     let guard = Arc::new(admin::Guard {
         token: token.clone(),
@@ -116,6 +135,8 @@ pub fn router(cluster: Arc<Cluster>, settings: ApiSettings) -> Router {
         .with_state(cluster)
         .merge(migration)
         .merge(writes)
+        .merge(page)
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -134,10 +155,13 @@ pub struct ApiHandle {
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl ApiHandle {
     pub async fn shutdown(self) {
+        self.sampler.abort();
+        self.sampler.await.ok();
         self.shutdown.send_replace(true);
         self.task.await.ok();
     }
@@ -151,7 +175,10 @@ pub fn serve(
 ) -> std::io::Result<ApiHandle> {
     let local_addr = listener.local_addr()?;
     let (tx, mut rx) = watch::channel(false);
-    let app = router(cluster, settings).into_make_service_with_connect_info::<SocketAddr>();
+    let overview = overview::Overview::default();
+    let sampler = overview.spawn(cluster.clone());
+    let app =
+        router(cluster, settings, overview).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         let stop = async move {
             rx.wait_for(|s| *s).await.ok();
@@ -168,5 +195,6 @@ pub fn serve(
         local_addr,
         shutdown: tx,
         task,
+        sampler,
     })
 }

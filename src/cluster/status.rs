@@ -56,6 +56,8 @@ pub struct NodeStatus {
     pub cluster_addr: String,
     pub proxy_addr: String,
     pub api_addr: String,
+    /// Statements this process's proxy has answered since it started.
+    pub statements: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +142,7 @@ impl Cluster {
             cluster_addr: self.member.cluster_addr.clone(),
             proxy_addr: self.member.proxy_addr.clone(),
             api_addr: self.member.api_addr.clone(),
+            statements: crate::telemetry::statements(),
         }
     }
 

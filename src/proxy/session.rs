@@ -628,9 +628,7 @@ fn bound_value(value: ParamValue, ty: u8, long: Option<&[u8]>) -> Result<Bound, 
 
 /// A statement of class `name` was answered: count it and its time.
 fn statement_done(name: &'static str, started: std::time::Instant) {
-    metrics::counter!(crate::telemetry::STATEMENTS, "class" => name).increment(1);
-    metrics::histogram!(crate::telemetry::STATEMENT_SECONDS, "class" => name)
-        .record(started.elapsed().as_secs_f64());
+    crate::telemetry::statement_done(name, started.elapsed());
 }
 
 pub(super) fn ok_status(payload: &[u8]) -> u16 {

@@ -635,17 +635,51 @@ async fn the_api_keeps_to_its_openapi_document() {
 async fn the_status_page_shows_every_node() {
     let nodes = cluster_of(3, FAST).await;
     let l = leader_among(&nodes, |_| true).await;
+    let f = (l + 2) % 3;
     common::procs::write(&nodes[l], "CREATE TABLE test.p (id INT PRIMARY KEY)").await;
+    let overview = || async {
+        let (status, v) = http(nodes[f].api_port, "GET", "/cluster/overview", &[], b"").await;
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    let leader = format!("node-{}", nodes[l].n);
+    // Once the page's sampler has seen every member answer, a burst of statements …
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while overview().await["members"]
+        .as_array()
+        .map_or(0, |ms| ms.iter().filter(|m| m["reachable"] == true).count())
+        < 3
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", overview().await);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(wolfscale::api::overview::SAMPLE_EVERY).await;
     let mut c = nodes[l].client().await.unwrap();
-    for i in 0..30 {
+    for i in 0..200 {
         c.query_drop(format!("INSERT INTO test.p VALUES ({i})"))
             .await
             .unwrap();
     }
     drop(c);
-    // Two samples at least, so the sparklines have a line.
-    tokio::time::sleep(wolfscale::api::overview::SAMPLE_EVERY * 2).await;
-    let f = (l + 2) % 3;
+    // … shows in the leader's statement rate within a few samples.
+    loop {
+        let v = overview().await;
+        let peak = v["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["rate"][&leader].as_f64())
+            .fold(0.0, f64::max);
+        if peak > 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statement rate for {leader}: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(wolfscale::api::overview::SAMPLE_EVERY).await;
     let url = format!("http://127.0.0.1:{}/", nodes[f].api_port);
     let (status, page) = http(nodes[f].api_port, "GET", "/", &[], b"").await;
     assert_eq!(status, 200);

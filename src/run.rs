@@ -118,6 +118,8 @@ pub fn api_settings(cfg: &Config, proxy_addr: SocketAddr) -> api::ApiSettings {
             .prefer_socket(false)
             .user(Some(user))
             .pass(Some(password))
+            // Unqualified names in /write/ddl and /query, as in a client's session.
+            .db_name(cfg.database.database.clone())
             .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints));
         mysql_async::Pool::new(opts)
     });

@@ -42,6 +42,8 @@ pub struct Tuning {
     pub extra: &'static str,
     /// More `[api]` keys (lines ending in a newline).
     pub api_extra: &'static str,
+    /// More `[database]` keys (lines ending in a newline).
+    pub db_extra: &'static str,
 }
 
 /// Short timeouts: elections within a second.
@@ -52,6 +54,7 @@ pub const FAST: Tuning = Tuning {
     api_token: None,
     extra: "",
     api_extra: "",
+    db_extra: "",
 };
 
 /// The documented defaults (heartbeat 500 ms, elections after 1.5 to 3 s).
@@ -62,6 +65,7 @@ pub const DEFAULTS: Tuning = Tuning {
     api_token: None,
     extra: "",
     api_extra: "",
+    db_extra: "",
 };
 
 impl ProcNode {
@@ -104,7 +108,12 @@ impl ProcNode {
             Some(t) => text.replace("[api]\n", &format!("[api]\ntoken = \"{t}\"\n")),
             None => text,
         };
-        let mut text = text.replace("[api]\n", &format!("[api]\n{}", self.tuning.api_extra));
+        let mut text = text
+            .replace("[api]\n", &format!("[api]\n{}", self.tuning.api_extra))
+            .replace(
+                "[database]\n",
+                &format!("[database]\n{}", self.tuning.db_extra),
+            );
         text.push_str(self.tuning.extra);
         std::fs::write(self.config(), text).unwrap();
     }

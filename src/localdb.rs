@@ -276,7 +276,7 @@ fn spawn(dir: &Path, data: &Path, port: u16, opts: &Options) -> Result<LocalMari
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if greeting_ok(port) {
+        if greeting_ok(dir, port) {
             return Ok(db);
         }
         let exited = db
@@ -339,13 +339,28 @@ fn mariadbd_path() -> PathBuf {
     }
 }
 
-fn greeting_ok(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+/// Whether this instance serves: a greeting on its own Unix socket first. A greeting
+/// on the TCP port alone could come from another process that took the port (another
+/// test's proxy): mariadbd binds the port before it creates the socket, and exits when
+/// it cannot, so a greeting on the socket means the port is this server's.
+fn greeting_ok(dir: &Path, port: u16) -> bool {
+    fn greets(mut s: impl Read) -> bool {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).is_ok() && head[4] == 10
+    }
+    let socket = std::os::unix::net::UnixStream::connect(dir.join("mariadbd.sock"));
+    let Ok(socket) = socket else {
         return false;
     };
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    let mut head = [0u8; 5];
-    s.read_exact(&mut head).is_ok() && head[4] == 10
+    socket.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    if !greets(socket) {
+        return false;
+    }
+    let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    greets(tcp)
 }
 
 /// The first port of the kernel's ephemeral range, if it can be read.

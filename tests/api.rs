@@ -211,6 +211,8 @@ async fn api_writes_reach_every_node_through_the_log() {
     )
     .await;
 
+    let (status, v) = http(nodes[f2].api_port, "GET", "/cluster/nodes", &[], b"").await;
+    assert_eq!((status, v.as_array().map(Vec::len)), (200, Some(3)), "{v}");
     // Every MariaDB holds the same rows.
     let want = "7:nut'); DROP TABLE test.items; --:4:{\"k\":[1,2]},8:washer:2:-,9:gear:6:-";
     settled(&nodes, "SELECT COUNT(*) FROM test.items", "3").await;

@@ -469,6 +469,12 @@ async fn leader_database_stop() {
     assert_eq!(s["status"], "Offline", "{s}");
     assert_eq!(s["database"], "Unreachable", "{s}");
     assert_ne!(s["role"], "leader", "{s}");
+    // GET /health says it cannot serve; a healthy node says it can.
+    let (code, h) = common::procs::http(nodes[l].api_port, "GET", "/health", &[], b"").await;
+    assert_eq!((code, h["status"].as_str()), (503, Some("Offline")), "{h}");
+    let (code, h) =
+        common::procs::http(nodes[new_leader].api_port, "GET", "/health", &[], b"").await;
+    assert_eq!(code, 200, "{h}");
     tokio::task::block_in_place(|| {
         nodes[l]
             .db

@@ -226,6 +226,24 @@ fn record_lag(
 ) {
     let view = cluster.cluster_view(Duration::from_millis(500));
     let now = std::time::Instant::now();
+    // A member this node no longer knows the lag of (it stopped leading, the member was
+    // removed): NaN, not the last value it had, which would read as a lag frozen in time.
+    let known: std::collections::HashSet<&str> = view
+        .members
+        .iter()
+        .filter(|m| m.lag.is_some())
+        .map(|m| m.node_id.as_str())
+        .collect();
+    let gone: Vec<String> = caught_up
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .cloned()
+        .collect();
+    for node in gone {
+        caught_up.remove(&node);
+        metrics::gauge!("wolfscale_replication_lag_entries", "node" => node.clone()).set(f64::NAN);
+        metrics::gauge!("wolfscale_replication_lag_seconds", "node" => node).set(f64::NAN);
+    }
     for m in view.members {
         let Some(lag) = m.lag else { continue };
         let since = caught_up.entry(m.node_id.clone()).or_insert(now);

@@ -385,6 +385,14 @@ async fn api_writes_reach_every_node_through_the_log() {
         "invalid_request",
     )
     .await;
+    refused(
+        &nodes[f1],
+        "/query",
+        json!({"sql": "SELECT ? + ?", "params": [1]}),
+        400,
+        "invalid_request",
+    )
+    .await;
     let v = refused(
         &nodes[f1],
         "/query",

@@ -322,3 +322,137 @@ async fn sigterm_finishes_in_flight_statements_then_exits() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// `install_service.sh` in a throwaway root (no systemd here): it asks for the
+/// settings when there is no config (answers piped in), writes a config that loads with
+/// every answer in it, installs the binaries and a unit; a second run keeps the config.
+/// `run.sh` runs the documented commands. Both pass shellcheck.
+#[test]
+fn service_install_and_run_sh_in_a_throwaway_root() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("shellcheck")
+        .arg(repo.join("install_service.sh"))
+        .arg(repo.join("run.sh"))
+        .output()
+        .expect("shellcheck (scripts/test-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let root = tempfile::tempdir().unwrap();
+    let bins = std::path::Path::new(WOLFSCALE).parent().unwrap();
+    let install = |mode: &str, answers: &str| {
+        let mut child = Command::new("bash")
+            .arg(repo.join("install_service.sh"))
+            .arg(mode)
+            .env("ROOT", root.path())
+            .env("WOLFSCALE_BIN_DIR", bins)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answers.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let answers = "node-7\n0.0.0.0:7654\n10.0.0.7:7654\ny\n10.0.0.8:7654\n10.0.0.9:7654\n\n\
+                   127.0.0.1\n3307\nshop\nsvc\npa\"ss\\word\n8081\n";
+    let out = install("node", answers);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("start --bootstrap"),
+        "the first node is told how to start: {stdout}"
+    );
+    let r = root.path();
+    for (path, exec) in [
+        ("opt/wolfscale/wolfscale", true),
+        ("opt/wolfscale/wolfctl", true),
+        ("usr/local/bin/wolfctl", true),
+        ("var/lib/wolfscale", false),
+        ("var/log/wolfscale", false),
+    ] {
+        let m = std::fs::metadata(r.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(
+            m.permissions().mode() & 0o111 != 0,
+            exec || m.is_dir(),
+            "{path}"
+        );
+    }
+    let unit = std::fs::read_to_string(r.join("etc/systemd/system/wolfscale.service")).unwrap();
+    assert!(
+        unit.contains(
+            "ExecStart=/opt/wolfscale/wolfscale -c /opt/wolfscale/wolfscale.toml start\n"
+        ),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("User=wolfscale") && unit.contains("WantedBy=multi-user.target"),
+        "{unit}"
+    );
+    let config = r.join("opt/wolfscale/wolfscale.toml");
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (cfg, _) = wolfscale::config::Config::load(&config).expect("the written config loads");
+    assert_eq!(cfg.node.id, "node-7");
+    assert_eq!(cfg.node.advertise_address, "10.0.0.7:7654");
+    assert_eq!(cfg.cluster.peers, vec!["10.0.0.8:7654", "10.0.0.9:7654"]);
+    assert_eq!(
+        (cfg.database.host.as_str(), cfg.database.port),
+        ("127.0.0.1", 3307)
+    );
+    assert_eq!(cfg.database.database.as_deref(), Some("shop"));
+    assert_eq!(cfg.database.user, "svc");
+    assert_eq!(cfg.database.password.expose(), "pa\"ss\\word");
+    assert_eq!(cfg.api.bind_address.port(), 8081);
+
+    // A proxy install keeps the config and asks nothing.
+    let out = install("proxy", "");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("keeping the existing"),
+        "{out:?}"
+    );
+    let unit =
+        std::fs::read_to_string(r.join("etc/systemd/system/wolfscale-proxy.service")).unwrap();
+    assert!(unit.contains("wolfscale.toml proxy\n"), "{unit}");
+    let out = install("nonsense", "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    // run.sh: the documented commands, on that config.
+    let run = |args: &[&str]| {
+        Command::new("bash")
+            .arg(repo.join("run.sh"))
+            .args(args)
+            .env("WOLFSCALE_CONFIG", &config)
+            .env("WOLFSCALE_BIN", WOLFSCALE)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["info"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("id = \"node-7\""),
+        "{out:?}"
+    );
+    assert!(
+        !text.contains("pa\\\"ss") && text.contains("<redacted>"),
+        "{text}"
+    );
+    assert_eq!(run(&["bogus"]).status.code(), Some(2));
+}

@@ -131,6 +131,11 @@ impl From<mysql_async::Error> for ApiError {
                     ..ApiError::new(status, "mariadb_error", s.message)
                 }
             }
+            mysql_async::Error::Driver(
+                d @ (mysql_async::DriverError::StmtParamsMismatch { .. }
+                | mysql_async::DriverError::StmtParamsNumberExceedsLimit { .. }
+                | mysql_async::DriverError::PacketTooLarge),
+            ) => ApiError::bad(d.to_string()),
             other => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",

@@ -823,3 +823,82 @@ async fn the_readme_api_examples_work_as_written() {
     )
     .await;
 }
+
+/// `examples/`: the three cluster configs load without an error; the Rust client
+/// (`examples/follower_client.rs`) writes through a follower and reads its own write on
+/// two connections; the HTTP walkthrough script runs to its end against a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_examples_run_against_a_live_cluster() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for i in 1..=3 {
+        let path = repo.join(format!("examples/cluster/node-{i}.toml"));
+        let (cfg, warnings) = wolfscale::config::Config::load(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(cfg.node.id, format!("node-{i}"));
+        assert_eq!(cfg.cluster.peers.len(), 2);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+    let nodes = cluster_of(
+        3,
+        Tuning {
+            api_token: Some(TOKEN),
+            ..FAST
+        },
+    )
+    .await;
+    let l = leader_among(&nodes, |_| true).await;
+    let f = (l + 1) % 3;
+    let client = std::path::Path::new(env!("CARGO_BIN_EXE_wolfscale"))
+        .parent()
+        .unwrap()
+        .join("examples/follower_client");
+    if !client.exists() {
+        // A filtered run (`--test api`) builds no examples; the whole suite does.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = tokio::task::block_in_place(|| {
+            std::process::Command::new(cargo)
+                .args(["build", "--example", "follower_client"])
+                .current_dir(repo)
+                .status()
+        });
+        assert!(built.is_ok_and(|s| s.success()), "cannot build the example");
+    }
+    let url = format!(
+        "mysql://app:{}@127.0.0.1:{}/test",
+        common::APP_PASSWORD,
+        nodes[f].proxy_port
+    );
+    let out =
+        tokio::task::block_in_place(|| std::process::Command::new(&client).arg(&url).output())
+            .unwrap_or_else(|e| panic!("{}: {e} (built by the test build)", client.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("ok: id"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    settled(&nodes, "SELECT COUNT(*) FROM test.example_notes", "1").await;
+
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("bash")
+            .arg(repo.join("examples/api-walkthrough.sh"))
+            .env("API", format!("http://127.0.0.1:{}", nodes[f].api_port))
+            .env("TOKEN", TOKEN)
+            .env("DB", "test")
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(r#""rows":[["bolt",13]]"#), "{text}");
+    settled(
+        &nodes,
+        "SELECT GROUP_CONCAT(item, '=', qty) FROM test.walkthrough",
+        "bolt=13",
+    )
+    .await;
+}

@@ -841,7 +841,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    async fn query(&mut self, p: Packet) -> Result<Flow, SessionError> {
+    async fn query(&mut self, mut p: Packet) -> Result<Flow, SessionError> {
+        if let Some(hidden) = sql::hide_socket(&String::from_utf8_lossy(&p.payload[1..])) {
+            // MariaDB's socket path would take the client around the proxy.
+            let mut raw = bytes::BytesMut::new();
+            encode_query(&mut raw, &hidden);
+            let raw = raw.freeze();
+            p.payload = raw.slice(crate::protocol::packet::HEADER..);
+            p.raw = raw;
+        }
         let text = String::from_utf8_lossy(&p.payload[1..]);
         match sql::kill_request(&text) {
             KillRequest::None => {}

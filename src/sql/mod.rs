@@ -985,3 +985,85 @@ mod table_use_tests {
         assert_eq!(table_use("SELECT * FROM tt"), None);
     }
 }
+
+/// A `SELECT` that reads `@@socket`, with that variable read as `NULL` under its own
+/// column name; `None` when the statement reads no `@@socket`.
+///
+/// mysql_async (and the `mysql` crate) connected to a loopback address read `@@socket`
+/// and reconnect through that Unix socket. Behind the proxy that socket is MariaDB's
+/// own: the application would leave the proxy for the local MariaDB, and a follower's
+/// MariaDB would take its writes. No socket, no jump.
+pub fn hide_socket(sql: &str) -> Option<String> {
+    let tokens = lexer::lex(sql);
+    if !tokens.first()?.is_word("SELECT") {
+        return None;
+    }
+    let is_socket = |t: &lexer::Token<'_>| {
+        if t.kind != lexer::Kind::SysVar {
+            return false;
+        }
+        let name = t.text.trim_start_matches('@');
+        let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
+        name.trim_matches('`').eq_ignore_ascii_case("socket")
+    };
+    if !tokens.iter().any(is_socket) {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut at = 0;
+    for (i, t) in tokens.iter().enumerate() {
+        if !is_socket(t) {
+            continue;
+        }
+        out.push_str(&sql[at..t.start]);
+        out.push_str("NULL");
+        // `@@socket AS x`, `@@socket x`, `@@socket 'x'`: the alias stays.
+        const CLAUSES: [&str; 10] = [
+            "FROM", "INTO", "WHERE", "UNION", "LIMIT", "ORDER", "GROUP", "HAVING", "FOR", "LOCK",
+        ];
+        let aliased = tokens.get(i + 1).is_some_and(|n| match n.kind {
+            lexer::Kind::QuotedIdent | lexer::Kind::Str => true,
+            lexer::Kind::Word => !CLAUSES.iter().any(|c| n.is_word(c)),
+            _ => false,
+        });
+        if !aliased {
+            out.push_str(&format!(" AS `{}`", t.text.replace('`', "``")));
+        }
+        at = t.end();
+    }
+    out.push_str(&sql[at..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::hide_socket;
+
+    #[test]
+    fn socket_reads_become_null_under_their_own_name() {
+        assert_eq!(
+            hide_socket("SELECT @@max_allowed_packet,@@wait_timeout,@@socket").as_deref(),
+            Some("SELECT @@max_allowed_packet,@@wait_timeout,NULL AS `@@socket`")
+        );
+        assert_eq!(
+            hide_socket("select @@GLOBAL.socket").as_deref(),
+            Some("select NULL AS `@@GLOBAL.socket`")
+        );
+        assert_eq!(
+            hide_socket("SELECT @@socket AS s, 1").as_deref(),
+            Some("SELECT NULL AS s, 1")
+        );
+        assert_eq!(
+            hide_socket("SELECT @@socket s").as_deref(),
+            Some("SELECT NULL s")
+        );
+        assert_eq!(
+            hide_socket("SELECT @@socket FROM dual").as_deref(),
+            Some("SELECT NULL AS `@@socket` FROM dual")
+        );
+        assert_eq!(hide_socket("SELECT @@port, '@@socket'"), None);
+        assert_eq!(hide_socket("SELECT @@socketx"), None);
+        assert_eq!(hide_socket("SET @a = @@socket"), None);
+        assert_eq!(hide_socket(""), None);
+    }
+}

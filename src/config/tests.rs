@@ -350,3 +350,40 @@ fn mutated_templates_never_panic() {
         }
     }
 }
+
+/// The README's configuration table names every key WolfScale knows: a row's first
+/// cell names `section.key`, or a first `section.key` followed by more `key`s of that
+/// section.
+#[test]
+fn readme_documents_every_key() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("## Configuration")
+        .expect("a Configuration section");
+    let end = readme[start..]
+        .find("\n## ")
+        .map_or(readme.len(), |e| start + e);
+    let cells: Vec<&str> = readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('|').nth(1))
+        .collect();
+    let mut missing = Vec::new();
+    for (section, keys) in super::raw::SCHEMA {
+        for (key, _) in *keys {
+            let full = format!("`{section}.{key}`");
+            let bare = format!("`{key}`");
+            let documented = cells.iter().any(|c| {
+                c.contains(&full) || (c.contains(&format!("`{section}.")) && c.contains(&bare))
+            });
+            if !documented {
+                missing.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README's configuration table lacks {missing:?}"
+    );
+}

@@ -456,3 +456,36 @@ fn service_install_and_run_sh_in_a_throwaway_root() {
     );
     assert_eq!(run(&["bogus"]).status.code(), Some(2));
 }
+
+/// docker/: what can be checked without a Docker engine (`docker/check.sh`: the compose
+/// file resolves, the build stage's `cargo build --locked`, the entry point's config
+/// validates and it bootstraps on the first start only), and shellcheck on its scripts.
+#[test]
+fn docker_files_check_out_without_an_engine() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("shellcheck")
+        .arg(repo.join("docker/entrypoint.sh"))
+        .arg(repo.join("docker/check.sh"))
+        .output()
+        .expect("shellcheck (scripts/test-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bins = std::path::Path::new(WOLFSCALE).parent().unwrap();
+    let out = Command::new("bash")
+        .arg(repo.join("docker/check.sh"))
+        .env("WOLFSCALE_BIN_DIR", bins)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in ["compose file: ok", "build stage", "entry point"] {
+        assert!(text.contains(step), "{step}: {text}");
+    }
+}

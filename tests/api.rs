@@ -617,6 +617,9 @@ async fn the_api_keeps_to_its_openapi_document() {
             .args(["--max-examples", "40", "--seed", "7", "--workers", "2"])
             .args(["--request-timeout", "30", "--no-color", "--report-dir"])
             .arg(report.path())
+            // Its example cache (.schemathesis/) goes to the temporary directory, not
+            // into the repository: every run starts fresh.
+            .current_dir(report.path())
             .output()
             .expect("run schemathesis (scripts/test-deps.sh installs it)")
     });

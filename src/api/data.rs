@@ -406,33 +406,12 @@ impl Data {
         match op {
             Operation::Insert(i) => {
                 let t = self.table(conn, &i.table).await?;
-                let mut cols = Vec::new();
-                let mut params = Vec::new();
-                for (k, v) in &i.values {
-                    cols.push(quote(t.column(k)?));
-                    params.push(param(v));
-                }
+                let (mut cols, mut params) = columns_and_params(&t, &i.values)?;
                 let mut generated_id = None;
                 if let Some(idc) = &self.id_column {
                     let present = i.values.keys().any(|k| k.eq_ignore_ascii_case(idc));
                     if let (false, Ok(col)) = (present, t.column(idc)) {
-                        let ids = self.cluster.clone();
-                        let id = tokio::task::spawn_blocking(move || ids.ids.next())
-                            .await
-                            .map_err(|e| {
-                                ApiError::new(
-                                    StatusCode::INTERNAL_SERVER_ERROR,
-                                    "internal",
-                                    e.to_string(),
-                                )
-                            })?
-                            .map_err(|e| {
-                                ApiError::new(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "clock",
-                                    e.to_string(),
-                                )
-                            })?;
+                        let id = super::status::next_id(self.cluster.clone()).await?;
                         cols.push(quote(col));
                         params.push(Value::UInt(id));
                         generated_id = Some(id);
@@ -454,12 +433,7 @@ impl Data {
                     return Err(ApiError::bad("values must name at least one column"));
                 }
                 let t = self.table(conn, &u.table).await?;
-                let mut cols = Vec::new();
-                let mut params = Vec::new();
-                for (k, v) in &u.values {
-                    cols.push(quote(t.column(k)?));
-                    params.push(param(v));
-                }
+                let (cols, params) = columns_and_params(&t, &u.values)?;
                 let updated: Vec<String> = match &u.update {
                     None => cols.clone(),
                     Some(names) => {
@@ -560,6 +534,20 @@ impl Data {
         out["log_index"] = json!(session_index(&mut conn).await?);
         Ok(Json(out))
     }
+}
+
+/// The quoted columns of `values` in the schema's spelling, and their parameters.
+fn columns_and_params(
+    t: &Table,
+    values: &Map<String, Json_>,
+) -> Result<(Vec<String>, Vec<Value>), ApiError> {
+    let mut cols = Vec::with_capacity(values.len());
+    let mut params = Vec::with_capacity(values.len());
+    for (k, v) in values {
+        cols.push(quote(t.column(k)?));
+        params.push(param(v));
+    }
+    Ok((cols, params))
 }
 
 /// `a = ? AND b IS NULL …` for a `where_key`.

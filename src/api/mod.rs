@@ -51,20 +51,6 @@ pub struct ApiSettings {
     pub consistency: crate::config::ReadConsistency,
 }
 
-impl ApiSettings {
-    /// Settings with no data endpoints behind them (no proxy), for tests of the rest.
-    pub fn without_data(token: Option<Secret>) -> ApiSettings {
-        ApiSettings {
-            token,
-            max_body_bytes: 1 << 20,
-            pool: None,
-            database: None,
-            id_column: None,
-            consistency: Default::default(),
-        }
-    }
-}
-
 pub fn router(
     cluster: Arc<Cluster>,
     settings: ApiSettings,

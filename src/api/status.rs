@@ -40,11 +40,8 @@ pub async fn nodes(State(c): State<Arc<Cluster>>) -> Response {
 /// `GET /id`: a Snowflake id of this node, as a string (JSON numbers lose precision
 /// past 2^53 in JavaScript) and split into its parts.
 pub async fn id(State(c): State<Arc<Cluster>>) -> Response {
-    // It may wait (a spent millisecond, a clock that stepped back): off the runtime.
-    let next = tokio::task::spawn_blocking(move || c.ids.next()).await;
-    match next {
-        Err(e) => super::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-        Ok(Ok(id)) => {
+    match next_id(c).await {
+        Ok(id) => {
             let p = crate::id::parts(id);
             Json(serde_json::json!({
                 "id": id.to_string(),
@@ -54,8 +51,18 @@ pub async fn id(State(c): State<Arc<Cluster>>) -> Response {
             }))
             .into_response()
         }
-        Ok(Err(e)) => super::error(StatusCode::SERVICE_UNAVAILABLE, "clock", e.to_string()),
+        Err(e) => e.into_response(),
     }
+}
+
+/// The node's next Snowflake id. It may wait (a spent millisecond, a clock that stepped
+/// back), so it is taken off the runtime; a clock stepped back too far is 503 `clock`.
+pub(super) async fn next_id(c: Arc<Cluster>) -> Result<u64, super::data::ApiError> {
+    use super::data::ApiError;
+    tokio::task::spawn_blocking(move || c.ids.next())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock", e.to_string()))
 }
 
 /// `GET /metrics`: the Prometheus text format.

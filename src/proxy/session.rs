@@ -626,11 +626,6 @@ fn bound_value(value: ParamValue, ty: u8, long: Option<&[u8]>) -> Result<Bound, 
     })
 }
 
-/// A statement of class `name` was answered: count it and its time.
-fn statement_done(name: &'static str, started: std::time::Instant) {
-    crate::telemetry::statement_done(name, started.elapsed());
-}
-
 pub(super) fn ok_status(payload: &[u8]) -> u16 {
     let mut r = Reader::new(payload.get(1..).unwrap_or_default());
     r.lenenc();
@@ -889,7 +884,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else {
             self.forward(&p, Some(Expect::Query)).await
         };
-        statement_done(name, started);
+        crate::telemetry::statement_done(name, started.elapsed());
         flow
     }
 
@@ -972,7 +967,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_or("unknown", |s| s.class.class.as_str());
         let started = std::time::Instant::now();
         let flow = self.execute_prepared(p).await;
-        statement_done(name, started);
+        crate::telemetry::statement_done(name, started.elapsed());
         flow
     }
 

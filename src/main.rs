@@ -53,9 +53,16 @@ enum Command {
         #[arg(value_name = "HOST:PORT")]
         leader: String,
     },
-    /// Run the MySQL proxy alone in front of `[database]`: no cluster, no HTTP API;
-    /// every statement runs directly on that MariaDB (the front end on its own).
-    Proxy,
+    /// Run the MySQL proxy with no MariaDB of its own. With `[cluster] peers` (and
+    /// `secret`) it is a standalone proxy in front of that cluster: it learns the
+    /// members and the leader, sends writes and transactions to the leader, and reads
+    /// from members fresh enough for the session. Without peers it fronts
+    /// `[database]` alone: every statement runs directly on that MariaDB.
+    Proxy {
+        /// Where to listen (default: `[proxy] bind_address`).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Print this node's and the cluster's status (from the node's HTTP API).
     Status {
         /// The API to ask (default: this config's [api] bind_address).
@@ -125,7 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Start { bootstrap } => start(&path, bootstrap, None),
         Command::Join { leader } => start(&path, false, Some(leader)),
-        Command::Proxy => proxy(&path),
+        Command::Proxy { listen } => proxy(&path, listen),
         Command::Status { endpoint } => status(&path, endpoint),
         Command::Demo { nodes, listen, dir } => demo(nodes, listen, dir),
     }
@@ -274,15 +281,31 @@ fn start(
     Ok(ExitCode::SUCCESS)
 }
 
-fn proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn proxy(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
     let cfg = match runnable_config(path)? {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
     };
+    if !cfg.cluster.peers.is_empty() {
+        return runtime()?.block_on(async {
+            let proxy = wolfscale::run::StandaloneProxy::start(&cfg, listen).await?;
+            tracing::info!(
+                proxy = %proxy.proxy_addr,
+                peers = ?cfg.cluster.peers,
+                "standalone proxy started in front of the cluster"
+            );
+            wait_for_signal().await?;
+            tracing::info!("signal received: shutting down");
+            proxy.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        });
+    }
     runtime()?.block_on(async {
-        let proxy =
-            wolfscale::proxy::Proxy::bind(wolfscale::proxy::ProxySettings::from_config(&cfg))
-                .await?;
+        let mut settings = wolfscale::proxy::ProxySettings::from_config(&cfg);
+        if let Some(l) = listen {
+            settings.listen = l;
+        }
+        let proxy = wolfscale::proxy::Proxy::bind(settings).await?;
         tracing::info!(proxy = %proxy.local_addr(), "proxy started (single node, no cluster)");
         let (stop, rx) = tokio::sync::watch::channel(false);
         let serve = tokio::spawn(proxy.serve(rx));

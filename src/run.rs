@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::api::{self, ApiHandle};
 use crate::cluster::{Cluster, ClusterError, ClusterSettings};
 use crate::config::Config;
+use crate::proxy::replicate::Replicator as _;
 use crate::proxy::{Proxy, ProxyError, ProxySettings};
 use crate::wal::WalOptions;
 
@@ -22,6 +23,8 @@ pub enum RunError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("{0}")]
+    Standalone(String),
     #[error("cannot listen for the HTTP API on {addr}: {source}")]
     Api {
         addr: SocketAddr,
@@ -207,5 +210,100 @@ impl RunningNode {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+/// How long a standalone proxy waits at start to learn a leader from `[cluster] peers`
+/// (`WOLFSCALE_STANDALONE_PATIENCE_MS` sets another).
+pub const STANDALONE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// `wolfscale proxy` in front of a cluster: the router with no local MariaDB (see
+/// [`crate::cluster::remote`]).
+pub struct StandaloneProxy {
+    pub cluster: Arc<crate::cluster::remote::RemoteCluster>,
+    pub proxy_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    proxy: tokio::task::JoinHandle<()>,
+}
+
+impl StandaloneProxy {
+    /// Learn the cluster from `[cluster] peers`, then listen on `listen` (default:
+    /// `[proxy] bind_address`).
+    pub async fn start(cfg: &Config, listen: Option<SocketAddr>) -> Result<Self, RunError> {
+        let secret = cfg
+            .cluster
+            .secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes().to_vec())
+            .unwrap_or_default();
+        if secret.is_empty() || cfg.cluster.peers.is_empty() {
+            return Err(RunError::Standalone(format!(
+                "{}: a proxy in front of a cluster needs [cluster] peers and [cluster] secret",
+                cfg.source.display()
+            )));
+        }
+        let mut settings = ProxySettings::from_config(cfg);
+        if let Some(l) = listen {
+            settings.listen = l;
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let identity = crate::cluster::transport::PeerIdentity {
+            node_id: cfg.node.id.clone(),
+            number: cfg.node.number,
+            // A proxy keeps nothing across restarts: a new one every run.
+            incarnation: rand::random::<u64>() | 1,
+            priority: 0,
+            cluster_addr: String::new(),
+            proxy_addr: settings.listen.to_string(),
+            api_addr: String::new(),
+        };
+        let cluster = crate::cluster::remote::RemoteCluster::start(
+            identity,
+            secret,
+            &cfg.cluster.peers,
+            stop_rx,
+        );
+        let patience = std::env::var("WOLFSCALE_STANDALONE_PATIENCE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(STANDALONE_PATIENCE, Duration::from_millis);
+        if !cluster.wait_leader(patience).await {
+            stop.send_replace(true);
+            return Err(RunError::Standalone(format!(
+                "no leader learned from [cluster] peers {:?} within {:.1} s (are they running, \
+                 with the same [cluster] secret?)",
+                cfg.cluster.peers,
+                patience.as_secs_f64()
+            )));
+        }
+        // Accounts, the catalog and the greeting come from one member's proxy, as the
+        // service account.
+        let first = cluster
+            .read_target()
+            .or_else(|| crate::proxy::replicate::Replicator::leader(cluster.as_ref()))
+            .ok_or_else(|| RunError::Standalone("no member is reachable".into()))?;
+        settings.backend_addr = first.proxy_addr.clone();
+        settings.replicator = Some(cluster.clone());
+        let proxy = match Proxy::bind(settings).await {
+            Ok(p) => p,
+            Err(e) => {
+                stop.send_replace(true);
+                return Err(e.into());
+            }
+        };
+        let proxy_addr = proxy.local_addr();
+        let task = tokio::spawn(proxy.serve(stop.subscribe()));
+        Ok(StandaloneProxy {
+            cluster,
+            proxy_addr,
+            stop,
+            proxy: task,
+        })
+    }
+
+    /// Stop listening, drain the sessions, stop polling the members.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        self.proxy.await.ok();
     }
 }

@@ -347,6 +347,48 @@ async fn leader_kill_under_load() {
     }
 }
 
+/// The same leader kill, with every client connected to a standalone `wolfscale
+/// proxy` in front of the cluster: its sessions read from followers and write over a
+/// link to the leader, so the kill costs them no connection. They ride through the
+/// failover (statements held up to `failover_wait_ms`), nothing acknowledged is lost
+/// or doubled, and a client sees at most the one statement that was in flight as
+/// "outcome unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_kill_under_load_through_a_standalone_proxy() {
+    let mut nodes = cluster_of(3, DEFAULTS).await;
+    let l = setup(&nodes).await;
+    let proxy = common::procs::ProcProxy::start(&nodes, "").await;
+    let clients = 4;
+    let load = Load::start(&[proxy.port], clients);
+    load.wait_acks(200).await;
+    let kill = Instant::now();
+    nodes[l].kill();
+    let new_leader = leader_among(&nodes, |i| i != l).await;
+    load.wait_acks(200).await;
+    nodes[l].spawn(false);
+    load.wait_acks(100).await;
+    let attempts = load.finish().await;
+    let rows = converged(&nodes).await;
+    let v = judge(&attempts, &rows);
+    let failover = failover_time(&attempts, kill);
+    eprintln!(
+        "leader kill through a standalone proxy: node-{} killed, node-{} leads; first write \
+         accepted {:?} after the kill; {} acknowledged, {} unknown",
+        nodes[l].n, nodes[new_leader].n, failover, v.acked, v.unknown
+    );
+    assert_clean(&v);
+    assert!(
+        v.unknown <= clients,
+        "{} statements of {clients} clients ended unknown: more than the one in flight each",
+        v.unknown
+    );
+    let failover = failover.expect("a write was accepted after the kill");
+    assert!(
+        failover < Duration::from_secs(15),
+        "failover took {failover:?}"
+    );
+}
+
 /// Every node is killed at once during the load, then all are started again: nothing
 /// acknowledged is lost, nothing is applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -26,6 +26,7 @@ pub mod leadership;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod remote;
 pub mod requests;
 pub mod snapshot;
 pub mod state_machine;

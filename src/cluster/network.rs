@@ -52,6 +52,9 @@ pub enum Request {
         data: Vec<u8>,
         done: bool,
     },
+    /// What this node knows of the cluster, for a standalone proxy (see
+    /// [`super::remote`]).
+    View,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,6 +74,28 @@ pub enum Response {
     Done,
     /// The snapshot is installed.
     Snapshot(SnapshotResponse<TypeConfig>),
+    View(NodeView),
+}
+
+/// One node's view of the cluster, as it answers [`Request::View`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The answering node's number.
+    pub number: u16,
+    pub term: u64,
+    /// The leader's number, as this node knows it.
+    pub leader: Option<u64>,
+    /// This node is that leader.
+    pub leading: bool,
+    /// The highest index this node knows committed.
+    pub committed: u64,
+    /// The last index applied to this node's MariaDB.
+    pub applied: u64,
+    /// Its MariaDB passes the health check, replay has not diverged or stalled, and no
+    /// snapshot is being installed: it may serve reads.
+    pub healthy: bool,
+    /// The members by number.
+    pub members: Vec<(u64, Member)>,
 }
 
 /// Who this node is and how it proves it, for both directions of the transport.
@@ -442,6 +467,7 @@ async fn answer(
             Ok(Request::Settings) => Response::Settings((*auth.settings).clone()),
             Ok(Request::Join) => join(&raft, &peer, &auth).await,
             Ok(Request::Promote) => promote(&raft, &peer, &auth).await,
+            Ok(Request::View) => Response::View(view(&raft, &auth)),
             Ok(req) => handle(&raft, req, &auth).await,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable request from peer; dropping the connection");
@@ -501,7 +527,7 @@ async fn handle(raft: &Raft<StateMachine>, req: Request, auth: &PeerAuth) -> Res
             Ok(r) => r,
             Err(e) => Response::Failed(format!("cannot receive the snapshot: {e}")),
         },
-        Request::Settings | Request::Join | Request::Promote => {
+        Request::Settings | Request::Join | Request::Promote | Request::View => {
             Response::Failed("answered by the connection".into())
         }
     }
@@ -553,6 +579,54 @@ async fn receive_snapshot(
     match raft.install_full_snapshot(vote, snapshot).await {
         Ok(r) => Ok(Response::Snapshot(r)),
         Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
+}
+
+/// This node's view of the cluster.
+fn view(raft: &Raft<StateMachine>, auth: &PeerAuth) -> NodeView {
+    use std::sync::atomic::Ordering;
+    let m = raft.metrics().borrow_watched().clone();
+    let me = u64::from(auth.me.number);
+    let f = &auth.fitness;
+    let healthy = *f.health.borrow() == super::leadership::DbHealth::Healthy
+        && f.may_lead.load(Ordering::Relaxed)
+        && !f.stalled.load(Ordering::Relaxed)
+        && !auth.installing.load(Ordering::Relaxed);
+    NodeView {
+        number: auth.me.number,
+        term: m.current_term,
+        leader: m.current_leader,
+        leading: m.current_leader == Some(me) && m.state == openraft::ServerState::Leader,
+        committed: m
+            .cluster_committed
+            .or(m.local_committed)
+            .map_or(0, |l| l.index),
+        applied: m.last_applied.map_or(0, |l| l.index),
+        healthy,
+        members: m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, member)| (*id, member.clone()))
+            .collect(),
+    }
+}
+
+/// Ask the node at the other end of `conn` for its view of the cluster.
+pub async fn ask_view(conn: &mut PeerConn, timeout: Duration) -> Result<NodeView, String> {
+    let body = postcard::to_allocvec(&Request::View).map_err(|e| e.to_string())?;
+    let exchange = async {
+        conn.write_frame(&body).await?;
+        conn.read_frame().await
+    };
+    let frame = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())?;
+    match postcard::from_bytes::<Response>(&frame).map_err(|e| e.to_string())? {
+        Response::View(v) => Ok(v),
+        Response::Failed(why) => Err(why),
+        _ => Err("unexpected answer".into()),
     }
 }
 

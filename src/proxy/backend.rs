@@ -48,6 +48,9 @@ pub enum BackendError {
     },
     #[error("timed out connecting to MariaDB at {0}")]
     Timeout(String),
+    /// A standalone proxy found no member to read from.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("protocol error talking to MariaDB: {0}")]
     Proto(#[from] ProtoError),
     #[error("MariaDB sent an unexpected greeting")]

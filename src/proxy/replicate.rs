@@ -58,6 +58,21 @@ pub trait Replicator: Send + Sync + 'static {
     /// Whether forwarded request `id`, sent when its sender knew `since` committed,
     /// committed (see [`crate::cluster::requests`]).
     fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup;
+    /// A standalone proxy (`wolfscale proxy` in front of a cluster): no local MariaDB;
+    /// each session's "local" backend is a member's proxy ([`Replicator::read_target`]),
+    /// whose freshness the router asks that member about.
+    fn standalone(&self) -> bool {
+        false
+    }
+    /// On a standalone proxy: the member a new session reads from.
+    fn read_target(&self) -> Option<Member> {
+        None
+    }
+    /// On a standalone proxy: whether member `id` said lately that it is healthy, and
+    /// the index it had applied then (`None`: not heard from lately).
+    fn member_state(&self, _id: &str) -> Option<(bool, u64)> {
+        None
+    }
 }
 
 impl Replicator for Cluster {

@@ -62,6 +62,12 @@ pub const INDEX_QUERY: &str = "/* wolfscale */ SHOW WOLFSCALE SESSION INDEX";
 /// Asked by a follower on its link: the leader confirms its leadership with a majority
 /// and answers with an OK whose affected-rows field is the index a read must see.
 pub const READ_INDEX_QUERY: &str = "/* wolfscale */ SHOW WOLFSCALE READ INDEX";
+/// Asked by a standalone proxy on the member a session reads from, as
+/// `… READABLE <index> SESSION|FRESH`: the member's session answers with an OK whose
+/// affected-rows field is 1 when its MariaDB may serve a read that must see `index`
+/// (and, for `FRESH`, everything the member knows committed), waiting up to its
+/// `read_wait_ms` for that; 0 when not.
+pub const READABLE_QUERY: &str = "/* wolfscale */ SHOW WOLFSCALE READABLE";
 /// Distinct session statements a session keeps for replay onto a new link.
 pub const HISTORY_LIMIT: usize = 256;
 
@@ -503,6 +509,19 @@ pub fn parse_override(text: &str) -> Option<Override> {
     }
 }
 
+/// The index and level of a [`READABLE_QUERY`].
+pub fn parse_readable(text: &str) -> Option<(u64, bool)> {
+    let rest = text.strip_prefix(READABLE_QUERY)?;
+    let mut words = rest.split_ascii_whitespace();
+    let index = words.next()?.parse().ok()?;
+    let fresh = match words.next()? {
+        "FRESH" => true,
+        "SESSION" => false,
+        _ => return None,
+    };
+    words.next().is_none().then_some((index, fresh))
+}
+
 /// `SELECT @@wolfscale_session_index` (or `@@session.…`): the session's index, as a
 /// hint a pooled application can pass to another connection.
 pub fn asks_index(text: &str) -> bool {
@@ -542,6 +561,8 @@ pub struct RouteState {
     pub next_proxy_id: u32,
     /// The member id of the leader the link goes to.
     pub link_leader: Option<String>,
+    /// On a standalone proxy: the member whose proxy the session's backend is.
+    pub read_member: Option<String>,
     /// The client's last COM_SET_OPTION, as sent, for a link opened later.
     pub set_option: Option<Vec<u8>>,
     /// The member id of a leader whose proxy `ensure_link` could not reach just now
@@ -677,6 +698,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .map_err(SessionError::Client)?;
             return Ok(Some(Flow::Continue));
         }
+        if let Some((need, fresh)) = parse_readable(text).filter(|_| self.route.forwarded) {
+            let readable = match self.shared.replicator.get().cloned() {
+                Some(rep) => {
+                    let need = if fresh {
+                        need.max(rep.known_committed())
+                    } else {
+                        need
+                    };
+                    rep.local_healthy()
+                        && (rep.applied_index() >= need
+                            || rep.wait_applied(need, self.shared.read_wait).await)
+                }
+                None => true,
+            };
+            let ok = crate::protocol::codes::ok_payload(u64::from(readable), 0, self.status, 0);
+            self.client
+                .send(p.last_seq.wrapping_add(1), &ok)
+                .await
+                .map_err(SessionError::Client)?;
+            return Ok(Some(Flow::Continue));
+        }
         if self.route.forwarded && text == READ_INDEX_QUERY {
             let rep = self.shared.replicator.get().cloned();
             let reply = match rep {
@@ -789,10 +831,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(rep) = self.shared.replicator.get().cloned() else {
             return;
         };
-        if rep
-            .wait_applied(self.route.index, self.shared.read_wait)
-            .await
-        {
+        let applied = if rep.standalone() {
+            matches!(self.member_reached(self.route.index, false).await, Ok(true))
+        } else {
+            rep.wait_applied(self.route.index, self.shared.read_wait)
+                .await
+        };
+        if applied {
             if let Err(e) = self.shared.catalog.refresh().await {
                 tracing::warn!(error = %e, "cannot re-read the catalog after a DDL");
             }
@@ -836,6 +881,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(rep) = self.shared.replicator.get().cloned() else {
             return Ok(true);
         };
+        if rep.standalone() {
+            let need = match self.consistency() {
+                ReadConsistency::Local => 0,
+                ReadConsistency::Session => self.route.index,
+                ReadConsistency::Fresh => return self.member_reached(0, true).await,
+                ReadConsistency::Linearizable => match self.link_read_index().await {
+                    Some(i) => i,
+                    None => return Ok(false),
+                },
+            };
+            return self.member_reached(need, false).await;
+        }
         if !rep.local_healthy() {
             // Whatever the level: a MariaDB that fails its health check (a stalled
             // InnoDB) answers nothing here.
@@ -855,6 +912,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(true);
         }
         Ok(rep.wait_applied(need, self.shared.read_wait).await)
+    }
+
+    /// On a standalone proxy: whether the member this session reads from may serve a
+    /// read that must see `need` (with `fresh`: all it knows committed), asking it
+    /// (it waits up to its `read_wait_ms`) unless its last report already says so.
+    pub(super) async fn member_reached(
+        &mut self,
+        need: u64,
+        fresh: bool,
+    ) -> Result<bool, SessionError> {
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return Ok(true);
+        };
+        let state = self
+            .route
+            .read_member
+            .as_deref()
+            .and_then(|id| rep.member_state(id));
+        match state {
+            // Not heard from lately, or not healthy: the leader answers.
+            None | Some((false, _)) => return Ok(false),
+            Some((true, applied)) if !fresh && applied >= need => return Ok(true),
+            Some(_) => {}
+        }
+        let mode = if fresh { "FRESH" } else { "SESSION" };
+        let (outcome, _) = self
+            .run_collect(&format!("{READABLE_QUERY} {need} {mode}"))
+            .await?;
+        Ok(outcome.error.is_none() && outcome.affected_rows == 1)
     }
 
     /// The leader's quorum-confirmed read index, over the link.

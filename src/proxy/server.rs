@@ -196,7 +196,10 @@ impl Proxy {
                 user: settings.service_user.clone(),
                 source,
             })?;
-        let proxy_protocol = detect_proxy_protocol(&settings).await?;
+        // A standalone proxy's backends are members' proxies: they learn the client's
+        // address from the forwarding proof, not from a PROXY header.
+        let standalone = settings.replicator.as_ref().is_some_and(|r| r.standalone());
+        let proxy_protocol = !standalone && detect_proxy_protocol(&settings).await?;
         let catalog = Arc::new(super::catalog::Catalog::new(service_opts(&settings)));
         catalog
             .refresh()

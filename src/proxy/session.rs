@@ -211,7 +211,17 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         identity: Identity::trusted(),
         forward: None,
     };
-    let backend = match login_backend(&shared, &mut login, &account, &origin).await {
+    let standalone = shared.replicator.get().filter(|r| r.standalone()).cloned();
+    let mut read_member = None;
+    let login_result = match &standalone {
+        Some(rep) => {
+            let target = rep.read_target();
+            read_member = target.as_ref().map(|m| m.id.clone());
+            member_backend(rep.as_ref(), target, &shared, &mut login, &origin).await
+        }
+        None => login_backend(&shared, &mut login, &account, &origin).await,
+    };
+    let backend = match login_result {
         Ok(b) => b,
         Err(e) => {
             let reply = login_refusal(&e, &parsed.user, &origin.client, &parsed.auth_response);
@@ -261,6 +271,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         temp_tables: Default::default(),
         route: super::router::RouteState {
             forwarded,
+            read_member,
             ..Default::default()
         },
     })
@@ -369,6 +380,31 @@ async fn login_backend(
     shared.proxy_protocol.store(false, Ordering::Relaxed);
     login.identity = identity_for(shared, account, origin);
     backend::connect(&shared.backend_addr, login, shared.max_packet).await
+}
+
+/// On a standalone proxy: log into the proxy of `target`, the member the session reads
+/// from, as the client's account, proving the client's addresses with the cluster
+/// secret, as a follower's link does (the member checks the account against them).
+async fn member_backend(
+    rep: &dyn super::replicate::Replicator,
+    target: Option<crate::cluster::Member>,
+    shared: &Shared,
+    login: &mut Login,
+    origin: &Origin,
+) -> Result<Backend, BackendError> {
+    let Some(target) = target else {
+        return Err(BackendError::Unavailable(
+            "no member of the cluster is reachable and healthy".into(),
+        ));
+    };
+    login.identity = Identity::trusted();
+    login.forward = Some(super::backend::Forward {
+        secret: rep.secret().to_vec(),
+        client: origin.peer,
+        local: origin.local,
+    });
+    tracing::debug!(member = %target.id, "session reads from this member");
+    backend::connect(&target.proxy_addr, login, shared.max_packet).await
 }
 
 fn is_proxy_header_refusal(err: &[u8]) -> bool {

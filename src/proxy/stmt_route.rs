@@ -114,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         text: String,
         class: crate::sql::Classification,
     ) -> Result<Flow, SessionError> {
-        if self.session_writes_applied().await {
+        if self.session_writes_applied().await? {
             self.send_backend(&p.raw).await?;
             let outcome = self.relay(Expect::Prepare).await?;
             if let Some(id) = outcome.stmt_id {
@@ -174,12 +174,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The local MariaDB has applied the session's last write, waiting up to
     /// `read_wait_ms` for it.
-    async fn session_writes_applied(&self) -> bool {
+    async fn session_writes_applied(&mut self) -> Result<bool, SessionError> {
         let Some(rep) = self.shared.replicator.get().cloned() else {
-            return true;
+            return Ok(true);
         };
         let need = self.route.index;
-        rep.applied_index() >= need || rep.wait_applied(need, self.shared.read_wait).await
+        if rep.standalone() {
+            return self.member_reached(need, false).await;
+        }
+        Ok(rep.applied_index() >= need || rep.wait_applied(need, self.shared.read_wait).await)
     }
 
     /// COM_STMT_EXECUTE of statement `id` on a session that routes.

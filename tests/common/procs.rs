@@ -417,3 +417,76 @@ pub async fn settled(nodes: &[ProcNode], sql: &str, want: &str) {
         }
     }
 }
+
+/// A `wolfscale proxy` process in front of a cluster of process nodes (no MariaDB of
+/// its own).
+pub struct ProcProxy {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+}
+
+impl ProcProxy {
+    /// Start one in front of `nodes`, with `extra` appended to its `[proxy]` section.
+    /// Returns once it takes connections (it first learns a leader).
+    pub async fn start(nodes: &[ProcNode], extra: &str) -> ProcProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().unwrap();
+        let peers: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("\"127.0.0.1:{}\"", n.advertise_port))
+            .collect();
+        let fw = nodes.first().map_or(5000, |n| n.tuning.failover_wait_ms);
+        let text = format!(
+            "[node]\nid = \"proxy-1\"\nnumber = 900\nadvertise_address = \"127.0.0.1:1\"\n\
+             [database]\nuser = \"root\"\n\
+             [cluster]\npeers = [{}]\nsecret = \"crash-test-secret\"\n\
+             [proxy]\nbind_address = \"127.0.0.1:{port}\"\nfailover_wait_ms = {fw}\n{extra}",
+            peers.join(", ")
+        );
+        let config = dir.path().join("wolfscale.toml");
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wolfscale"))
+            .arg("--config")
+            .arg(&config)
+            .arg("proxy")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wolfscale proxy");
+        let p = ProcProxy {
+            dir,
+            port,
+            child: Some(child),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while p.client().await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the standalone proxy did not start; its log:\n{}",
+                p.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> Result<Conn, mysql_async::Error> {
+        Conn::new(opts(self.port, "app", APP_PASSWORD, Some("test"))).await
+    }
+}
+
+impl Drop for ProcProxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}

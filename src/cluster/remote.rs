@@ -1,0 +1,470 @@
+//! The cluster as a standalone proxy sees it: no log, no MariaDB, only what the members
+//! say about themselves.
+//!
+//! ```text
+//!  wolfscale proxy ── one peer connection per member (cluster secret) ──▶ View, every
+//!     │               POLL; members learned from the answers             POLL
+//!     ├─ leader: the one that says it leads, in the highest term heard
+//!     ├─ read targets: members that answered lately and say they are healthy
+//!     └─ changed(): woken by any change, so held statements retry at once
+//! ```
+//!
+//! [`RemoteCluster`] implements the proxy's [`Replicator`] as a node that never leads:
+//! every session routes, writes and transactions go over the link to the leader's proxy,
+//! and each session reads from one member (balanced round-robin, the leader only when no
+//! follower is healthy) whose freshness it checks there before every read that needs it
+//! (see `proxy::router`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::network::{self, NodeView};
+use super::transport::{self, PeerIdentity};
+use super::{Member, Proposal, ProposeError};
+use crate::apply::{LogEntry, PendingCommits, TxnId};
+use crate::proxy::replicate::{BoxFuture, Replicator};
+
+/// How often each member is asked for its view.
+pub const POLL: Duration = Duration::from_millis(100);
+/// A member whose last answer is older than this is not read from.
+pub const STALE_AFTER: Duration = Duration::from_millis(1500);
+
+/// What one cluster address last answered.
+#[derive(Debug, Clone)]
+struct Heard {
+    view: NodeView,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Known {
+    /// By cluster address.
+    heard: BTreeMap<String, Heard>,
+    /// Addresses polled (seeds and every member named by an answer).
+    polled: std::collections::BTreeSet<String>,
+}
+
+/// The cluster seen from a standalone proxy.
+pub struct RemoteCluster {
+    me: Member,
+    secret: Vec<u8>,
+    known: Arc<Mutex<Known>>,
+    changes: watch::Receiver<u64>,
+    next_target: AtomicUsize,
+    pending: PendingCommits,
+}
+
+/// What the poller tasks share.
+struct Poller {
+    identity: PeerIdentity,
+    secret: Arc<Vec<u8>>,
+    known: Arc<Mutex<Known>>,
+    changes: watch::Sender<u64>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl RemoteCluster {
+    /// Start polling `seeds` (cluster addresses: `[cluster] peers`) as `identity`.
+    /// The pollers stop when `shutdown` is raised.
+    pub fn start(
+        identity: PeerIdentity,
+        secret: Vec<u8>,
+        seeds: &[String],
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<RemoteCluster> {
+        let known = Arc::new(Mutex::new(Known::default()));
+        let (tx, rx) = watch::channel(0u64);
+        let poller = Arc::new(Poller {
+            identity: identity.clone(),
+            secret: Arc::new(secret.clone()),
+            known: known.clone(),
+            changes: tx,
+            shutdown,
+        });
+        for seed in seeds {
+            poller.clone().watch(seed.clone());
+        }
+        Arc::new(RemoteCluster {
+            me: Member {
+                id: identity.node_id.clone(),
+                cluster_addr: String::new(),
+                proxy_addr: identity.proxy_addr.clone(),
+                api_addr: String::new(),
+                incarnation: identity.incarnation,
+            },
+            secret,
+            known,
+            changes: rx,
+            next_target: AtomicUsize::new(0),
+            pending: PendingCommits::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers heard within [`STALE_AFTER`].
+    fn recent(&self) -> Vec<NodeView> {
+        let now = Instant::now();
+        self.lock()
+            .heard
+            .values()
+            .filter(|h| now.duration_since(h.at) < STALE_AFTER)
+            .map(|h| h.view.clone())
+            .collect()
+    }
+
+    /// The member record of number `n`, from any recent answer.
+    fn record(views: &[NodeView], n: u64) -> Option<Member> {
+        views
+            .iter()
+            .find_map(|v| v.members.iter().find(|(id, _)| *id == n))
+            .map(|(_, m)| m.clone())
+    }
+
+    /// The leader's number and record: in the highest term heard, the member that says
+    /// it leads, or else the leader another member of that term names. A leader of an
+    /// older term is not taken for the current one.
+    fn leader_of(views: &[NodeView]) -> Option<(u64, Member)> {
+        let top = views.iter().map(|v| v.term).max()?;
+        let current = || views.iter().filter(|v| v.term == top);
+        let n = current()
+            .find(|v| v.leading)
+            .map(|v| u64::from(v.number))
+            .or_else(|| current().find_map(|v| v.leader))?;
+        Some((n, Self::record(views, n)?))
+    }
+
+    /// Members a new session may read from: healthy and heard from lately; followers
+    /// first (the leader carries the writes, and a session reading there would be cut
+    /// when it fails), the leader only when no follower qualifies.
+    pub fn read_targets(&self) -> Vec<Member> {
+        let views = self.recent();
+        let leader = Self::leader_of(&views).map(|(n, _)| n);
+        let healthy: Vec<&NodeView> = views.iter().filter(|v| v.healthy).collect();
+        let followers: Vec<Member> = healthy
+            .iter()
+            .filter(|v| Some(u64::from(v.number)) != leader)
+            .filter_map(|v| Self::record(&views, u64::from(v.number)))
+            .collect();
+        if !followers.is_empty() {
+            return followers;
+        }
+        healthy
+            .iter()
+            .filter_map(|v| Self::record(&views, u64::from(v.number)))
+            .collect()
+    }
+
+    /// The members and what each said last, for logs and tests.
+    pub fn members(&self) -> Vec<(Member, bool)> {
+        let views = self.recent();
+        let mut out: Vec<(Member, bool)> = Vec::new();
+        for v in &views {
+            if let Some(m) = Self::record(&views, u64::from(v.number)) {
+                out.push((m, v.healthy));
+            }
+        }
+        out
+    }
+
+    /// Wait until a leader is known, up to `timeout`.
+    pub async fn wait_leader(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut rx = self.changes.clone();
+        loop {
+            if Replicator::leader(self).is_some() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+}
+
+impl Poller {
+    /// Poll `addr` in a task of its own, unless it is polled already.
+    fn watch(self: Arc<Self>, addr: String) {
+        {
+            let mut k = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if !k.polled.insert(addr.clone()) {
+                return;
+            }
+        }
+        tokio::spawn(async move { self.poll(addr).await });
+    }
+
+    async fn poll(self: Arc<Self>, addr: String) {
+        let mut shutdown = self.shutdown.clone();
+        let mut conn = None;
+        let mut warned = false;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let answer = async {
+                if conn.is_none() {
+                    let (c, _) = transport::connect(
+                        &addr,
+                        None,
+                        &self.secret,
+                        &self.identity,
+                        network::CONNECT_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    conn = Some(c);
+                }
+                let c = conn.as_mut().expect("just opened");
+                network::ask_view(c, network::CONNECT_TIMEOUT).await
+            };
+            match answer.await {
+                Ok(view) => {
+                    warned = false;
+                    self.heard(&addr, view);
+                }
+                Err(e) => {
+                    conn = None;
+                    if !warned {
+                        tracing::warn!(member = %addr, error = %e, "cannot ask a member for the cluster's state");
+                        warned = true;
+                    }
+                    self.forget(&addr);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    fn heard(self: &Arc<Self>, addr: &str, view: NodeView) {
+        let learned: Vec<String> = view
+            .members
+            .iter()
+            .map(|(_, m)| m.cluster_addr.clone())
+            .filter(|a| !a.is_empty())
+            .collect();
+        let changed = {
+            let mut k = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            let before = k.heard.get(addr).map(|h| h.view.clone());
+            k.heard.insert(
+                addr.to_string(),
+                Heard {
+                    view: view.clone(),
+                    at: Instant::now(),
+                },
+            );
+            before.as_ref() != Some(&view)
+        };
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        for a in learned {
+            self.clone().watch(a);
+        }
+    }
+
+    fn forget(&self, addr: &str) {
+        let removed = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .heard
+            .remove(addr)
+            .is_some();
+        if removed {
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+impl Replicator for RemoteCluster {
+    fn writable_term(&self) -> Option<u64> {
+        None
+    }
+
+    fn leader(&self) -> Option<Member> {
+        Self::leader_of(&self.recent()).map(|(_, m)| m)
+    }
+
+    fn me(&self) -> &Member {
+        &self.me
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.me.incarnation
+    }
+
+    fn seq_base(&self) -> u64 {
+        0
+    }
+
+    fn pending(&self) -> &PendingCommits {
+        &self.pending
+    }
+
+    fn propose(
+        &self,
+        _entry: LogEntry,
+        _term: u64,
+    ) -> BoxFuture<'_, Result<Proposal, ProposeError>> {
+        let leader = Replicator::leader(self);
+        Box::pin(async move { Err(ProposeError::NotLeader { leader }) })
+    }
+
+    fn wait_writable(&self, timeout: Duration) -> BoxFuture<'_, Option<u64>> {
+        // A standalone proxy never takes writes itself.
+        Box::pin(async move {
+            tokio::time::sleep(timeout).await;
+            None
+        })
+    }
+
+    fn changed(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        let mut rx = self.changes.clone();
+        Box::pin(async move {
+            tokio::time::timeout(timeout, rx.changed()).await.ok();
+        })
+    }
+
+    fn ddl_intent(&self, _id: TxnId, _sql: &str) -> Result<(), String> {
+        Err("a standalone proxy runs no DDL itself".into())
+    }
+
+    fn ddl_done(&self, _id: TxnId) {}
+
+    fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    fn applied_index(&self) -> u64 {
+        // There is no local MariaDB: the router asks the session's read member.
+        0
+    }
+
+    fn known_committed(&self) -> u64 {
+        // The leader's committed index as last heard: never above the real one, which
+        // is what a request id's `since` needs.
+        let views = self.recent();
+        match Self::leader_of(&views) {
+            Some((n, _)) => views
+                .iter()
+                .find(|v| u64::from(v.number) == n)
+                .map_or(0, |v| v.committed),
+            None => 0,
+        }
+    }
+
+    fn wait_applied(&self, _index: u64, _timeout: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(async { false })
+    }
+
+    fn read_index(&self) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async { Err("a standalone proxy is not a member".to_string()) })
+    }
+
+    fn is_member_ip(&self, _ip: std::net::IpAddr) -> bool {
+        // Members never log into a standalone proxy: every client is checked.
+        false
+    }
+
+    fn member(&self, number: u16) -> Option<Member> {
+        Self::record(&self.recent(), u64::from(number))
+    }
+
+    fn last_log_index(&self) -> u64 {
+        0
+    }
+
+    fn local_healthy(&self) -> bool {
+        true
+    }
+
+    fn request_outcome(&self, _id: u128, _since: u64) -> super::requests::Lookup {
+        super::requests::Lookup::Unknown
+    }
+
+    fn standalone(&self) -> bool {
+        true
+    }
+
+    fn member_state(&self, id: &str) -> Option<(bool, u64)> {
+        let views = self.recent();
+        views.iter().find_map(|v| {
+            let record = Self::record(&views, u64::from(v.number))?;
+            (record.id == id).then_some((v.healthy, v.applied))
+        })
+    }
+
+    fn read_target(&self) -> Option<Member> {
+        let targets = self.read_targets();
+        if targets.is_empty() {
+            return None;
+        }
+        let i = self.next_target.fetch_add(1, Ordering::Relaxed);
+        Some(targets[i % targets.len()].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(n: u64) -> (u64, Member) {
+        (
+            n,
+            Member {
+                id: format!("node-{n}"),
+                cluster_addr: format!("127.0.0.1:{}", 7650 + n),
+                proxy_addr: format!("127.0.0.1:{}", 8000 + n),
+                api_addr: String::new(),
+                incarnation: n,
+            },
+        )
+    }
+
+    fn view(number: u16, term: u64, leader: Option<u64>, healthy: bool) -> NodeView {
+        NodeView {
+            number,
+            term,
+            leader,
+            leading: leader == Some(u64::from(number)),
+            committed: 10,
+            applied: 10,
+            healthy,
+            members: (1..=3).map(member).collect(),
+        }
+    }
+
+    #[test]
+    fn the_leader_is_the_one_leading_in_the_highest_term() {
+        // Node 1 still thinks it leads in term 3; nodes 2 and 3 moved on to term 4
+        // under node 2.
+        let views = [
+            view(1, 3, Some(1), true),
+            view(2, 4, Some(2), true),
+            view(3, 4, Some(2), true),
+        ];
+        assert_eq!(RemoteCluster::leader_of(&views).unwrap().0, 2);
+        // Mid-election: node 3 is in term 5 with no leader, node 2 leads term 4: a
+        // leader of an older term is not taken for the current one.
+        let views = [view(2, 4, Some(2), true), view(3, 5, None, true)];
+        assert_eq!(RemoteCluster::leader_of(&views), None);
+        // Node 3 knows node 2 leads term 5, node 2 did not answer.
+        let views = [view(3, 5, Some(2), true)];
+        assert_eq!(RemoteCluster::leader_of(&views).unwrap().0, 2);
+        assert_eq!(RemoteCluster::leader_of(&[]), None);
+    }
+}

@@ -1,0 +1,147 @@
+//! `wolfscale proxy` in front of a 3-node cluster: the router with no MariaDB of its
+//! own (ARCHITECTURE §1). It learns the members and the leader from the nodes, writes
+//! through the leader, reads from followers fresh enough for the session, and refuses
+//! a peer without the cluster secret. The leader kill under load through it is in
+//! `faults.rs`.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::procs::{cluster_of, leader_among, settled, write, ProcProxy, FAST};
+use mysql_async::prelude::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_reach_every_node_and_reads_come_from_followers() {
+    let nodes = cluster_of(3, FAST).await;
+    let l = leader_among(&nodes, |_| true).await;
+    write(
+        &nodes[l],
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+    )
+    .await;
+    let proxy = ProcProxy::start(&nodes, "").await;
+    let mut c = proxy
+        .client()
+        .await
+        .expect("login through the standalone proxy");
+
+    // Read-your-writes: each autocommit insert is visible to the next read at once,
+    // wherever that read runs.
+    for i in 1..=30 {
+        c.query_drop(format!("INSERT INTO t VALUES ({i}, 'v{i}')"))
+            .await
+            .unwrap();
+        let n: i64 = c
+            .query_first("SELECT COUNT(*) FROM t")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, i, "the read after insert {i} did not see it");
+    }
+    // A transaction runs on the leader, and sees its own uncommitted row.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE t SET v = 'in-txn' WHERE id = 1")
+        .await
+        .unwrap();
+    let v: String = c
+        .query_first("SELECT v FROM t WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v, "in-txn");
+    c.query_drop("COMMIT").await.unwrap();
+    // Prepared statements with parameters, both ways.
+    c.exec_drop("INSERT INTO t VALUES (?, ?)", (100, "prepared"))
+        .await
+        .unwrap();
+    let v: Option<String> = c
+        .exec_first("SELECT v FROM t WHERE id = ?", (100,))
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("prepared"));
+    settled(&nodes, "SELECT COUNT(*) FROM test.t", "31").await;
+    settled(&nodes, "SELECT v FROM test.t WHERE id = 1", "in-txn").await;
+
+    // Sessions are spread over the followers; none reads from the leader while both
+    // followers are healthy. `@@port` is answered by the MariaDB that served the read.
+    let followers: BTreeSet<u16> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != l)
+        .map(|(_, n)| n.db.port())
+        .collect();
+    let mut seen = BTreeSet::new();
+    for _ in 0..6 {
+        let mut s = proxy.client().await.unwrap();
+        let port: u16 = s.query_first("SELECT @@port").await.unwrap().unwrap();
+        seen.insert(port);
+        s.disconnect().await.ok();
+    }
+    assert_eq!(
+        seen, followers,
+        "reads came from {seen:?}, followers are {followers:?}"
+    );
+
+    // A session variable runs on the member and, once a write opens the link, on the
+    // leader too.
+    let mut s = proxy.client().await.unwrap();
+    s.query_drop("SET @x = 1").await.unwrap();
+    let x: i64 = s.query_first("SELECT @x").await.unwrap().unwrap();
+    assert_eq!(x, 1, "a user variable set through the proxy is read back");
+    s.query_drop("INSERT INTO t VALUES (200, CAST(@x AS CHAR))")
+        .await
+        .unwrap();
+    let v: String = s
+        .query_first("SELECT v FROM t WHERE id = 200")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v, "1", "the leader did not get the session's variable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proxy_without_the_secret_learns_nothing() {
+    let nodes = cluster_of(3, FAST).await;
+    leader_among(&nodes, |_| true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wolfscale.toml");
+    let peers: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("\"127.0.0.1:{}\"", n.advertise_port))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nid = \"proxy-x\"\nadvertise_address = \"127.0.0.1:1\"\n[database]\nuser = \"root\"\n\
+             [cluster]\npeers = [{}]\nsecret = \"not-the-secret\"\n\
+             [proxy]\nbind_address = \"127.0.0.1:{}\"\n",
+            peers.join(", "),
+            wolfscale::localdb::free_port().unwrap()
+        ),
+    )
+    .unwrap();
+    // It gives up after its start-up patience with an error naming the peers; the
+    // nodes log the refused handshake.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wolfscale"))
+            .arg("--config")
+            .arg(&config)
+            .arg("proxy")
+            .env("WOLFSCALE_STANDALONE_PATIENCE_MS", "1500")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "it started without the secret: {stderr}"
+    );
+    assert!(stderr.contains("no leader learned"), "{stderr}");
+    let logged = nodes
+        .iter()
+        .any(|n| n.log_text().contains("could not prove the cluster secret"));
+    assert!(logged, "no node logged the refused proxy");
+}

@@ -13,7 +13,6 @@ use tokio::sync::watch;
 use crate::api::{self, ApiHandle};
 use crate::cluster::{Cluster, ClusterError, ClusterSettings};
 use crate::config::Config;
-use crate::proxy::replicate::Replicator as _;
 use crate::proxy::{Proxy, ProxyError, ProxySettings};
 use crate::wal::WalOptions;
 
@@ -279,7 +278,9 @@ impl StandaloneProxy {
         // Accounts, the catalog and the greeting come from one member's proxy, as the
         // service account.
         let first = cluster
-            .read_target()
+            .candidates()
+            .into_iter()
+            .next()
             .or_else(|| crate::proxy::replicate::Replicator::leader(cluster.as_ref()))
             .ok_or_else(|| RunError::Standalone("no member is reachable".into()))?;
         settings.backend_addr = first.proxy_addr.clone();

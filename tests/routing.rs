@@ -262,6 +262,18 @@ async fn reads_wait_for_the_sessions_writes_on_a_slow_follower() {
         "the slow follower should know of commits it has not applied"
     );
     assert_eq!(count(&mut fresh, "SELECT COUNT(*) FROM r").await, 5);
+    // And it reads its own writes: `fresh` includes the session's index. (Here the
+    // follower is on the write's path and has mostly heard of the commit by then;
+    // through a standalone proxy it has not, and `tests/standalone.rs` caught reads
+    // that missed the session's write before the rule took the index.)
+    for n in 6..=10 {
+        q(&mut fresh, &format!("INSERT INTO r VALUES ({n})")).await;
+        assert_eq!(
+            count(&mut fresh, "SELECT COUNT(*) FROM r").await,
+            n,
+            "a fresh read missed the session's own insert"
+        );
+    }
     let err = fresh
         .query_drop("SET wolfscale_read_consistency = 'eventual'")
         .await

@@ -145,3 +145,93 @@ async fn a_proxy_without_the_secret_learns_nothing() {
         .any(|n| n.log_text().contains("could not prove the cluster secret"));
     assert!(logged, "no node logged the refused proxy");
 }
+
+/// Every read level gives read-your-writes through the proxy; KILL QUERY of a read that
+/// runs on a member stops it; when a follower goes away, new sessions read from the
+/// other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_levels_kill_and_a_lost_follower() {
+    let mut nodes = cluster_of(3, FAST).await;
+    let l = leader_among(&nodes, |_| true).await;
+    write(&nodes[l], "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let proxy = ProcProxy::start(&nodes, "").await;
+    let mut c = proxy.client().await.unwrap();
+    let mut id = 0;
+    for level in ["fresh", "linearizable", "session", "local"] {
+        c.query_drop(format!("SET wolfscale_read_consistency = '{level}'"))
+            .await
+            .unwrap();
+        // Enough rounds that a level that misses the session's writes is caught.
+        for _ in 0..25 {
+            id += 1;
+            c.query_drop(format!("INSERT INTO t VALUES ({id})"))
+                .await
+                .unwrap();
+            if level == "local" {
+                continue;
+            }
+            let n: i64 = c
+                .query_first("SELECT COUNT(*) FROM t")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n, id, "{level}: the read did not see insert {id}");
+        }
+    }
+
+    // KILL QUERY from another session of the proxy stops a read running on a member.
+    let mut sleeper = proxy.client().await.unwrap();
+    // The id the proxy's greeting gave: the one KILL takes.
+    let victim = sleeper.id();
+    assert_eq!(
+        (victim >> 20) & 0x3ff,
+        900,
+        "connection ids carry the proxy's node number"
+    );
+    let started = std::time::Instant::now();
+    let sleep = tokio::spawn(async move {
+        sleeper
+            .query_first::<i64, _>("SELECT SLEEP(20)")
+            .await
+            .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut killer = proxy.client().await.unwrap();
+    killer
+        .query_drop(format!("KILL QUERY {victim}"))
+        .await
+        .unwrap();
+    let r = sleep.await.unwrap();
+    assert!(
+        matches!(&r, Err(e) if e.contains("1317")),
+        "the killed SLEEP gave {r:?}, not ERR 1317 (query execution was interrupted)"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the killed read ran on for {:?}",
+        started.elapsed()
+    );
+
+    // A follower goes away: new sessions read from the one left.
+    let gone = (0..3).find(|i| *i != l).unwrap();
+    let left = (0..3).find(|i| *i != l && *i != gone).unwrap();
+    nodes[gone].kill();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut ports = BTreeSet::new();
+        for _ in 0..4 {
+            let mut s = proxy.client().await.unwrap();
+            let port: u16 = s.query_first("SELECT @@port").await.unwrap().unwrap();
+            ports.insert(port);
+        }
+        if ports == BTreeSet::from([nodes[left].db.port()]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions still read from {ports:?} after node-{} went away",
+            nodes[gone].n
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -144,7 +144,7 @@ impl RemoteCluster {
     /// Members a new session may read from: healthy and heard from lately; followers
     /// first (the leader carries the writes, and a session reading there would be cut
     /// when it fails), the leader only when no follower qualifies.
-    pub fn read_targets(&self) -> Vec<Member> {
+    pub fn candidates(&self) -> Vec<Member> {
         let views = self.recent();
         let leader = Self::leader_of(&views).map(|(n, _)| n);
         let healthy: Vec<&NodeView> = views.iter().filter(|v| v.healthy).collect();
@@ -408,13 +408,13 @@ impl Replicator for RemoteCluster {
         })
     }
 
-    fn read_target(&self) -> Option<Member> {
-        let targets = self.read_targets();
-        if targets.is_empty() {
-            return None;
+    fn read_targets(&self) -> Vec<Member> {
+        let mut targets = self.candidates();
+        if !targets.is_empty() {
+            let i = self.next_target.fetch_add(1, Ordering::Relaxed) % targets.len();
+            targets.rotate_left(i);
         }
-        let i = self.next_target.fetch_add(1, Ordering::Relaxed);
-        Some(targets[i % targets.len()].clone())
+        targets
     }
 }
 

@@ -64,9 +64,10 @@ pub trait Replicator: Send + Sync + 'static {
     fn standalone(&self) -> bool {
         false
     }
-    /// On a standalone proxy: the member a new session reads from.
-    fn read_target(&self) -> Option<Member> {
-        None
+    /// On a standalone proxy: the members a new session may read from, in the order
+    /// to try them (rotated from one session to the next, to spread the load).
+    fn read_targets(&self) -> Vec<Member> {
+        Vec::new()
     }
     /// On a standalone proxy: whether member `id` said lately that it is healthy, and
     /// the index it had applied then (`None`: not heard from lately).

@@ -885,7 +885,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let need = match self.consistency() {
                 ReadConsistency::Local => 0,
                 ReadConsistency::Session => self.route.index,
-                ReadConsistency::Fresh => return self.member_reached(0, true).await,
+                ReadConsistency::Fresh => return self.member_reached(self.route.index, true).await,
                 ReadConsistency::Linearizable => match self.link_read_index().await {
                     Some(i) => i,
                     None => return Ok(false),
@@ -901,7 +901,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let need = match self.consistency() {
             ReadConsistency::Local => return Ok(true),
             ReadConsistency::Session => self.route.index,
-            ReadConsistency::Fresh => rep.known_committed(),
+            // Everything known committed, the session's own writes included (the
+            // follower may not have heard yet that they committed).
+            ReadConsistency::Fresh => rep.known_committed().max(self.route.index),
             ReadConsistency::Linearizable => match self.link_read_index().await {
                 Some(i) => i,
                 // No quorum-confirmed index: the leader answers itself.

@@ -214,11 +214,13 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     let standalone = shared.replicator.get().filter(|r| r.standalone()).cloned();
     let mut read_member = None;
     let login_result = match &standalone {
-        Some(rep) => {
-            let target = rep.read_target();
-            read_member = target.as_ref().map(|m| m.id.clone());
-            member_backend(rep.as_ref(), target, &shared, &mut login, &origin).await
-        }
+        Some(rep) => match member_backend(rep.as_ref(), &shared, &mut login, &origin).await {
+            Ok((backend, member)) => {
+                read_member = Some(member);
+                Ok(backend)
+            }
+            Err(e) => Err(e),
+        },
         None => login_backend(&shared, &mut login, &account, &origin).await,
     };
     let backend = match login_result {
@@ -382,29 +384,40 @@ async fn login_backend(
     backend::connect(&shared.backend_addr, login, shared.max_packet).await
 }
 
-/// On a standalone proxy: log into the proxy of `target`, the member the session reads
-/// from, as the client's account, proving the client's addresses with the cluster
-/// secret, as a follower's link does (the member checks the account against them).
+/// On a standalone proxy: log into the proxy of a member the session may read from,
+/// as the client's account, proving the client's addresses with the cluster secret as
+/// a follower's link does (the member checks the account against them). A member that
+/// cannot be reached (it may have just died) is passed over for the next one; a
+/// refusal is the client's answer. Returns the backend and the member's id.
 async fn member_backend(
     rep: &dyn super::replicate::Replicator,
-    target: Option<crate::cluster::Member>,
     shared: &Shared,
     login: &mut Login,
     origin: &Origin,
-) -> Result<Backend, BackendError> {
-    let Some(target) = target else {
-        return Err(BackendError::Unavailable(
-            "no member of the cluster is reachable and healthy".into(),
-        ));
-    };
+) -> Result<(Backend, String), BackendError> {
     login.identity = Identity::trusted();
     login.forward = Some(super::backend::Forward {
         secret: rep.secret().to_vec(),
         client: origin.peer,
         local: origin.local,
     });
-    tracing::debug!(member = %target.id, "session reads from this member");
-    backend::connect(&target.proxy_addr, login, shared.max_packet).await
+    let mut last = BackendError::Unavailable(
+        "no member of the cluster is reachable and healthy to read from".into(),
+    );
+    for target in rep.read_targets() {
+        match backend::connect(&target.proxy_addr, login, shared.max_packet).await {
+            Ok(b) => {
+                tracing::debug!(member = %target.id, "the session reads from this member");
+                return Ok((b, target.id));
+            }
+            Err(e @ BackendError::Refused(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(member = %target.id, error = %e, "cannot reach a member to read from; trying the next");
+                last = e;
+            }
+        }
+    }
+    Err(last)
 }
 
 fn is_proxy_header_refusal(err: &[u8]) -> bool {

@@ -2,7 +2,7 @@
 # Install WolfScale as a systemd service.
 #
 #   sudo ./install_service.sh node     # a cluster node (wolfscale start)
-#   sudo ./install_service.sh proxy    # the MySQL front end alone (wolfscale proxy)
+#   sudo ./install_service.sh proxy    # a standalone proxy in front of a cluster (wolfscale proxy)
 #
 # Installs the binaries to /opt/wolfscale (wolfctl also to /usr/local/bin), creates
 # /var/lib/wolfscale and /var/log/wolfscale, and writes /etc/systemd/system/wolfscale.service
@@ -75,27 +75,33 @@ toml_string() {
   printf '"%s"' "$s"
 }
 
+# Peer addresses, one per line up to an empty line, as a TOML list body.
+ask_peers() {
+  local prompt=$1 peer peers=()
+  echo "$prompt, one per line, an empty line to end:" >&2
+  while IFS= read -r peer && [ -n "$peer" ]; do
+    peers+=("$(toml_string "$peer")")
+  done
+  (IFS=,; echo "${peers[*]:-}")
+}
+
 if [ -f "$config" ]; then
   echo "keeping the existing $config"
-else
+elif [ "$mode" = node ]; then
   echo "no $config: answer a few questions (empty takes the default)" >&2
   host=$(hostname 2>/dev/null || echo node-1)
   node_id=$(ask "Node id" "$host")
   bind=$(ask "Cluster bind address" "0.0.0.0:7654")
   advertise=$(ask "Address other nodes reach this one at" "$host:${bind##*:}")
   bootstrap=$(ask "Is this the first node of a new cluster (y/n)" "n")
-  echo "Peer addresses (host:port), one per line, an empty line to end:" >&2
-  peers=()
-  while IFS= read -r peer && [ -n "$peer" ]; do
-    peers+=("$(toml_string "$peer")")
-  done
+  peer_list=$(ask_peers "Peer addresses (host:port)")
+  secret=$(ask "Cluster secret (the same on every node and proxy)" "")
   db_host=$(ask "MariaDB host" "localhost")
   db_port=$(ask "MariaDB port" "3306")
   db_name=$(ask "MariaDB database (empty: none)" "")
   db_user=$(ask "MariaDB user" "wolfscale")
   db_password=$(ask "MariaDB password" "")
   api_port=$(ask "HTTP API port" "8080")
-  peer_list=$(IFS=,; echo "${peers[*]:-}")
   {
     echo "# Written by install_service.sh; every key is in 'wolfscale init'."
     echo "[node]"
@@ -115,6 +121,9 @@ else
     echo
     echo "[cluster]"
     echo "peers = [${peer_list}]"
+    if [ -n "$secret" ]; then
+      echo "secret = $(toml_string "$secret")"
+    fi
     echo
     echo "[api]"
     echo "bind_address = \"0.0.0.0:$api_port\""
@@ -124,9 +133,39 @@ else
     y | Y | yes) first_start_note="first start: /opt/wolfscale/wolfscale -c /opt/wolfscale/wolfscale.toml start --bootstrap (once), then use the service" ;;
     *) first_start_note="" ;;
   esac
+else
+  echo "no $config: answer a few questions (empty takes the default)" >&2
+  host=$(hostname 2>/dev/null || echo proxy)
+  proxy_id=$(ask "Proxy id (unique among the cluster's nodes and proxies)" "$host-proxy")
+  listen=$(ask "MySQL listen address" "0.0.0.0:8007")
+  peer_list=$(ask_peers "Cluster addresses of the nodes (host:7654)")
+  secret=$(ask "Cluster secret (the nodes' [cluster] secret)" "")
+  db_user=$(ask "Service account on the nodes' MariaDB (reads accounts and table engines)" "wolfscale")
+  db_password=$(ask "Its password" "")
+  {
+    echo "# Written by install_service.sh for a standalone proxy (wolfscale proxy)."
+    echo "[node]"
+    echo "id = $(toml_string "$proxy_id")"
+    echo
+    echo "[database]"
+    echo "user = $(toml_string "$db_user")"
+    echo "password = $(toml_string "$db_password")"
+    echo
+    echo "[cluster]"
+    echo "peers = [${peer_list}]"
+    echo "secret = $(toml_string "$secret")"
+    echo
+    echo "[proxy]"
+    echo "bind_address = $(toml_string "$listen")"
+  } >"$config"
+  chmod 0600 "$config"
 fi
 
-"$opt/wolfscale" -c "$config" validate --offline
+if [ "$mode" = node ]; then
+  "$opt/wolfscale" -c "$config" validate --offline
+else
+  "$opt/wolfscale" -c "$config" validate --offline --proxy
+fi
 
 case "$mode" in
   node) exec_start="/opt/wolfscale/wolfscale -c /opt/wolfscale/wolfscale.toml start" ;;

@@ -4,7 +4,8 @@
 #
 #   ./run.sh start              a node that waits to be contacted, or resumes
 #   ./run.sh start --bootstrap  the first node of a new cluster
-#   ./run.sh proxy              the MySQL front end alone, in front of [database]
+#   ./run.sh proxy              the MySQL proxy alone: in front of the cluster of
+#                               [cluster] peers, or of [database] when there are none
 #   ./run.sh status             this node's and the cluster's status
 #   ./run.sh info               the configuration the node runs with (secrets redacted)
 #

@@ -75,6 +75,10 @@ enum Command {
         /// Check the file only, without connecting to MariaDB.
         #[arg(long)]
         offline: bool,
+        /// Check it as a standalone proxy's file (`wolfscale proxy`), which needs no
+        /// `[node] advertise_address`.
+        #[arg(long)]
+        proxy: bool,
     },
     /// Print the configuration this node runs with: every key, defaults filled in,
     /// secrets redacted.
@@ -124,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             force,
         } => init(node_id, output.unwrap_or(path), force),
-        Command::Validate { offline } => Ok(validate(&path, offline)),
+        Command::Validate { offline, proxy } => Ok(validate(&path, offline, proxy)),
         Command::Info => info(&path),
         Command::Classify { sql } => {
             println!("{}", wolfscale::sql::classify(&sql));
@@ -158,8 +162,13 @@ fn info(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn validate(path: &std::path::Path, offline: bool) -> ExitCode {
-    let diags = config::check_file(path);
+fn validate(path: &std::path::Path, offline: bool, proxy: bool) -> ExitCode {
+    let role = if proxy {
+        config::Role::Proxy
+    } else {
+        config::Role::Node
+    };
+    let diags = config::check_file_as(path, role);
     let errors = diags
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -171,7 +180,7 @@ fn validate(path: &std::path::Path, offline: bool) -> ExitCode {
         eprintln!("{}: {errors} error(s)", path.display());
         return ExitCode::from(1);
     }
-    let loaded = Config::load(path).ok();
+    let loaded = Config::load_as(path, role).ok();
     let exposure = loaded
         .as_ref()
         .map(|(cfg, _)| config::exposure_warnings(cfg))
@@ -230,8 +239,11 @@ async fn database_report(cfg: &Config) -> anyhow::Result<Vec<String>> {
 
 /// The config of a node to run: its errors printed (exit code 2), its warnings logged,
 /// refused when the proxy is disabled (nothing would run).
-fn runnable_config(path: &std::path::Path) -> anyhow::Result<Result<Config, ExitCode>> {
-    let (cfg, warnings) = match Config::load(path) {
+fn runnable_config(
+    path: &std::path::Path,
+    role: config::Role,
+) -> anyhow::Result<Result<Config, ExitCode>> {
+    let (cfg, warnings) = match Config::load_as(path, role) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -258,7 +270,7 @@ fn start(
     bootstrap: bool,
     join: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = match runnable_config(path)? {
+    let cfg = match runnable_config(path, config::Role::Node)? {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
     };
@@ -282,7 +294,7 @@ fn start(
 }
 
 fn proxy(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
-    let cfg = match runnable_config(path)? {
+    let cfg = match runnable_config(path, config::Role::Proxy)? {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
     };

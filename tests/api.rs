@@ -827,7 +827,8 @@ async fn the_readme_api_examples_work_as_written() {
     .await;
 }
 
-/// `examples/`: the three cluster configs load without an error; the Rust client
+/// `examples/`: the three cluster configs and the standalone proxy's load without an
+/// error; the Rust client
 /// (`examples/follower_client.rs`) writes through a follower and reads its own write on
 /// two connections; the HTTP walkthrough script runs to its end against a follower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -841,6 +842,11 @@ async fn the_examples_run_against_a_live_cluster() {
         assert_eq!(cfg.cluster.peers.len(), 2);
         assert!(warnings.is_empty(), "{warnings:?}");
     }
+    let path = repo.join("examples/cluster/proxy.toml");
+    let (cfg, warnings) = wolfscale::config::Config::load_as(&path, wolfscale::config::Role::Proxy)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(cfg.cluster.peers.len(), 3);
+    assert!(warnings.is_empty(), "{warnings:?}");
     let nodes = cluster_of(
         3,
         Tuning {

@@ -365,7 +365,7 @@ fn service_install_and_run_sh_in_a_throwaway_root() {
         child.wait_with_output().unwrap()
     };
     let answers = "node-7\n0.0.0.0:7654\n10.0.0.7:7654\ny\n10.0.0.8:7654\n10.0.0.9:7654\n\n\
-                   127.0.0.1\n3307\nshop\nsvc\npa\"ss\\word\n8081\n";
+                   cluster-s3cret\n127.0.0.1\n3307\nshop\nsvc\npa\"ss\\word\n8081\n";
     let out = install("node", answers);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -420,8 +420,51 @@ fn service_install_and_run_sh_in_a_throwaway_root() {
     assert_eq!(cfg.database.user, "svc");
     assert_eq!(cfg.database.password.expose(), "pa\"ss\\word");
     assert_eq!(cfg.api.bind_address.port(), 8081);
+    assert_eq!(
+        cfg.cluster.secret.as_ref().map(|s| s.expose().to_string()),
+        Some("cluster-s3cret".to_string())
+    );
 
-    // A proxy install keeps the config and asks nothing.
+    // A standalone proxy's install, in a root of its own: it asks for the proxy's
+    // id, where it listens, the nodes, the secret and the service account.
+    let proxy_root = tempfile::tempdir().unwrap();
+    let mut child = Command::new("bash")
+        .arg(repo.join("install_service.sh"))
+        .arg("proxy")
+        .env("ROOT", proxy_root.path())
+        .env("WOLFSCALE_BIN_DIR", bins)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"edge-1\n0.0.0.0:3306\n10.0.0.8:7654\n10.0.0.9:7654\n\ncluster-s3cret\nsvc\npw\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let proxy_config = proxy_root.path().join("opt/wolfscale/wolfscale.toml");
+    let (cfg, _) =
+        wolfscale::config::Config::load_as(&proxy_config, wolfscale::config::Role::Proxy)
+            .expect("the written proxy config loads");
+    assert_eq!(cfg.node.id, "edge-1");
+    assert_eq!(cfg.proxy.bind_address.port(), 3306);
+    assert_eq!(cfg.cluster.peers, vec!["10.0.0.8:7654", "10.0.0.9:7654"]);
+    assert_eq!(cfg.database.user, "svc");
+    let unit = std::fs::read_to_string(
+        proxy_root
+            .path()
+            .join("etc/systemd/system/wolfscale-proxy.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("wolfscale.toml proxy\n"), "{unit}");
+
+    // A proxy install over an existing config keeps it and asks nothing.
     let out = install("proxy", "");
     assert!(out.status.success(), "{out:?}");
     assert!(

@@ -122,6 +122,15 @@ async fn with_no_leader_a_write_fails_after_the_failover_wait() {
     // The session is still usable for local reads.
     let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM fo").await.unwrap();
     assert_eq!(n, Some(0));
+    // But not for `fresh` ones: a node that has lost its leader cannot know what it
+    // has not heard of, so the read waits for a leader, then fails.
+    q(&mut c, "SET wolfscale_read_consistency = 'fresh'").await;
+    let err = c
+        .query_first::<i64, _>("SELECT COUNT(*) FROM fo")
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1290), "{err}");
+    q(&mut c, "SET wolfscale_read_consistency = 'session'").await;
     // Once a majority is back, the write that failed is not there, and a new one runs.
     for raft in stopped {
         nodes.push(common::start_full_node(raft).await);

@@ -113,7 +113,7 @@ async fn a_proxy_without_the_secret_learns_nothing() {
     std::fs::write(
         &config,
         format!(
-            "[node]\nid = \"proxy-x\"\nadvertise_address = \"127.0.0.1:1\"\n[database]\nuser = \"root\"\n\
+            "[node]\nid = \"proxy-x\"\n[database]\nuser = \"root\"\n\
              [cluster]\npeers = [{}]\nsecret = \"not-the-secret\"\n\
              [proxy]\nbind_address = \"127.0.0.1:{}\"\n",
             peers.join(", "),

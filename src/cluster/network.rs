@@ -107,6 +107,9 @@ pub struct PeerAuth {
     pub settings: Arc<ReplaySettings>,
     /// When this node last heard from a leader, for its election timer.
     pub contact: Arc<Contact>,
+    /// When this node last accepted an append (a heartbeat included) from a leader:
+    /// whether it still hears one, for `fresh` reads.
+    pub leader_heard: Arc<Contact>,
     /// Whether this node may lead now (a leadership transfer to it is refused if not).
     pub fitness: Arc<super::leadership::Fitness>,
     /// The address peer connections are made from: `[node] bind_address`'s, unless
@@ -490,6 +493,7 @@ async fn handle(raft: &Raft<StateMachine>, req: Request, auth: &PeerAuth) -> Res
             Ok(r) => {
                 if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
                     contact.touch();
+                    auth.leader_heard.touch();
                 }
                 Response::Append(r)
             }

@@ -269,6 +269,7 @@ impl Cluster {
             secret: Arc::new(s.secret.clone()),
             settings,
             contact: contact.clone(),
+            leader_heard: Arc::new(network::Contact::default()),
             fitness: fitness.clone(),
             source: Some(s.bind.ip()).filter(|ip| !ip.is_unspecified()),
             snapshots: snapshots.clone(),
@@ -596,6 +597,14 @@ impl Cluster {
         m.cluster_committed
             .or(m.local_committed)
             .map_or(0, |l| l.index)
+    }
+
+    /// Whether this node has heard from a leader within an election timeout (the
+    /// leader itself always has). A follower that has not may have lost its leader, and
+    /// serves no `fresh` read.
+    pub fn leader_heard_lately(&self) -> bool {
+        self.writable_term().is_some()
+            || self.auth.leader_heard.elapsed() < Duration::from_millis(self.quorum_window_ms)
     }
 
     /// Wait until the local MariaDB has applied `index`, up to `timeout`.

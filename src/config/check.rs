@@ -49,6 +49,7 @@ pub(crate) fn validate(
     file: &Path,
     shadowed: &BTreeSet<String>,
     out: &mut Vec<Diagnostic>,
+    role: super::Role,
 ) -> Option<Config> {
     let mut c = Checker {
         file,
@@ -64,7 +65,8 @@ pub(crate) fn validate(
         .advertise_address
         .as_deref()
         .and_then(|a| parse_host_port(a).ok());
-    let node = c.node(raw.node, has_peers);
+    // A standalone proxy is never reached through the cluster port.
+    let node = c.node(raw.node, has_peers && role == super::Role::Node);
     let database = c.database(raw.database);
     let wal = c.wal(raw.wal);
     let cluster = c.cluster(raw.cluster, own.as_ref());
@@ -93,7 +95,9 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn node(&mut self, raw: RawNode, has_peers: bool) -> Option<NodeConfig> {
+    /// `needs_advertise`: peers must be told where to reach this node (a node with
+    /// peers; not a standalone proxy).
+    fn node(&mut self, raw: RawNode, needs_advertise: bool) -> Option<NodeConfig> {
         let id = match raw.id {
             Some(id) => match super::validate_node_id(&id) {
                 Ok(()) => Some(id),
@@ -126,7 +130,7 @@ impl Checker<'_> {
             Some(address) => self
                 .endpoint("node.advertise_address", &address)
                 .map(|_| address),
-            None if has_peers => {
+            None if needs_advertise => {
                 self.missing(
                     "node.advertise_address",
                     "required when cluster.peers is not empty, so peers know how to reach this node",

@@ -481,11 +481,16 @@ impl Config {
     /// Reads, parses and validates `path`. `Ok` carries the warnings too; any error
     /// diagnostic gives [`ConfigError::Invalid`] with all diagnostics.
     pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+        Config::load_as(path, Role::Node)
+    }
+
+    /// Like [`Config::load`], for what `role` needs.
+    pub fn load_as(path: &Path, role: Role) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml_str(&text, path)
+        Config::from_toml_str_as(&text, path, role)
     }
 
     /// Like [`Config::load`], from text. `path` names the file in diagnostics, becomes
@@ -495,7 +500,15 @@ impl Config {
         text: &str,
         path: &Path,
     ) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
-        let (config, diagnostics) = diagnose(text, path);
+        Config::from_toml_str_as(text, path, Role::Node)
+    }
+
+    fn from_toml_str_as(
+        text: &str,
+        path: &Path,
+        role: Role,
+    ) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+        let (config, diagnostics) = diagnose(text, path, role);
         match config {
             Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => {
                 Ok((config, diagnostics))
@@ -508,12 +521,27 @@ impl Config {
     }
 }
 
+/// What a file is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `wolfscale start` / `join`: a member of the cluster.
+    Node,
+    /// `wolfscale proxy`: a standalone proxy, which peers never connect to (it needs no
+    /// `[node] advertise_address`).
+    Proxy,
+}
+
 /// Every diagnostic, errors and warnings, for the file at `path`, in file order. An
 /// unreadable file gives one error diagnostic. For `wolfscale validate` and
 /// `wolfctl check-config`.
 pub fn check_file(path: &Path) -> Vec<Diagnostic> {
+    check_file_as(path, Role::Node)
+}
+
+/// Like [`check_file`], for what `role` needs.
+pub fn check_file_as(path: &Path, role: Role) -> Vec<Diagnostic> {
     match std::fs::read_to_string(path) {
-        Ok(text) => diagnose(&text, path).1,
+        Ok(text) => diagnose(&text, path, role).1,
         Err(e) => vec![Diagnostic {
             severity: Severity::Error,
             file: path.to_path_buf(),
@@ -528,11 +556,11 @@ pub fn check_file(path: &Path) -> Vec<Diagnostic> {
 
 /// Runs both layers and returns the config (if it could be built) with every diagnostic,
 /// located and in file order.
-fn diagnose(text: &str, path: &Path) -> (Option<Config>, Vec<Diagnostic>) {
+fn diagnose(text: &str, path: &Path, role: Role) -> (Option<Config>, Vec<Diagnostic>) {
     let mut parsed = raw::parse(text, path);
     let mut diagnostics = std::mem::take(&mut parsed.diagnostics);
     let config = match parsed.raw.take() {
-        Some(raw) => check::validate(raw, path, &parsed.shadowed, &mut diagnostics),
+        Some(raw) => check::validate(raw, path, &parsed.shadowed, &mut diagnostics, role),
         None => None,
     };
     for d in &mut diagnostics {

@@ -387,3 +387,14 @@ fn readme_documents_every_key() {
         "README's configuration table lacks {missing:?}"
     );
 }
+
+#[test]
+fn a_standalone_proxy_needs_no_advertise_address() {
+    let text = "[node]\nid = \"proxy-1\"\n[database]\nuser = \"svc\"\n[cluster]\npeers = [\"10.0.0.1:7654\"]\nsecret = \"s\"\n";
+    let err = load(text).expect_err("a node with peers must say where peers reach it");
+    assert!(err.to_string().contains("node.advertise_address"), "{err}");
+    let (cfg, diags) = Config::from_toml_str_as(text, Path::new(MEMORY_SOURCE), Role::Proxy)
+        .expect("a proxy is never reached through the cluster port");
+    assert_eq!(cfg.cluster.peers, vec!["10.0.0.1:7654"]);
+    assert!(diags.is_empty(), "{diags:?}");
+}

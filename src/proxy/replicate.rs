@@ -58,6 +58,11 @@ pub trait Replicator: Send + Sync + 'static {
     /// Whether forwarded request `id`, sent when its sender knew `since` committed,
     /// committed (see [`crate::cluster::requests`]).
     fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup;
+    /// Whether this node has heard from a leader lately (see
+    /// [`Cluster::leader_heard_lately`]): a `fresh` read needs it.
+    fn leader_heard_lately(&self) -> bool {
+        true
+    }
     /// A standalone proxy (`wolfscale proxy` in front of a cluster): no local MariaDB;
     /// each session's "local" backend is a member's proxy ([`Replicator::read_target`]),
     /// whose freshness the router asks that member about.
@@ -175,6 +180,10 @@ impl Replicator for Cluster {
 
     fn request_outcome(&self, id: u128, since: u64) -> crate::cluster::requests::Lookup {
         self.requests.lookup(id, since)
+    }
+
+    fn leader_heard_lately(&self) -> bool {
+        Cluster::leader_heard_lately(self)
     }
 }
 

@@ -706,7 +706,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     } else {
                         need
                     };
-                    rep.local_healthy()
+                    (!fresh || rep.leader_heard_lately())
+                        && rep.local_healthy()
                         && (rep.applied_index() >= need
                             || rep.wait_applied(need, self.shared.read_wait).await)
                 }
@@ -902,7 +903,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ReadConsistency::Local => return Ok(true),
             ReadConsistency::Session => self.route.index,
             // Everything known committed, the session's own writes included (the
-            // follower may not have heard yet that they committed).
+            // follower may not have heard yet that they committed), and only while a
+            // leader is heard from: a node that lost it cannot know what it misses.
+            ReadConsistency::Fresh if !rep.leader_heard_lately() => return Ok(false),
             ReadConsistency::Fresh => rep.known_committed().max(self.route.index),
             ReadConsistency::Linearizable => match self.link_read_index().await {
                 Some(i) => i,

@@ -438,7 +438,7 @@ impl ProcProxy {
             .collect();
         let fw = nodes.first().map_or(5000, |n| n.tuning.failover_wait_ms);
         let text = format!(
-            "[node]\nid = \"proxy-1\"\nnumber = 900\nadvertise_address = \"127.0.0.1:1\"\n\
+            "[node]\nid = \"proxy-1\"\nnumber = 900\n\
              [database]\nuser = \"root\"\n\
              [cluster]\npeers = [{}]\nsecret = \"crash-test-secret\"\n\
              [proxy]\nbind_address = \"127.0.0.1:{port}\"\nfailover_wait_ms = {fw}\n{extra}",

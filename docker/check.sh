@@ -3,7 +3,8 @@
 #   1. the compose file parses and resolves (docker compose or docker-compose config);
 #   2. the build stage's command, with --locked (Cargo.lock is current), in debug mode;
 #   3. the runtime stage's entry point: the config it writes from the environment
-#      validates, and it bootstraps on the first start only.
+#      validates, and it bootstraps on the first start only; with MODE=proxy it writes
+#      a standalone proxy's config, which validates, and runs the proxy.
 # Not checked: building the image, pulling mariadb:10.11, the containers' network.
 #
 # WOLFSCALE_BIN_DIR: where built wolfscale binaries are (default: target/debug).
@@ -44,3 +45,15 @@ case "$again" in
   *"--bootstrap"*) echo "error: a restart bootstraps again: $again" >&2; exit 1 ;;
 esac
 echo "entry point: config validates, bootstraps on the first start only: ok"
+
+proxy_home="$tmp/proxy"
+mkdir -p "$proxy_home"
+proxy=$(env PATH="$bins:$PATH" WOLFSCALE_HOME="$proxy_home" MODE=proxy NODE_ID=proxy-1 \
+  PEERS=node-1:7654,node-2:7654,node-3:7654 DB_PASSWORD=example CLUSTER_SECRET=s \
+  DRY_RUN=1 bash "$here/entrypoint.sh")
+case "$proxy" in
+  *" proxy") ;;
+  *) echo "error: MODE=proxy does not run a proxy: $proxy" >&2; exit 1 ;;
+esac
+"$bins/wolfscale" -c "$proxy_home/wolfscale.toml" validate --offline --proxy >/dev/null
+echo "entry point, MODE=proxy: the standalone proxy's config validates: ok"

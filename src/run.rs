@@ -275,6 +275,7 @@ impl StandaloneProxy {
                 patience.as_secs_f64()
             )));
         }
+        cluster.wait_follower(Duration::from_secs(2)).await;
         // Accounts, the catalog and the greeting come from one member's proxy, as the
         // service account.
         let first = cluster
@@ -285,13 +286,20 @@ impl StandaloneProxy {
             .ok_or_else(|| RunError::Standalone("no member is reachable".into()))?;
         settings.backend_addr = first.proxy_addr.clone();
         settings.replicator = Some(cluster.clone());
-        let proxy = match Proxy::bind(settings).await {
+        tracing::info!(member = %first.id, proxy = %first.proxy_addr, "reading accounts and table engines through this member");
+        let proxy = match Proxy::bind(settings.clone()).await {
             Ok(p) => p,
             Err(e) => {
                 stop.send_replace(true);
                 return Err(e.into());
             }
         };
+        tokio::spawn(follow_live_member(
+            cluster.clone(),
+            proxy.shared(),
+            settings,
+            stop.subscribe(),
+        ));
         let proxy_addr = proxy.local_addr();
         let task = tokio::spawn(proxy.serve(stop.subscribe()));
         Ok(StandaloneProxy {
@@ -306,5 +314,32 @@ impl StandaloneProxy {
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         self.proxy.await.ok();
+    }
+}
+
+/// A standalone proxy reads accounts and table engines through one member's proxy:
+/// when that member stops answering or turns unhealthy, move to one that is healthy,
+/// so that accounts created later can still log in.
+async fn follow_live_member(
+    cluster: Arc<crate::cluster::remote::RemoteCluster>,
+    shared: Arc<crate::proxy::Shared>,
+    mut settings: ProxySettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let live = cluster.candidates();
+        if live.is_empty() || live.iter().any(|m| m.proxy_addr == settings.backend_addr) {
+            continue;
+        }
+        let next = live[0].clone();
+        tracing::info!(from = %settings.backend_addr, member = %next.id, proxy = %next.proxy_addr, "reading accounts and table engines through this member");
+        settings.backend_addr = next.proxy_addr;
+        let opts = crate::proxy::server::service_opts(&settings);
+        shared.accounts.set_service_opts(opts.clone());
+        shared.catalog.set_opts(opts);
     }
 }

@@ -212,8 +212,21 @@ async fn read_levels_kill_and_a_lost_follower() {
         started.elapsed()
     );
 
-    // A follower goes away: new sessions read from the one left.
-    let gone = (0..3).find(|i| *i != l).unwrap();
+    // A follower goes away (the one the proxy reads accounts through, if it is a
+    // follower): new sessions read from the one left.
+    let log = proxy.log_text();
+    let service = log
+        .lines()
+        .filter(|l| l.contains("reading accounts and table engines through this member"))
+        .last()
+        .and_then(|l| l.split("proxy=127.0.0.1:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|port| port.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("the proxy names the member it reads accounts through:\n{log}"));
+    let gone = (0..3)
+        .find(|i| *i != l && nodes[*i].proxy_port == service)
+        .or_else(|| (0..3).find(|i| *i != l))
+        .unwrap();
     let left = (0..3).find(|i| *i != l && *i != gone).unwrap();
     nodes[gone].kill();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -232,6 +245,38 @@ async fn read_levels_kill_and_a_lost_follower() {
             "sessions still read from {ports:?} after node-{} went away",
             nodes[gone].n
         );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // An account created now logs in through the proxy: its accounts are read through
+    // a member that is still there. (The first session may have read from the member
+    // that went away: it was closed with it.)
+    let mut c = proxy.client().await.unwrap();
+    c.query_drop("CREATE USER 'late'@'%' IDENTIFIED BY 'late-pw'")
+        .await
+        .unwrap();
+    c.query_drop("GRANT SELECT ON test.* TO 'late'@'%'")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match mysql_async::Conn::new(common::opts(proxy.port, "late", "late-pw", Some("test")))
+            .await
+        {
+            Ok(mut late) => {
+                let n: i64 = late
+                    .query_first("SELECT COUNT(*) FROM t")
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(n, id);
+                break;
+            }
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "a new account cannot log in through the proxy: {e}; its log:\n{}",
+                proxy.log_text()
+            ),
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -174,6 +174,29 @@ impl RemoteCluster {
         out
     }
 
+    /// Wait until a healthy follower is known too, up to `timeout` (at start, so that
+    /// the first sessions are spread over the followers).
+    pub async fn wait_follower(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut rx = self.changes.clone();
+        loop {
+            let leader = Replicator::leader(self).map(|m| m.id);
+            if self
+                .candidates()
+                .iter()
+                .any(|m| Some(&m.id) != leader.as_ref())
+            {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
     /// Wait until a leader is known, up to `timeout`.
     pub async fn wait_leader(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -45,7 +45,8 @@ pub enum Verdict {
 
 /// The account table, reloadable.
 pub struct Accounts {
-    opts: mysql_async::Opts,
+    /// How the service account connects (a standalone proxy moves it to a live member).
+    opts: Mutex<mysql_async::Opts>,
     state: Arc<Mutex<State>>,
     /// Bumped after every reload attempt, successful or not.
     reloaded: watch::Sender<u64>,
@@ -66,7 +67,7 @@ impl Accounts {
         let started = Instant::now();
         let table = fetch(&opts).await?;
         Ok(Accounts {
-            opts,
+            opts: Mutex::new(opts),
             state: Arc::new(Mutex::new(State {
                 table: Arc::new(table),
                 loaded_at: started,
@@ -78,8 +79,13 @@ impl Accounts {
     }
 
     /// How the service account connects (for other probes of the same server).
-    pub fn service_opts(&self) -> &mysql_async::Opts {
-        &self.opts
+    pub fn service_opts(&self) -> mysql_async::Opts {
+        self.opts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Load from another server from now on.
+    pub fn set_service_opts(&self, opts: mysql_async::Opts) {
+        *self.opts.lock().unwrap_or_else(|e| e.into_inner()) = opts;
     }
 
     /// Reload attempts so far.
@@ -163,7 +169,7 @@ impl Accounts {
         let start = Instant::now().max(st.last_start + MIN_RELOAD_INTERVAL);
         st.in_flight = Some(start);
         st.last_start = start;
-        let opts = self.opts.clone();
+        let opts = self.service_opts();
         let state = self.state.clone();
         let reloaded = self.reloaded.clone();
         tokio::spawn(async move {

@@ -221,7 +221,8 @@ impl NonTransactional {
 
 /// The shared, refreshable set.
 pub struct Catalog {
-    opts: mysql_async::Opts,
+    /// How the service account connects (a standalone proxy moves it to a live member).
+    opts: std::sync::Mutex<mysql_async::Opts>,
     current: RwLock<Arc<NonTransactional>>,
     /// The leader term the set was last read for (0: none yet).
     term: AtomicU64,
@@ -230,7 +231,7 @@ pub struct Catalog {
 impl Catalog {
     pub fn new(opts: mysql_async::Opts) -> Self {
         Catalog {
-            opts,
+            opts: std::sync::Mutex::new(opts),
             current: RwLock::new(Arc::default()),
             term: AtomicU64::new(0),
         }
@@ -243,9 +244,15 @@ impl Catalog {
             .clone()
     }
 
+    /// Read from another server from now on.
+    pub fn set_opts(&self, opts: mysql_async::Opts) {
+        *self.opts.lock().unwrap_or_else(|e| e.into_inner()) = opts;
+    }
+
     /// Re-read the set from MariaDB.
     pub async fn refresh(&self) -> Result<(), mysql_async::Error> {
-        let mut conn = mysql_async::Conn::new(self.opts.clone()).await?;
+        let opts = self.opts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut conn = mysql_async::Conn::new(opts).await?;
         let rows: Vec<(String, String, String, bool)> = conn
             .query(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE, AUTO_INCREMENT IS NOT NULL \

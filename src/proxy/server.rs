@@ -264,6 +264,11 @@ impl Proxy {
         self.listener.local_addr().unwrap_or(self.settings.listen)
     }
 
+    /// What every session of this proxy shares.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Write through `replicator` (set once, before serving).
     pub fn set_replicator(&self, replicator: super::replicate::SharedReplicator) {
         if self.shared.replicator.set(replicator).is_ok() {

@@ -367,7 +367,7 @@ async fn login_backend(
         (Err(BackendError::Proto(ProtoError::Io(_))), id) if id.proxy_header.is_some() => {
             let opts = shared.accounts.service_opts();
             !matches!(
-                super::server::proxy_protocol_allowed(opts, &shared.backend_addr).await,
+                super::server::proxy_protocol_allowed(&opts, &shared.backend_addr).await,
                 Ok((true, _, _))
             )
         }

@@ -217,8 +217,7 @@ async fn read_levels_kill_and_a_lost_follower() {
     let log = proxy.log_text();
     let service = log
         .lines()
-        .filter(|l| l.contains("reading accounts and table engines through this member"))
-        .last()
+        .rfind(|l| l.contains("reading accounts and table engines through this member"))
         .and_then(|l| l.split("proxy=127.0.0.1:").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|port| port.parse::<u16>().ok())

@@ -7,9 +7,11 @@
 # three nodes, each recording what was acknowledged. The leader is SIGKILLed KILLS
 # times; after each kill the others elect a leader, the load goes on, and the killed
 # node is restarted and catches up before the next kill. At the end every node must
-# hold every acknowledged row exactly once. Prints one machine-readable line:
+# hold every acknowledged row exactly once. Then the same again with the six clients
+# connected to a standalone `wolfscale proxy` in front of the three nodes. Prints one
+# machine-readable line per run:
 #
-#   RESULT kills=<n> failover_p50_ms=<n> failover_p99_ms=<n> acked=<n> unknown=<n> lost=<n> duplicated=<n> unaccounted=<n>
+#   RESULT via=nodes|standalone_proxy kills=<n> failover_p50_ms=<n> failover_p99_ms=<n> acked=<n> unknown=<n> lost=<n> duplicated=<n> unaccounted=<n>
 #
 # failover: from the kill to the first acknowledgement of a write sent after it.
 # unknown: writes whose client got an error (their connection went down with the
@@ -18,7 +20,7 @@
 # unaccounted must be 0 (the run fails otherwise).
 #
 # Usage:
-#   bench/failover.sh               # 50 kills, about 5 minutes after the build
+#   bench/failover.sh               # 50 kills each way, about 10 minutes after the build
 #   KILLS=200 bench/failover.sh
 #
 # Environment:
@@ -28,5 +30,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
 export WOLFSCALE_SOAK_KILLS="${KILLS:-50}"
-cargo test --release --test faults soak_leader_kills -- --ignored --nocapture 2>&1 \
+cargo test --release --test faults soak_leader_kills -- --ignored --nocapture --test-threads 1 2>&1 \
     | grep -E '^(RESULT|round )|panicked|test result'

@@ -426,14 +426,35 @@ async fn restart_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a soak run: bench/failover.sh"]
 async fn soak_leader_kills() {
+    soak(false).await;
+}
+
+/// The same, with every client connected to a standalone proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a soak run: bench/failover.sh"]
+async fn soak_leader_kills_through_a_standalone_proxy() {
+    soak(true).await;
+}
+
+async fn soak(through_proxy: bool) {
     let kills: usize = std::env::var("WOLFSCALE_SOAK_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let mut nodes = cluster_of(3, DEFAULTS).await;
     setup(&nodes).await;
-    let ports: Vec<u16> = nodes.iter().map(|n| n.proxy_port).collect();
-    let load = Load::start(&ports, 2);
+    let proxy = if through_proxy {
+        Some(common::procs::ProcProxy::start(&nodes, "").await)
+    } else {
+        None
+    };
+    let load = match &proxy {
+        Some(p) => Load::start(&[p.port], 6),
+        None => {
+            let ports: Vec<u16> = nodes.iter().map(|n| n.proxy_port).collect();
+            Load::start(&ports, 2)
+        }
+    };
     let mut kill_times = Vec::new();
     for round in 0..kills {
         load.wait_acks(200).await;
@@ -475,7 +496,8 @@ async fn soak_leader_kills() {
             .unwrap_or_default()
     };
     println!(
-        "RESULT kills={} failover_p50_ms={} failover_p99_ms={} acked={} unknown={} lost={} duplicated={} unaccounted={}",
+        "RESULT via={} kills={} failover_p50_ms={} failover_p99_ms={} acked={} unknown={} lost={} duplicated={} unaccounted={}",
+        if through_proxy { "standalone_proxy" } else { "nodes" },
         kills,
         pct(0.5).as_millis(),
         pct(0.99).as_millis(),

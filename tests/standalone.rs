@@ -212,6 +212,21 @@ async fn read_levels_kill_and_a_lost_follower() {
         started.elapsed()
     );
 
+    // KILL CONNECTION ends the session: it is not taken for a member that died.
+    let mut doomed = proxy.client().await.unwrap();
+    doomed.query_drop("SELECT 1").await.unwrap();
+    killer
+        .query_drop(format!("KILL CONNECTION {}", doomed.id()))
+        .await
+        .unwrap();
+    let after = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        doomed.query_drop("SELECT 1"),
+    )
+    .await
+    .expect("a killed session answers at once");
+    assert!(after.is_err(), "a killed session still runs statements");
+
     // A follower goes away (the one the proxy reads accounts through, if it is a
     // follower): new sessions read from the one left.
     let log = proxy.log_text();
@@ -227,6 +242,22 @@ async fn read_levels_kill_and_a_lost_follower() {
         .or_else(|| (0..3).find(|i| *i != l))
         .unwrap();
     let left = (0..3).find(|i| *i != l && *i != gone).unwrap();
+    // A session that reads from it, with state of its own.
+    let gone_port = nodes[gone].db.port();
+    let mut stays = None;
+    for _ in 0..6 {
+        let mut s = proxy.client().await.unwrap();
+        let port: u16 = s.query_first("SELECT @@port").await.unwrap().unwrap();
+        if port == gone_port {
+            stays = Some(s);
+            break;
+        }
+    }
+    let mut stays = stays.expect("a session reads from every follower");
+    stays
+        .query_drop("SET @kept = 41, @@session.sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
     nodes[gone].kill();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -246,10 +277,16 @@ async fn read_levels_kill_and_a_lost_follower() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // The session that read from it moved to the member left, with its variables.
+    let (kept, mode, port): (i64, String, u16) = stays
+        .query_first("SELECT @kept, @@sql_mode, @@port")
+        .await
+        .expect("a session whose read member died moves to another")
+        .unwrap();
+    assert_eq!((kept, mode.as_str()), (41, "ANSI_QUOTES"));
+    assert_eq!(port, nodes[left].db.port());
     // An account created now logs in through the proxy: its accounts are read through
-    // a member that is still there. (The first session may have read from the member
-    // that went away: it was closed with it.)
-    let mut c = proxy.client().await.unwrap();
+    // a member that is still there.
     c.query_drop("CREATE USER 'late'@'%' IDENTIFIED BY 'late-pw'")
         .await
         .unwrap();

@@ -68,6 +68,9 @@ pub const READ_INDEX_QUERY: &str = "/* wolfscale */ SHOW WOLFSCALE READ INDEX";
 /// (and, for `FRESH`, everything the member knows committed), waiting up to its
 /// `read_wait_ms` for that; 0 when not.
 pub const READABLE_QUERY: &str = "/* wolfscale */ SHOW WOLFSCALE READABLE";
+/// How long a standalone proxy's session whose member connection closed waits for the
+/// member to be seen gone before it takes the close as meant for it.
+const LOST_MEMBER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 /// Distinct session statements a session keeps for replay onto a new link.
 pub const HISTORY_LIMIT: usize = 256;
 
@@ -946,6 +949,127 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .run_collect(&format!("{READABLE_QUERY} {need} {mode}"))
             .await?;
         Ok(outcome.error.is_none() && outcome.affected_rows == 1)
+    }
+
+    /// On a standalone proxy, before a command: a session whose read member has become
+    /// the leader (the member that takes the writes, and whose failure would cut the
+    /// session), or has stopped answering or turned unhealthy, moves its reads to
+    /// another member, when nothing ties it to the old one: no transaction open there,
+    /// no prepared statement (their ids are that member's), no KILL stand-in. The
+    /// history is replayed on the new member first, as on a new link. If no member
+    /// takes it, the session stays where it is.
+    pub(super) async fn move_reads_if_needed(&mut self) {
+        self.move_reads(false).await;
+    }
+
+    /// [`Self::move_reads_if_needed`]; `lost`: the member's connection just closed,
+    /// whatever the view says. Whether the session moved.
+    pub(super) async fn move_reads(&mut self, lost: bool) -> bool {
+        let Some(rep) = self.shared.replicator.get().cloned() else {
+            return false;
+        };
+        if !rep.standalone() {
+            return false;
+        }
+        let Some(member) = self.route.read_member.clone() else {
+            return false;
+        };
+        let healthy = |rep: &crate::proxy::replicate::SharedReplicator| {
+            rep.member_state(&member).is_some_and(|(h, _)| h)
+        };
+        if lost {
+            // A connection a member that is still there closed was ended on purpose
+            // (KILL CONNECTION, wait_timeout): the session ends with it. A member that
+            // died stops answering the proxy's polls at once; wait a little for that.
+            let deadline = tokio::time::Instant::now() + LOST_MEMBER_PATIENCE;
+            while healthy(&rep) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                rep.changed(left).await;
+            }
+        }
+        let healthy = healthy(&rep);
+        let leads = rep.leader().is_some_and(|l| l.id == member);
+        if healthy && !leads {
+            return false;
+        }
+        if self.status & SERVER_STATUS_IN_TRANS != 0
+            || !self.stmts.is_empty()
+            || !self.text_kills.is_empty()
+            || self.route.history.overflowed()
+        {
+            return false;
+        }
+        let targets: Vec<_> = rep
+            .read_targets()
+            .into_iter()
+            .filter(|m| m.id != member)
+            .collect();
+        let mut login = self.auth.login.clone();
+        login.identity = Identity::trusted();
+        login.forward = Some(backend::Forward {
+            secret: rep.secret().to_vec(),
+            client: self.auth.origin.peer,
+            local: self.auth.origin.local,
+        });
+        for target in targets {
+            // Only a follower is worth moving to from the leader.
+            if leads && rep.leader().is_some_and(|l| l.id == target.id) {
+                continue;
+            }
+            let Ok(mut next) =
+                backend::connect(&target.proxy_addr, &login, self.shared.max_packet).await
+            else {
+                continue;
+            };
+            let mut status = super::session::ok_status(&next.login_ok.payload);
+            let mut replayed = true;
+            for sql in self.route.history.statements() {
+                let mut raw = bytes::BytesMut::new();
+                encode_query(&mut raw, sql);
+                let reply = async {
+                    next.conn.write_raw(&raw).await?;
+                    next.conn.flush().await?;
+                    drain(&mut next, Expect::Query).await
+                };
+                match reply.await {
+                    Ok(o) if o.error.is_none() => status = o.status.unwrap_or(status),
+                    _ => {
+                        replayed = false;
+                        break;
+                    }
+                }
+            }
+            if let (true, Some(raw)) = (replayed, &self.route.set_option) {
+                let reply = async {
+                    next.conn.write_raw(raw).await?;
+                    next.conn.flush().await?;
+                    drain(&mut next, Expect::Single).await
+                };
+                replayed = reply.await.is_ok_and(|o| o.error.is_none());
+            }
+            if !replayed {
+                continue;
+            }
+            let mut old = std::mem::replace(&mut self.backend, next);
+            let mut quit = bytes::BytesMut::new();
+            quit.extend_from_slice(&[1, 0, 0, 0, crate::protocol::command::COM_QUIT]);
+            old.conn.write_raw(&quit).await.ok();
+            old.conn.flush().await.ok();
+            self.status = status;
+            self.vars = None;
+            self.registration.update(super::registry::Entry {
+                user: self.auth.login.user.clone(),
+                backend_thread: self.backend.thread_id,
+                running_on_leader: None,
+            });
+            tracing::info!(id = self.auth.id, from = %member, to = %target.id, leads, healthy, lost, "the session reads from another member now");
+            self.route.read_member = Some(target.id);
+            return true;
+        }
+        false
     }
 
     /// The leader's quorum-confirmed read index, over the link.

@@ -703,7 +703,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Some(Ok(Ok(p))) => p,
                 Some(Ok(Err(e))) => return self.client_failed(e).await,
-                Some(Err(spoke)) => return self.backend_went_away(spoke).await,
+                Some(Err(spoke)) => {
+                    // A standalone proxy's session moves to another member when the
+                    // one it read from goes away, if nothing tied it there.
+                    if self.route.read_member.is_some() && self.move_reads(true).await {
+                        continue;
+                    }
+                    return self.backend_went_away(spoke).await;
+                }
             };
             if packet.seq != 0 {
                 self.reply_err(packet.last_seq, ServerError::out_of_order())
@@ -783,6 +790,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .await?;
             return Ok(Flow::Close);
         };
+        if cmd != COM_QUIT && self.route.read_member.is_some() {
+            self.move_reads_if_needed().await;
+        }
         match cmd {
             COM_QUIT => {
                 self.backend.conn.write_raw(&p.raw).await.ok();

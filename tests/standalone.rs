@@ -316,3 +316,58 @@ async fn read_levels_kill_and_a_lost_follower() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// COM_CHANGE_USER and COM_RESET_CONNECTION through the proxy reach the member and the
+/// leader: the new account reads and writes as itself, and the old session state is
+/// gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_user_and_reset_through_the_proxy() {
+    let nodes = cluster_of(3, FAST).await;
+    let l = leader_among(&nodes, |_| true).await;
+    write(
+        &nodes[l],
+        "CREATE TABLE t (id INT PRIMARY KEY, who VARCHAR(80))",
+    )
+    .await;
+    write(&nodes[l], "CREATE USER 'other'@'%' IDENTIFIED BY 'opw'").await;
+    write(&nodes[l], "GRANT SELECT, INSERT ON test.* TO 'other'@'%'").await;
+    let proxy = ProcProxy::start(&nodes, "").await;
+    let mut c = proxy.client().await.unwrap();
+    c.query_drop("SET @v = 1").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, CURRENT_USER())")
+        .await
+        .unwrap();
+    c.change_user(
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some("other".into()))
+            .with_pass(Some("opw".into()))
+            .with_db_name(Some("test".into())),
+    )
+    .await
+    .expect("change user through the standalone proxy");
+    let who: Option<String> = c.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(who.as_deref(), Some("other@%"));
+    let v: Option<Option<i64>> = c.query_first("SELECT @v").await.unwrap();
+    assert_eq!(v, Some(None), "change user resets session state");
+    c.query_drop("INSERT INTO t VALUES (2, CURRENT_USER())")
+        .await
+        .unwrap();
+    let err = c
+        .query_drop("CREATE TABLE nope (id INT)")
+        .await
+        .expect_err("other may not create tables");
+    assert!(err.to_string().contains("1142"), "{err}");
+    c.reset().await.expect("reset connection");
+    let n: i64 = c
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2);
+    settled(
+        &nodes,
+        "SELECT GROUP_CONCAT(who ORDER BY id) FROM test.t",
+        "app@%,other@%",
+    )
+    .await;
+}

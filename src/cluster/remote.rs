@@ -47,6 +47,71 @@ struct Known {
     heard: BTreeMap<String, Heard>,
     /// Addresses polled (seeds and every member named by an answer).
     polled: std::collections::BTreeSet<String>,
+    /// What sessions ask about, rebuilt with every answer.
+    summary: Arc<Summary>,
+}
+
+/// One member as last heard: number, record, healthy, applied index, when.
+type HeardMember = (u64, Member, bool, u64, Instant);
+
+/// What the proxy's sessions ask about (several times per statement), rebuilt from the
+/// answers whenever one comes or a member is lost, so that a statement reads it without
+/// copying views.
+#[derive(Default)]
+struct Summary {
+    leader: Option<(u64, Member)>,
+    /// The committed index the leader reported.
+    leader_committed: u64,
+    /// The members that answered within [`STALE_AFTER`] of the rebuild.
+    heard: Vec<HeardMember>,
+    /// Every member record an answer names.
+    records: Vec<(u64, Member)>,
+}
+
+impl Summary {
+    fn of(heard: &BTreeMap<String, Heard>) -> Summary {
+        let now = Instant::now();
+        let recent: Vec<&Heard> = heard
+            .values()
+            .filter(|h| now.duration_since(h.at) < STALE_AFTER)
+            .collect();
+        let views: Vec<NodeView> = recent.iter().map(|h| h.view.clone()).collect();
+        let leader = RemoteCluster::leader_of(&views);
+        let leader_committed = leader
+            .as_ref()
+            .and_then(|(n, _)| views.iter().find(|v| u64::from(v.number) == *n))
+            .map_or(0, |v| v.committed);
+        let mut records: Vec<(u64, Member)> = Vec::new();
+        for v in &views {
+            for (n, m) in &v.members {
+                if !records.iter().any(|(k, _)| k == n) {
+                    records.push((*n, m.clone()));
+                }
+            }
+        }
+        let heard = recent
+            .iter()
+            .filter_map(|h| {
+                let n = u64::from(h.view.number);
+                let (_, m) = records.iter().find(|(k, _)| *k == n)?;
+                Some((n, m.clone(), h.view.healthy, h.view.applied, h.at))
+            })
+            .collect();
+        Summary {
+            leader,
+            leader_committed,
+            heard,
+            records,
+        }
+    }
+
+    /// The members heard from within [`STALE_AFTER`] of now.
+    fn fresh(&self) -> impl Iterator<Item = &HeardMember> {
+        let now = Instant::now();
+        self.heard
+            .iter()
+            .filter(move |h| now.duration_since(h.4) < STALE_AFTER)
+    }
 }
 
 /// The cluster seen from a standalone proxy.
@@ -105,22 +170,15 @@ impl RemoteCluster {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    fn summary(&self) -> Arc<Summary> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .summary
+            .clone()
     }
 
-    /// Answers heard within [`STALE_AFTER`].
-    fn recent(&self) -> Vec<NodeView> {
-        let now = Instant::now();
-        self.lock()
-            .heard
-            .values()
-            .filter(|h| now.duration_since(h.at) < STALE_AFTER)
-            .map(|h| h.view.clone())
-            .collect()
-    }
-
-    /// The member record of number `n`, from any recent answer.
+    /// The member record of number `n`, from any of `views`.
     fn record(views: &[NodeView], n: u64) -> Option<Member> {
         views
             .iter()
@@ -145,33 +203,23 @@ impl RemoteCluster {
     /// first (the leader carries the writes, and a session reading there would be cut
     /// when it fails), the leader only when no follower qualifies.
     pub fn candidates(&self) -> Vec<Member> {
-        let views = self.recent();
-        let leader = Self::leader_of(&views).map(|(n, _)| n);
-        let healthy: Vec<&NodeView> = views.iter().filter(|v| v.healthy).collect();
+        let s = self.summary();
+        let leader = s.leader.as_ref().map(|(n, _)| *n);
+        let healthy: Vec<&HeardMember> = s.fresh().filter(|h| h.2).collect();
         let followers: Vec<Member> = healthy
             .iter()
-            .filter(|v| Some(u64::from(v.number)) != leader)
-            .filter_map(|v| Self::record(&views, u64::from(v.number)))
+            .filter(|h| Some(h.0) != leader)
+            .map(|h| h.1.clone())
             .collect();
         if !followers.is_empty() {
             return followers;
         }
-        healthy
-            .iter()
-            .filter_map(|v| Self::record(&views, u64::from(v.number)))
-            .collect()
+        healthy.iter().map(|h| h.1.clone()).collect()
     }
 
-    /// The members and what each said last, for logs and tests.
+    /// The members heard from lately and whether each said it is healthy.
     pub fn members(&self) -> Vec<(Member, bool)> {
-        let views = self.recent();
-        let mut out: Vec<(Member, bool)> = Vec::new();
-        for v in &views {
-            if let Some(m) = Self::record(&views, u64::from(v.number)) {
-                out.push((m, v.healthy));
-            }
-        }
-        out
+        self.summary().fresh().map(|h| (h.1.clone(), h.2)).collect()
     }
 
     /// Wait until a healthy follower is known too, up to `timeout` (at start, so that
@@ -289,6 +337,7 @@ impl Poller {
                     at: Instant::now(),
                 },
             );
+            k.summary = Arc::new(Summary::of(&k.heard));
             before.as_ref() != Some(&view)
         };
         if changed {
@@ -300,13 +349,14 @@ impl Poller {
     }
 
     fn forget(&self, addr: &str) {
-        let removed = self
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .heard
-            .remove(addr)
-            .is_some();
+        let removed = {
+            let mut k = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            let removed = k.heard.remove(addr).is_some();
+            if removed {
+                k.summary = Arc::new(Summary::of(&k.heard));
+            }
+            removed
+        };
         if removed {
             self.changes.send_modify(|n| *n += 1);
         }
@@ -319,7 +369,7 @@ impl Replicator for RemoteCluster {
     }
 
     fn leader(&self) -> Option<Member> {
-        Self::leader_of(&self.recent()).map(|(_, m)| m)
+        self.summary().leader.as_ref().map(|(_, m)| m.clone())
     }
 
     fn me(&self) -> &Member {
@@ -380,14 +430,7 @@ impl Replicator for RemoteCluster {
     fn known_committed(&self) -> u64 {
         // The leader's committed index as last heard: never above the real one, which
         // is what a request id's `since` needs.
-        let views = self.recent();
-        match Self::leader_of(&views) {
-            Some((n, _)) => views
-                .iter()
-                .find(|v| u64::from(v.number) == n)
-                .map_or(0, |v| v.committed),
-            None => 0,
-        }
+        self.summary().leader_committed
     }
 
     fn wait_applied(&self, _index: u64, _timeout: Duration) -> BoxFuture<'_, bool> {
@@ -404,7 +447,12 @@ impl Replicator for RemoteCluster {
     }
 
     fn member(&self, number: u16) -> Option<Member> {
-        Self::record(&self.recent(), u64::from(number))
+        let s = self.summary();
+        let n = u64::from(number);
+        s.records
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, m)| m.clone())
     }
 
     fn last_log_index(&self) -> u64 {
@@ -424,11 +472,10 @@ impl Replicator for RemoteCluster {
     }
 
     fn member_state(&self, id: &str) -> Option<(bool, u64)> {
-        let views = self.recent();
-        views.iter().find_map(|v| {
-            let record = Self::record(&views, u64::from(v.number))?;
-            (record.id == id).then_some((v.healthy, v.applied))
-        })
+        self.summary()
+            .fresh()
+            .find(|h| h.1.id == id)
+            .map(|h| (h.2, h.3))
     }
 
     fn read_targets(&self) -> Vec<Member> {
@@ -469,6 +516,79 @@ mod tests {
             healthy,
             members: (1..=3).map(member).collect(),
         }
+    }
+
+    fn cluster_hearing(views: &[(NodeView, Duration)]) -> Arc<RemoteCluster> {
+        let identity = PeerIdentity {
+            node_id: "proxy-1".into(),
+            number: 900,
+            incarnation: 1,
+            priority: 0,
+            cluster_addr: String::new(),
+            proxy_addr: "127.0.0.1:8007".into(),
+            api_addr: String::new(),
+        };
+        let (_stop, rx) = watch::channel(false);
+        let c = RemoteCluster::start(identity, b"s".to_vec(), &[], rx);
+        {
+            let mut k = c.known.lock().unwrap();
+            for (v, age) in views {
+                k.heard.insert(
+                    format!("node-{}", v.number),
+                    Heard {
+                        view: v.clone(),
+                        at: Instant::now() - *age,
+                    },
+                );
+            }
+            k.summary = Arc::new(Summary::of(&k.heard));
+        }
+        c
+    }
+
+    fn ids(members: Vec<Member>) -> Vec<String> {
+        let mut v: Vec<String> = members.into_iter().map(|m| m.id).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn sessions_read_from_healthy_followers_heard_lately() {
+        let now = Duration::ZERO;
+        // Node 2 leads; node 3 is unhealthy; node 1 is fine.
+        let c = cluster_hearing(&[
+            (view(1, 4, Some(2), true), now),
+            (view(2, 4, Some(2), true), now),
+            (view(3, 4, Some(2), false), now),
+        ]);
+        assert_eq!(ids(c.candidates()), ["node-1"]);
+        assert_eq!(c.member_state("node-3"), Some((false, 10)));
+        assert_eq!(Replicator::leader(c.as_ref()).unwrap().id, "node-2");
+        assert_eq!(c.known_committed(), 10);
+        // No healthy follower: the leader serves reads.
+        let c = cluster_hearing(&[
+            (view(2, 4, Some(2), true), now),
+            (view(3, 4, Some(2), false), now),
+        ]);
+        assert_eq!(ids(c.candidates()), ["node-2"]);
+        // A member last heard from too long ago is neither read from nor its word
+        // taken for the leader.
+        let old = STALE_AFTER + Duration::from_millis(100);
+        let c = cluster_hearing(&[
+            (view(1, 4, Some(2), true), old),
+            (view(2, 4, Some(2), true), now),
+            (view(3, 4, Some(2), true), now),
+        ]);
+        assert_eq!(ids(c.candidates()), ["node-3"]);
+        assert_eq!(c.member_state("node-1"), None);
+        // The read targets rotate from one session to the next.
+        let c = cluster_hearing(&[
+            (view(1, 4, Some(2), true), now),
+            (view(2, 4, Some(2), true), now),
+            (view(3, 4, Some(2), true), now),
+        ]);
+        let first: Vec<String> = (0..4).map(|_| c.read_targets()[0].id.clone()).collect();
+        assert_eq!(first, ["node-1", "node-3", "node-1", "node-3"]);
     }
 
     #[test]

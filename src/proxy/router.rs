@@ -579,6 +579,14 @@ pub struct RouteState {
     pub stamp_refused: bool,
 }
 
+/// What [`Session::replay_onto`] did.
+pub(super) struct Replayed {
+    /// Statements that failed.
+    failed: usize,
+    /// The server status after the last one, if any ran.
+    status: Option<u16>,
+}
+
 /// What [`Session::link_or_hold`] found.
 pub(super) enum Linked {
     /// The link to the leader is open.
@@ -1024,35 +1032,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             else {
                 continue;
             };
-            let mut status = super::session::ok_status(&next.login_ok.payload);
-            let mut replayed = true;
-            for sql in self.route.history.statements() {
-                let mut raw = bytes::BytesMut::new();
-                encode_query(&mut raw, sql);
-                let reply = async {
-                    next.conn.write_raw(&raw).await?;
-                    next.conn.flush().await?;
-                    drain(&mut next, Expect::Query).await
-                };
-                match reply.await {
-                    Ok(o) if o.error.is_none() => status = o.status.unwrap_or(status),
-                    _ => {
-                        replayed = false;
-                        break;
-                    }
+            let status = match self.replay_onto(&mut next, "another member").await {
+                Ok(Replayed { failed: 0, status }) => {
+                    status.unwrap_or_else(|| super::session::ok_status(&next.login_ok.payload))
                 }
-            }
-            if let (true, Some(raw)) = (replayed, &self.route.set_option) {
-                let reply = async {
-                    next.conn.write_raw(raw).await?;
-                    next.conn.flush().await?;
-                    drain(&mut next, Expect::Single).await
-                };
-                replayed = reply.await.is_ok_and(|o| o.error.is_none());
-            }
-            if !replayed {
-                continue;
-            }
+                _ => continue,
+            };
             let mut old = std::mem::replace(&mut self.backend, next);
             let mut quit = bytes::BytesMut::new();
             quit.extend_from_slice(&[1, 0, 0, 0, crate::protocol::command::COM_QUIT]);
@@ -1342,31 +1327,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             })?;
         let status = super::session::ok_status(&link.login_ok.payload);
-        for sql in self.route.history.statements() {
-            let mut raw = bytes::BytesMut::new();
-            encode_query(&mut raw, sql);
-            let replayed = async {
-                link.conn.write_raw(&raw).await?;
-                link.conn.flush().await?;
-                drain(&mut link, Expect::Query).await
-            };
-            match replayed.await {
-                Ok(o) if o.error.is_none() => {}
-                Ok(o) => {
-                    tracing::warn!(id = self.auth.id, code = ?o.error, statement = sql, "a session statement failed when replayed on the leader")
-                }
-                Err(e) => return Err(no_leader(&e.to_string())),
-            }
-        }
-        if let Some(raw) = &self.route.set_option {
-            let replayed = async {
-                link.conn.write_raw(raw).await?;
-                link.conn.flush().await?;
-                drain(&mut link, Expect::Single).await
-            };
-            if let Err(e) = replayed.await {
-                return Err(no_leader(&e.to_string()));
-            }
+        if let Err(e) = self.replay_onto(&mut link, "the leader").await {
+            return Err(no_leader(&e.to_string()));
         }
         tracing::debug!(id = self.auth.id, leader = %leader.id, replayed = self.route.history.len(), "link to the leader opened");
         self.route.link_status = status;
@@ -1374,6 +1336,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.route.link_leader = Some(leader.id.clone());
         self.route.link_gen += 1;
         Ok(())
+    }
+
+    /// Replay the session's history, then its last COM_SET_OPTION, on `backend`, a
+    /// connection just opened for the session (`to` names it in logs). A statement that
+    /// fails is logged and counted; a broken connection is an error.
+    async fn replay_onto(
+        &self,
+        backend: &mut Backend,
+        to: &str,
+    ) -> Result<Replayed, crate::protocol::ProtoError> {
+        let mut out = Replayed {
+            failed: 0,
+            status: None,
+        };
+        for sql in self.route.history.statements() {
+            let mut raw = bytes::BytesMut::new();
+            encode_query(&mut raw, sql);
+            backend.conn.write_raw(&raw).await?;
+            backend.conn.flush().await?;
+            let o = drain(backend, Expect::Query).await?;
+            out.status = o.status.or(out.status);
+            if o.error.is_some() {
+                tracing::warn!(id = self.auth.id, code = ?o.error, statement = sql, to, "a session statement failed when replayed");
+                out.failed += 1;
+            }
+        }
+        if let Some(raw) = &self.route.set_option {
+            backend.conn.write_raw(raw).await?;
+            backend.conn.flush().await?;
+            let o = drain(backend, Expect::Single).await?;
+            if o.error.is_some() {
+                out.failed += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// Run a client command on the leader, relaying its reply; then learn the

@@ -345,11 +345,11 @@ fn service_install_and_run_sh_in_a_throwaway_root() {
 
     let root = tempfile::tempdir().unwrap();
     let bins = std::path::Path::new(WOLFSCALE).parent().unwrap();
-    let install = |mode: &str, answers: &str| {
+    let install_in = |root: &std::path::Path, mode: &str, answers: &str| {
         let mut child = Command::new("bash")
             .arg(repo.join("install_service.sh"))
             .arg(mode)
-            .env("ROOT", root.path())
+            .env("ROOT", root)
             .env("WOLFSCALE_BIN_DIR", bins)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -364,6 +364,7 @@ fn service_install_and_run_sh_in_a_throwaway_root() {
             .unwrap();
         child.wait_with_output().unwrap()
     };
+    let install = |mode: &str, answers: &str| install_in(root.path(), mode, answers);
     let answers = "node-7\n0.0.0.0:7654\n10.0.0.7:7654\ny\n10.0.0.8:7654\n10.0.0.9:7654\n\n\
                    cluster-s3cret\n127.0.0.1\n3307\nshop\nsvc\npa\"ss\\word\n8081\n";
     let out = install("node", answers);
@@ -428,25 +429,11 @@ fn service_install_and_run_sh_in_a_throwaway_root() {
     // A standalone proxy's install, in a root of its own: it asks for the proxy's
     // id, where it listens, the nodes, the secret and the service account.
     let proxy_root = tempfile::tempdir().unwrap();
-    let mut child = Command::new("bash")
-        .arg(repo.join("install_service.sh"))
-        .arg("proxy")
-        .env("ROOT", proxy_root.path())
-        .env("WOLFSCALE_BIN_DIR", bins)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"edge-1\n0.0.0.0:3306\n10.0.0.8:7654\n10.0.0.9:7654\n\ncluster-s3cret\nsvc\npw\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = install_in(
+        proxy_root.path(),
+        "proxy",
+        "edge-1\n0.0.0.0:3306\n10.0.0.8:7654\n10.0.0.9:7654\n\ncluster-s3cret\nsvc\npw\n",
+    );
     assert!(out.status.success(), "{out:?}");
     let proxy_config = proxy_root.path().join("opt/wolfscale/wolfscale.toml");
     let (cfg, _) =

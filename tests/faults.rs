@@ -310,6 +310,31 @@ async fn setup(nodes: &[ProcNode]) -> usize {
     l
 }
 
+/// Under `load`: SIGKILL leader `l`, wait for another leader and more writes, restart
+/// the killed node and wait for `after_restart` more; then the new leader, the verdict
+/// on every attempt once the nodes converged, and the failover time.
+async fn kill_the_leader(
+    nodes: &mut [ProcNode],
+    l: usize,
+    load: Load,
+    after_restart: u64,
+) -> (usize, Verdict, Option<Duration>) {
+    load.wait_acks(200).await;
+    let kill = Instant::now();
+    nodes[l].kill();
+    let new_leader = leader_among(nodes, |i| i != l).await;
+    load.wait_acks(200).await;
+    nodes[l].spawn(false);
+    load.wait_acks(after_restart).await;
+    let attempts = load.finish().await;
+    let rows = converged(nodes).await;
+    (
+        new_leader,
+        judge(&attempts, &rows),
+        failover_time(&attempts, kill),
+    )
+}
+
 /// SIGKILL the leader during the load; the others elect a leader and go on; the
 /// killed node rejoins and converges. Default timeouts, so the failover time printed
 /// is the one users get.
@@ -319,17 +344,7 @@ async fn leader_kill_under_load() {
     let l = setup(&nodes).await;
     let ports: Vec<u16> = nodes.iter().map(|n| n.proxy_port).collect();
     let load = Load::start(&ports, 2);
-    load.wait_acks(200).await;
-    let kill = Instant::now();
-    nodes[l].kill();
-    let new_leader = leader_among(&nodes, |i| i != l).await;
-    load.wait_acks(200).await;
-    nodes[l].spawn(false);
-    load.wait_acks(200).await;
-    let attempts = load.finish().await;
-    let rows = converged(&nodes).await;
-    let v = judge(&attempts, &rows);
-    let failover = failover_time(&attempts, kill);
+    let (new_leader, v, failover) = kill_the_leader(&mut nodes, l, load, 200).await;
     eprintln!(
         "leader kill: node-{} killed, node-{} leads; first write accepted {:?} after the kill; \
          {} acknowledged, {} unknown",
@@ -360,17 +375,7 @@ async fn leader_kill_under_load_through_a_standalone_proxy() {
     let proxy = common::procs::ProcProxy::start(&nodes, "").await;
     let clients = 4;
     let load = Load::start(&[proxy.port], clients);
-    load.wait_acks(200).await;
-    let kill = Instant::now();
-    nodes[l].kill();
-    let new_leader = leader_among(&nodes, |i| i != l).await;
-    load.wait_acks(200).await;
-    nodes[l].spawn(false);
-    load.wait_acks(100).await;
-    let attempts = load.finish().await;
-    let rows = converged(&nodes).await;
-    let v = judge(&attempts, &rows);
-    let failover = failover_time(&attempts, kill);
+    let (new_leader, v, failover) = kill_the_leader(&mut nodes, l, load, 100).await;
     eprintln!(
         "leader kill through a standalone proxy: node-{} killed, node-{} leads; first write \
          accepted {:?} after the kill; {} acknowledged, {} unknown",

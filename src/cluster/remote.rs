@@ -217,11 +217,6 @@ impl RemoteCluster {
         healthy.iter().map(|h| h.1.clone()).collect()
     }
 
-    /// The members heard from lately and whether each said it is healthy.
-    pub fn members(&self) -> Vec<(Member, bool)> {
-        self.summary().fresh().map(|h| (h.1.clone(), h.2)).collect()
-    }
-
     /// Wait until a healthy follower is known too, up to `timeout` (at start, so that
     /// the first sessions are spread over the followers).
     pub async fn wait_follower(&self, timeout: Duration) {
@@ -476,6 +471,13 @@ impl Replicator for RemoteCluster {
             .fresh()
             .find(|h| h.1.id == id)
             .map(|h| (h.2, h.3))
+    }
+
+    fn leads(&self, id: &str) -> bool {
+        self.summary()
+            .leader
+            .as_ref()
+            .is_some_and(|(_, m)| m.id == id)
     }
 
     fn read_targets(&self) -> Vec<Member> {

@@ -79,6 +79,10 @@ pub trait Replicator: Send + Sync + 'static {
     fn member_state(&self, _id: &str) -> Option<(bool, u64)> {
         None
     }
+    /// On a standalone proxy: whether member `id` is the leader.
+    fn leads(&self, _id: &str) -> bool {
+        false
+    }
 }
 
 impl Replicator for Cluster {

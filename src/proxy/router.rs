@@ -999,7 +999,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         let healthy = healthy(&rep);
-        let leads = rep.leader().is_some_and(|l| l.id == member);
+        let leads = rep.leads(&member);
         if healthy && !leads {
             return false;
         }
@@ -1024,7 +1024,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         });
         for target in targets {
             // Only a follower is worth moving to from the leader.
-            if leads && rep.leader().is_some_and(|l| l.id == target.id) {
+            if leads && rep.leads(&target.id) {
                 continue;
             }
             let Ok(mut next) =

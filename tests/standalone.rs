@@ -371,3 +371,67 @@ async fn change_user_and_reset_through_the_proxy() {
     )
     .await;
 }
+
+/// Through the proxy a client runs as exactly the account MariaDB gives its own
+/// address, on the member it reads from and on the leader it writes through: the proxy
+/// proves the client's address to both, never its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_run_as_the_account_of_their_own_address() {
+    // The nodes' MariaDBs take PROXY headers from them, so a node logs a client in
+    // as the account of the client's address (else it refuses one that would get
+    // another account than from the node's own address).
+    let tuning = common::procs::Tuning {
+        db_args: &["--proxy-protocol-networks=127.0.0.0/8,localhost"],
+        ..FAST
+    };
+    let nodes = cluster_of(3, tuning).await;
+    let l = leader_among(&nodes, |_| true).await;
+    write(
+        &nodes[l],
+        "CREATE TABLE t (id INT PRIMARY KEY, who VARCHAR(80))",
+    )
+    .await;
+    write(
+        &nodes[l],
+        "CREATE USER 'h'@'127.0.0.2' IDENTIFIED BY 'h-two'",
+    )
+    .await;
+    write(
+        &nodes[l],
+        "GRANT SELECT, INSERT ON test.* TO 'h'@'127.0.0.2'",
+    )
+    .await;
+    write(&nodes[l], "CREATE USER 'h'@'%' IDENTIFIED BY 'h-any'").await;
+    write(&nodes[l], "GRANT SELECT ON test.* TO 'h'@'%'").await;
+    let proxy = ProcProxy::start(&nodes, "").await;
+    let two: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let one: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+
+    let mut c = common::raw::Raw::try_login_from(proxy.port, two, "h", "h-two")
+        .await
+        .expect("h from 127.0.0.2 with its password");
+    let who = c.query("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(who[0][0].as_deref(), Some("h@127.0.0.2"), "the read member");
+    c.query("INSERT INTO test.t VALUES (1, CURRENT_USER())")
+        .await
+        .expect("h@127.0.0.2 may insert");
+    settled(&nodes, "SELECT who FROM test.t WHERE id = 1", "h@127.0.0.2").await;
+
+    // From 127.0.0.1 the same name is h@'%': the other password, and no INSERT.
+    assert!(
+        common::raw::Raw::try_login_from(proxy.port, one, "h", "h-two")
+            .await
+            .is_err(),
+        "h from 127.0.0.1 logged in with h@127.0.0.2's password"
+    );
+    let mut c = common::raw::Raw::try_login_from(proxy.port, one, "h", "h-any")
+        .await
+        .expect("h from 127.0.0.1 with h@%'s password");
+    let who = c.query("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(who[0][0].as_deref(), Some("h@%"));
+    let err = c
+        .query("INSERT INTO test.t VALUES (2, CURRENT_USER())")
+        .await
+        .expect_err("h@% may not insert");
+    assert_eq!(err.0, 1142, "{err:?}");
+}

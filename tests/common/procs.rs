@@ -44,6 +44,8 @@ pub struct Tuning {
     pub api_extra: &'static str,
     /// More `[database]` keys (lines ending in a newline).
     pub db_extra: &'static str,
+    /// More `mariadbd` arguments for every node's MariaDB.
+    pub db_args: &'static [&'static str],
 }
 
 /// Short timeouts: elections within a second.
@@ -55,6 +57,7 @@ pub const FAST: Tuning = Tuning {
     extra: "",
     api_extra: "",
     db_extra: "",
+    db_args: &[],
 };
 
 /// The documented defaults (heartbeat 500 ms, elections after 1.5 to 3 s).
@@ -66,6 +69,7 @@ pub const DEFAULTS: Tuning = Tuning {
     extra: "",
     api_extra: "",
     db_extra: "",
+    db_args: &[],
 };
 
 impl ProcNode {
@@ -309,7 +313,11 @@ async fn start_cluster(
     tuning: Tuning,
     place: impl Fn(usize, u16) -> (std::net::Ipv4Addr, u16),
 ) -> Vec<ProcNode> {
-    let dbs = super::futures_join_all((0..n).map(|_| Db::start())).await;
+    let options = || wolfscale::localdb::Options {
+        extra_args: tuning.db_args.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    };
+    let dbs = super::futures_join_all((0..n).map(|_| Db::start_with(options()))).await;
     let mut nodes: Vec<ProcNode> = dbs
         .into_iter()
         .enumerate()
